@@ -1,0 +1,237 @@
+"""Kaggle run-length encoding (RLE) of binary masks, and the ``id,encoding`` CSV files holding it.
+
+Format (HuBMAP Kaggle ``train.csv``): space separated pairs ``start length``, **1-based**, pixels
+numbered **top to bottom, then left to right** (column-major / Fortran order). An empty mask is ``""``.
+Decoding with a row-major reshape gives a transposed mask: that is the classic bug this module avoids.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..errors import HubmapInputError
+
+__all__ = ["rle_encode", "rle_decode", "read_rle_csv", "write_rle_csv", "ENCODING_COLUMNS"]
+
+ENCODING_COLUMNS = ("encoding", "predicted", "rle")
+"""Accepted names of the encoding column, in order of preference (``predicted``: Kaggle submissions)."""
+
+_CHUNK_PIXELS = 1 << 26  # pixels handled per step of rle_encode (bounds the temporary copies)
+_CSV_FIELD_LIMIT = 2**31 - 1  # whole-slide encodings are far longer than csv's default 128 KiB
+
+
+def rle_encode(mask: np.ndarray) -> str:
+    """Encode a 2-D mask (nonzero = foreground) as Kaggle RLE, column-major and 1-based."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"rle_encode needs a 2-D mask, got shape {mask.shape}")
+    starts, ends = _run_bounds(mask)
+    pairs = np.empty(2 * starts.size, dtype=np.int64)
+    pairs[0::2] = starts + 1
+    pairs[1::2] = ends - starts
+    return " ".join(map(str, pairs.tolist()))
+
+
+def _run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """0-based [start, end) of the foreground runs of ``mask`` in column-major order.
+
+    Works on blocks of whole columns so a 30000 x 40000 mask never needs a full-size copy.
+    """
+    height, width = mask.shape
+    cols_per_block = max(1, _CHUNK_PIXELS // max(height, 1))
+    changes = []
+    previous = False
+    for col0 in range(0, width, cols_per_block):
+        block = mask[:, col0 : col0 + cols_per_block].T.ravel() != 0  # column-major order
+        if block.size == 0:
+            continue
+        flips = np.flatnonzero(block[1:] != block[:-1]) + 1
+        if block[0] != previous:
+            flips = np.concatenate(([0], flips))
+        changes.append(flips + col0 * height)
+        previous = bool(block[-1])
+    if previous:
+        changes.append(np.array([height * width]))
+    flat = np.concatenate(changes).astype(np.int64) if changes else np.zeros(0, np.int64)
+    return flat[0::2], flat[1::2]
+
+
+def rle_decode(
+    encoding: str | None, shape: tuple[int, int], *, source: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Decode Kaggle RLE into a bool mask of ``shape`` (H, W).
+
+    ``encoding`` may be empty, ``None`` or NaN (pandas' empty cell): all False. Bad input raises
+    :class:`HubmapInputError` with ``path=source`` and a message naming the problem.
+    """
+    height, width = _check_shape(shape, source)
+    total = height * width
+    if _is_blank(encoding):
+        return np.zeros((height, width), dtype=bool)
+    starts, lengths = _parse_pairs(str(encoding), source)
+    _check_runs(starts, lengths, height, width, source)
+    starts, ends = _merge_runs(starts - 1, starts - 1 + lengths)
+    flat = np.zeros(total + 1, dtype=np.int8)
+    flat[starts] += 1
+    flat[ends] -= 1
+    np.cumsum(flat, out=flat)
+    column_major = flat[:total].view(bool).reshape(width, height)
+    return np.ascontiguousarray(column_major.T)
+
+
+def _is_blank(encoding) -> bool:
+    if encoding is None:
+        return True
+    if isinstance(encoding, float) and math.isnan(encoding):
+        return True
+    text = str(encoding).strip()
+    return text == "" or text.lower() == "nan"
+
+
+def _check_shape(shape, source) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise HubmapInputError(source, f"mask shape must be (height, width), got {shape!r}") from None
+    if height < 1 or width < 1:
+        raise HubmapInputError(source, f"mask shape must be positive, got {height}x{width}")
+    return height, width
+
+
+def _parse_pairs(encoding: str, source) -> tuple[np.ndarray, np.ndarray]:
+    tokens = encoding.split()
+    if len(tokens) % 2:
+        raise HubmapInputError(source, f"RLE has an odd number of tokens ({len(tokens)})")
+    try:
+        values = np.array(tokens, dtype=np.int64)
+    except (ValueError, OverflowError):
+        index, token = _first_bad_token(tokens)
+        raise HubmapInputError(
+            source, f"RLE token {index + 1} ({token!r}) is not a whole number"
+        ) from None
+    return values[0::2], values[1::2]
+
+
+def _first_bad_token(tokens: list[str]) -> tuple[int, str]:
+    for index, token in enumerate(tokens):
+        try:
+            int(token)
+        except ValueError:
+            return index, token
+    return 0, tokens[0]
+
+
+def _check_runs(starts, lengths, height, width, source) -> None:
+    total = height * width
+    bad_start = np.flatnonzero(starts < 1)
+    if bad_start.size:
+        i = int(bad_start[0])
+        raise HubmapInputError(
+            source, f"RLE run {i + 1} has start {starts[i]} (starts are 1-based, must be >= 1)"
+        )
+    bad_length = np.flatnonzero(lengths < 1)
+    if bad_length.size:
+        i = int(bad_length[0])
+        raise HubmapInputError(source, f"RLE run {i + 1} has length {lengths[i]} (must be >= 1)")
+    past_end = np.flatnonzero(starts - 1 + lengths > total)
+    if past_end.size:
+        i = int(past_end[0])
+        raise HubmapInputError(
+            source,
+            f"RLE run {i + 1} (start {starts[i]}, length {lengths[i]}) goes past the end of a "
+            f"{height}x{width} image ({total} pixels)",
+        )
+
+
+def _merge_runs(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort runs and merge overlapping/adjacent ones, so each start and end is distinct."""
+    if starts.size and np.all(starts[1:] > ends[:-1]):
+        return starts, ends
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    new_group = np.ones(starts.size, dtype=bool)
+    new_group[1:] = starts[1:] > reach[:-1]
+    first = np.flatnonzero(new_group)
+    last = np.append(first[1:] - 1, starts.size - 1)
+    return starts[first], reach[last]
+
+
+def read_rle_csv(path: str | os.PathLike) -> dict[str, str]:
+    """Read an RLE CSV (header with ``id`` and ``encoding``/``predicted``/``rle``) into {id: rle}."""
+    text = _read_text(path)
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise HubmapInputError(path, "empty file; expected a CSV with columns id,encoding")
+        id_col, enc_col = _find_columns(path, header)
+        return _collect_rows(path, reader, id_col, enc_col)
+    except csv.Error as exc:
+        raise HubmapInputError(path, f"not a valid CSV file ({exc})") from None
+
+
+def _read_text(path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise HubmapInputError(path, "file not found") from None
+    except UnicodeDecodeError:
+        raise HubmapInputError(path, "not a text CSV file (not UTF-8 text)") from None
+    except OSError as exc:
+        raise HubmapInputError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _find_columns(path, header: list[str]) -> tuple[int, int]:
+    names = [name.strip().lower() for name in header]
+    if "id" not in names:
+        raise HubmapInputError(path, f"no 'id' column in the CSV header (columns: {_show(header)})")
+    for wanted in ENCODING_COLUMNS:
+        if wanted in names:
+            return names.index("id"), names.index(wanted)
+    raise HubmapInputError(
+        path,
+        f"no encoding column ('encoding', 'predicted' or 'rle') in the CSV header "
+        f"(columns: {_show(header)})",
+    )
+
+
+def _show(header: list[str]) -> str:
+    return ", ".join(repr(name) for name in header) or "none"
+
+
+def _collect_rows(path, reader, id_col: int, enc_col: int) -> dict[str, str]:
+    encodings: dict[str, str] = {}
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        if len(row) <= id_col or not row[id_col].strip():
+            raise HubmapInputError(path, f"line {line} has no id")
+        key = row[id_col].strip()
+        if key in encodings:
+            raise HubmapInputError(path, f"duplicate id {key!r} (line {line})")
+        value = row[enc_col].strip() if len(row) > enc_col else ""
+        encodings[key] = "" if _is_blank(value) else value
+    return encodings
+
+
+def write_rle_csv(
+    path: str | os.PathLike, encodings: Mapping[str, str], *, column: str = "encoding"
+) -> None:
+    """Write {id: rle} as a CSV with header ``id,<column>`` (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", column])
+    for key, encoding in encodings.items():
+        writer.writerow([key, "" if _is_blank(encoding) else str(encoding)])
+    write_text_atomic(path, buffer.getvalue())

@@ -1,0 +1,39 @@
+"""napari reader contribution: a slide file -> one lazy multiscale RGB image layer.
+
+No napari import here: napari calls :func:`get_reader` through the npe2 manifest and receives
+layer-data tuples. The pyramid cache of a single-level slide starts building in the background.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .slide import Slide, is_slide_path, open_slide
+
+
+def get_reader(path: str | list[str]):
+    """Return a reader function for slide files we can open, else None (napari tries others)."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(is_slide_path(p) and os.path.isfile(p) for p in paths):
+        return None
+    return read_slides
+
+
+def read_slides(path: str | list[str]) -> list[tuple]:
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [slide_layer_data(open_slide(p, build_cache=True)) for p in paths]
+
+
+def slide_layer_data(slide: Slide, name: str | None = None) -> tuple:
+    """A (data, kwargs, "image") tuple showing ``slide`` as a multiscale RGB layer."""
+    data = slide.levels if len(slide.levels) > 1 else slide.levels[0]
+    kwargs = {
+        "name": name or Path(slide.path).name,
+        "rgb": True,
+        "multiscale": len(slide.levels) > 1,
+        "contrast_limits": [0, 255],
+        "metadata": {"napari_hubmap": {"slide": slide, **slide.info()}},
+    }
+    return (data, kwargs, "image")
+

@@ -1,0 +1,178 @@
+"""``open_slide``: any kidney slide as lazy RGB pyramid levels, never read whole into memory.
+
+Pyramidal files give their own levels. A single-level slide larger than 1024 px gets reduced levels
+from the pyramid cache (:mod:`.pyramid_cache`); until the cache exists, those levels are read by
+nearest-neighbour subsampling where level 0 is memory-mapped (uncompressed TIFF), or show the part
+of the cache built so far (white elsewhere) for compressed files.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import HubmapInputError
+from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2, empty_region, level_shapes
+from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff", ".ndpi", ".scn")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_FLAT_IMAGE_PIXELS = 400_000_000
+
+
+def is_slide_path(path: str | os.PathLike) -> bool:
+    name = os.fspath(path).lower()
+    return name.endswith(TIFF_SUFFIXES + IMAGE_SUFFIXES)
+
+
+class CachedLevelSource:
+    """A reduced level of a single-level slide: cache when built, else fallback, else white."""
+
+    def __init__(self, cache: PyramidCache, level: int, fallback: SubsampledSource | None):
+        self.cache = cache
+        self.level = level
+        self.fallback = fallback
+        self.height, self.width = cache.shapes[level - 1]
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        if not self.cache.complete and self.fallback is not None:
+            return self.fallback.read(rows, cols)
+        array = self.cache.array(self.level)
+        if array is None:
+            return empty_region(rows, cols)
+        return ZarrLevelSource(array).read(rows, cols)
+
+
+@dataclass
+class Slide:
+    """An open slide: lazy (H, W, 3) uint8 levels, largest first, and what the file says."""
+
+    path: str
+    levels: list[SlideLevel]
+    mpp: float | None
+    layout: str
+    dtype: str
+    cache: PyramidCache | None = None
+    reopen: Callable[[], tuple] | None = field(default=None, repr=False)
+    _close: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def height(self) -> int:
+        return self.levels[0].shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.levels[0].shape[1]
+
+    @property
+    def downsamples(self) -> list[float]:
+        return [self.height / level.shape[0] for level in self.levels]
+
+    def info(self) -> dict:
+        """What ``napari-hubmap info`` prints."""
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "levels": [list(level.shape[:2]) for level in self.levels],
+            "mpp": self.mpp,
+            "dtype": self.dtype,
+            "layout": self.layout,
+        }
+
+    def build_cache(self, *, background: bool = False, progress=None) -> BuildState | None:
+        """Build the pyramid cache of a single-level slide (no-op for pyramidal files)."""
+        if self.cache is None or self.cache.complete:
+            return None
+        if background:
+            state = self.cache.start_build(self.reopen)
+            state.on_progress = progress
+            return state
+        state = BuildState(on_progress=progress)
+        self.cache.build(self.reopen, state=state)
+        return state
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_slide(path: str | os.PathLike, *, build_cache: bool = False) -> Slide:
+    """Open a slide lazily. ``build_cache=True`` starts the pyramid cache build in the background."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise HubmapInputError(path, "file not found")
+    if os.path.isdir(path):
+        raise HubmapInputError(path, "is a folder, not a slide file")
+    lower = path.lower()
+    if lower.endswith(IMAGE_SUFFIXES):
+        return _open_image(path)
+    slide = _open_tiff(path)
+    if build_cache:
+        slide.build_cache(background=True)
+    return slide
+
+
+def _open_tiff(path: str) -> Slide:
+    from .tiff_slide import TiffSlideFile
+
+    tiff = TiffSlideFile(path)
+    base = tiff.sources[0]
+    levels = [SlideLevel(source) for source in tiff.sources]
+    cache = None
+    if len(levels) == 1 and len(level_shapes(base.height, base.width)) > 1:
+        cache = PyramidCache(path, (base.height, base.width))
+        for level in range(1, len(cache.shapes) + 1):
+            fallback = SubsampledSource(base, 2**level) if base.memmapped else None
+            levels.append(SlideLevel(CachedLevelSource(cache, level, fallback)))
+
+    def reopen():
+        fresh = TiffSlideFile(path)
+        return fresh.sources[0], fresh.close
+
+    return Slide(path, levels, tiff.mpp, tiff.layout, tiff.dtype, cache, reopen, tiff.close)
+
+
+def _open_image(path: str) -> Slide:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height == 0:
+                raise HubmapInputError(path, "image has zero size")
+            if image.width * image.height > MAX_FLAT_IMAGE_PIXELS:
+                raise HubmapInputError(path, "too large for PNG/JPEG reading; convert it to a tiled TIFF")
+            mode = image.mode
+            array = _image_to_rgb(image, path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise HubmapInputError(path, f"not a readable image ({exc})") from exc
+    levels = [SlideLevel(ArraySource(array))]
+    while max(levels[-1].shape[:2]) > 1024:
+        levels.append(SlideLevel(ArraySource(downsample_mean2(levels[-1].source.array))))
+    dtype = "uint16" if mode.startswith("I;16") else "uint8"
+    return Slide(path, levels, None, f"image:{mode}", dtype)
+
+
+def _image_to_rgb(image, path: str) -> np.ndarray:
+    mode = image.mode
+    if mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        return np.asarray(image.convert("RGB"))
+    if mode in ("L", "LA", "1"):
+        warnings.warn(f"{path}: grayscale image, shown as RGB by repeating the channel", stacklevel=4)
+        return np.repeat(np.asarray(image.convert("L"))[:, :, None], 3, axis=2)
+    if mode.startswith("I;16") or mode == "I":
+        warnings.warn(f"{path}: 16-bit image, scaled to 8 bits (value >> 8)", stacklevel=4)
+        data = np.asarray(image).astype(np.uint32) >> 8
+        return np.repeat(np.clip(data, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    raise HubmapInputError(path, f"unsupported image mode {mode}")

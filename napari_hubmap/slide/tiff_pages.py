@@ -1,0 +1,146 @@
+"""Region reads from one TIFF page (IFD): memory-mapped when uncompressed, else tile decoding.
+
+Uncompressed pages (the usual Kaggle HuBMAP slide) are memory-mapped tile by tile, so a read with a
+step (a nearest-neighbour overview) touches only the bytes it needs. Compressed pages go through
+tifffile's zarr store, which decodes only the tiles or strips a region overlaps.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tifffile
+import zarr
+
+from ..errors import HubmapInputError
+
+
+def check_page_data(page: tifffile.TiffPage, path: str, file_size: int) -> None:
+    """Raise if the page's tiles/strips point past the end of the file (truncated copy)."""
+    offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
+    counts = np.asarray(page.databytecounts, dtype=np.uint64)
+    if offsets.size == 0:
+        raise HubmapInputError(path, "TIFF page has no image data")
+    ends = offsets + counts
+    if int(ends.max()) > file_size:
+        missing = int(ends.max()) - file_size
+        raise HubmapInputError(
+            path, f"file is truncated: image data runs {missing} bytes past its end ({file_size} bytes)"
+        )
+
+
+def _uniform_chunks(page: tifffile.TiffPage, chunk_bytes: int) -> bool:
+    """True when every chunk has ``chunk_bytes`` bytes and they follow each other in order."""
+    offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+    counts = np.asarray(page.databytecounts, dtype=np.int64)
+    if np.any(counts != chunk_bytes):
+        return False
+    expected = offsets[0] + chunk_bytes * np.arange(offsets.size, dtype=np.int64)
+    return bool(np.array_equal(offsets, expected))
+
+
+def _memmap_layout(page: tifffile.TiffPage, byteorder: str):
+    """(shape, axes) of a memmap over the page's data, or None when it cannot be mapped."""
+    if page.compression != 1 or page.fillorder != 1 or page.bitspersample not in (8, 16):
+        return None
+    if page.imagedepth != 1:
+        return None
+    samples = page.samplesperpixel
+    planar = samples > 1 and page.planarconfig == 2
+    height, width = page.imagelength, page.imagewidth
+    itemsize = page.bitspersample // 8
+    if page.is_tiled:
+        th, tw = page.tilelength, page.tilewidth
+        nty, ntx = -(-height // th), -(-width // tw)
+        if planar:
+            shape, axes = (samples, nty, ntx, th, tw), "SyxYX"
+            chunk = th * tw * itemsize
+        else:
+            shape, axes = (nty, ntx, th, tw, samples), "yxYXS"
+            chunk = th * tw * samples * itemsize
+        return (shape, axes) if _uniform_chunks(page, chunk) else None
+    if not page.is_contiguous:
+        return None
+    if planar:
+        return (samples, height, width), "SYX"
+    return (height, width, samples), "YXS"
+
+
+class PageReader:
+    """Reads regions of one TIFF page as (h, w, samples) arrays of the page's dtype."""
+
+    def __init__(self, page: tifffile.TiffPage, path: str, byteorder: str):
+        self.path = path
+        self.height, self.width = page.imagelength, page.imagewidth
+        self.samples = page.samplesperpixel
+        self.dtype = np.dtype(byteorder + page.dtype.char)
+        self.tile = (page.tilelength, page.tilewidth) if page.is_tiled else None
+        layout = _memmap_layout(page, byteorder)
+        self.memmapped = layout is not None
+        if layout is not None:
+            shape, self.axes = layout
+            self._map = np.memmap(path, dtype=self.dtype, mode="r", offset=page.dataoffsets[0], shape=shape)
+            self._zarr = None
+        else:
+            self._map = None
+            self.axes = page.axes
+            self._zarr = zarr.open_array(page.aszarr(), mode="r")
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        """Region [rows, cols] (positive steps) as (h, w, samples)."""
+        try:
+            if self._map is None:
+                return self._read_zarr(rows, cols)
+            if self.axes in ("YXS", "SYX"):
+                return self._read_contiguous(rows, cols)
+            return self._read_tiled(rows, cols)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise HubmapInputError(self.path, f"cannot decode image data ({exc})") from exc
+
+    def _read_zarr(self, rows: slice, cols: slice) -> np.ndarray:
+        axes = self.axes
+        key = tuple(rows if a == "Y" else cols if a == "X" else slice(None) for a in axes)
+        data = np.asarray(self._zarr[key])
+        order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+        data = data.transpose(order)
+        return data.reshape(data.shape[0], data.shape[1], -1)
+
+    def _read_contiguous(self, rows: slice, cols: slice) -> np.ndarray:
+        if self.axes == "YXS":
+            return np.array(self._map[rows, cols])
+        return np.array(self._map[:, rows, cols].transpose(1, 2, 0))
+
+    def _read_tiled(self, rows: slice, cols: slice) -> np.ndarray:
+        th, tw = self.tile
+        row_idx = np.arange(rows.start, rows.stop, rows.step)
+        col_idx = np.arange(cols.start, cols.stop, cols.step)
+        out = np.empty((row_idx.size, col_idx.size, self.samples), dtype=self.dtype)
+        planar = self.axes == "SyxYX"
+        for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
+            for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
+                if planar:
+                    block = self._map[:, ty, tx, tile_rows, tile_cols].transpose(1, 2, 0)
+                else:
+                    block = self._map[ty, tx, tile_rows, tile_cols]
+                out[out_rows, out_cols] = block
+        return out
+
+
+def _tile_runs(indices: np.ndarray, tile: int, step: int):
+    """Group sorted pixel indices by tile: (tile index, output slice, slice inside the tile)."""
+    if indices.size == 0:
+        return
+    tiles = indices // tile
+    bounds = np.flatnonzero(np.diff(tiles)) + 1
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [indices.size]])
+    for start, stop in zip(starts.tolist(), stops.tolist()):
+        t = int(tiles[start])
+        first = int(indices[start]) - t * tile
+        last = int(indices[stop - 1]) - t * tile
+        yield t, slice(start, stop), slice(first, last + 1, step)
+
+
+def file_size(path: str) -> int:
+    return os.stat(path).st_size
