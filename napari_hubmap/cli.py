@@ -95,9 +95,22 @@ def cmd_convert_annotations(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from ._widgets.launch import run_viewer
+
+    run_viewer(args.slides, sample=None if args.slides else args.sample, screenshot=args.screenshot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="napari-hubmap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    view = sub.add_parser("view", help="open napari with slides (default: the sample slide) and the widgets docked")
+    view.add_argument("slides", nargs="*", metavar="SLIDE")
+    view.add_argument("--sample", default="synthetic-pas", choices=["synthetic-pas", "synthetic-he"])
+    view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after start-up and quit")
+    view.set_defaults(func=cmd_view)
 
     info = sub.add_parser("info", help="print a slide's size, levels, mpp and layout as one JSON line")
     info.add_argument("slides", nargs="+", metavar="SLIDE")

@@ -7,6 +7,7 @@ pyramid level with ``downsample`` d, coordinates are divided by d first.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -18,7 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 import shapely
 from scipy import ndimage
-from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry import MultiPolygon, Polygon
+from skimage import measure
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
@@ -33,7 +35,12 @@ __all__ = [
 ]
 
 _POLYGONAL = ("Polygon", "MultiPolygon")
-_CLASS_COLORS = {"Glomerulus": [255, 0, 0], "glomerulus": [255, 0, 0], "G": [255, 0, 0], "FC": [0, 160, 255]}
+_CLASS_COLORS = {
+    "Glomerulus": [255, 0, 0],
+    "glomerulus": [255, 0, 0],
+    "G": [255, 0, 0],
+    "FC": [0, 160, 255],
+}
 
 
 @dataclass
@@ -135,12 +142,23 @@ def _to_polygonal(geometry: dict, index: int, path) -> Polygon | MultiPolygon | 
             raise HubmapInputError(path, f"feature {index + 1}: MultiPolygon coordinates are not a list")
         shape = MultiPolygon([_polygon(part, index, path) for part in parts])
     elif kind == "GeometryCollection":
-        members = [_to_polygonal(g, index, path) for g in geometry.get("geometries") or [] if isinstance(g, dict) and "type" in g and "coordinates" in g]
-        members = [m for m in members if m is not None]
-        shape = shapely.union_all(members) if members else None
+        shape = _collection(geometry.get("geometries"), index, path)
     else:
         return None
     return None if shape is None else _valid_polygonal(shape)
+
+
+def _collection(members: Any, index: int, path) -> Polygon | MultiPolygon | None:
+    """Union of the polygonal members of a GeometryCollection (None when it has none)."""
+    if not isinstance(members, list):
+        raise HubmapInputError(path, f"feature {index + 1}: GeometryCollection has no geometries list")
+    shapes = []
+    for member in members:
+        if not isinstance(member, dict) or "coordinates" not in member and "geometries" not in member:
+            raise HubmapInputError(path, f"feature {index + 1}: GeometryCollection member has no coordinates")
+        shapes.append(_to_polygonal(member, index, path))
+    shapes = [s for s in shapes if s is not None]
+    return shapely.union_all(shapes) if shapes else None
 
 
 def _polygon(rings: Any, index: int, path) -> Polygon:
@@ -343,23 +361,41 @@ def labels_to_feature_collection(
 def pixel_outline(mask: np.ndarray) -> Polygon | MultiPolygon:
     """Exact outline (pixel edges) of a bool mask in its own pixel coordinates; area = pixel count.
 
-    Horizontal runs are merged with identical runs on the rows below into rectangles, then unioned.
+    Marching squares gives rings through the midpoints of the pixel edges ("cracks"), cutting the
+    corners; putting each corner back makes the rings follow the pixel edges exactly. Rings are
+    combined even-odd (holes, islands in holes), and pinch points are repaired.
     """
-    rows, starts, stops = _row_runs(mask)
-    row_ends = rows + 1
-    boxes = shapely.box(starts, rows, stops, row_ends)
-    merged = shapely.union_all(boxes)
-    return shapely.simplify(merged, 0)
+    padded = np.pad(np.asarray(mask, dtype=np.uint8), 1)
+    rings = [_crack_ring(contour) for contour in measure.find_contours(padded, 0.5)]
+    if len(rings) == 1:
+        outline = Polygon(rings[0])
+    else:
+        outline = functools.reduce(shapely.symmetric_difference, [Polygon(r) for r in rings])
+    return _valid_polygonal(outline) or Polygon()
 
 
-def _row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, start, stop) of each horizontal foreground run, taller runs merged where rows repeat."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    row_idx, start_idx = np.nonzero(np.diff(padded, axis=1) == 1)
-    _, stop_idx = np.nonzero(np.diff(padded, axis=1) == -1)
-    return row_idx, start_idx, stop_idx
+def _crack_ring(contour: np.ndarray) -> np.ndarray:
+    """Pixel-edge ring [x, y] from a closed find_contours ring (row, col) of the 1-padded mask."""
+    points = contour[:, ::-1] - 0.5  # (x, y) of crack midpoints, unpadded
+    here, after = points[:-1], points[1:]
+    turns = (here[:, 0] != after[:, 0]) & (here[:, 1] != after[:, 1])
+    x_is_whole = here[:, 0] == np.round(here[:, 0])
+    corner_x = np.where(x_is_whole, here[:, 0], after[:, 0])
+    corner_y = np.where(x_is_whole, after[:, 1], here[:, 1])
+    corners = np.column_stack([corner_x, corner_y])
+    path = np.empty((here.shape[0] * 2, 2))
+    path[0::2], path[1::2] = here, corners
+    keep = np.ones(path.shape[0], dtype=bool)
+    keep[1::2] = turns
+    return _drop_collinear(path[keep])
+
+
+def _drop_collinear(points: np.ndarray) -> np.ndarray:
+    """Keep only the vertices where an (open, implicitly closed) ring changes direction."""
+    before = points - np.roll(points, 1, axis=0)
+    after = np.roll(points, -1, axis=0) - points
+    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    return points[cross != 0]
 
 
 def _to_full_resolution(geometry, box, downsample: float, offset) -> Polygon | MultiPolygon:
@@ -389,16 +425,22 @@ def _class_color(name: str) -> list[int]:
 
 
 def _geometry_json(geometry) -> dict:
-    """GeoJSON dict with plain lists, integral coordinates written as ints."""
-    raw = mapping(geometry)
+    """GeoJSON Polygon/MultiPolygon dict with plain lists; integral coordinates written as ints."""
+    polygons = [_polygon_json(p) for p in shapely.get_parts(geometry)]
+    if geometry.geom_type == "Polygon":
+        return {"type": "Polygon", "coordinates": polygons[0]}
+    return {"type": "MultiPolygon", "coordinates": polygons}
 
-    def convert(value):
-        if isinstance(value, (tuple, list)):
-            return [convert(v) for v in value]
-        number = float(value)
-        return int(number) if number.is_integer() else round(number, 4)
 
-    return {"type": raw["type"], "coordinates": convert(raw["coordinates"])}
+def _polygon_json(polygon: Polygon) -> list:
+    return [_ring_json(ring) for ring in (polygon.exterior, *polygon.interiors)]
+
+
+def _ring_json(ring) -> list:
+    points = np.asarray(ring.coords, dtype=float)[:, :2]
+    if np.array_equal(points, np.round(points)):
+        return points.astype(np.int64).tolist()
+    return np.round(points, 4).tolist()
 
 
 def annotations_to_feature_collection(annotations: Iterable[Annotation]) -> dict:

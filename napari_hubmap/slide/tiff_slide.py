@@ -114,16 +114,16 @@ class TiffSlideFile:
             raise HubmapInputError(path, "file is empty (0 bytes)")
         try:
             self.tif = tifffile.TiffFile(path)
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        except Exception as exc:  # tifffile raises many kinds on malformed headers
             raise HubmapInputError(path, f"not a readable TIFF file ({exc})") from exc
         try:
             self._describe(size)
         except HubmapInputError:
             self.close()
             raise
-        except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+        except Exception as exc:  # malformed IFDs surface as arbitrary errors inside tifffile
             self.close()
-            raise HubmapInputError(path, f"corrupt TIFF structure ({exc})") from exc
+            raise HubmapInputError(path, f"corrupt TIFF structure ({type(exc).__name__}: {exc})") from exc
 
     def _describe(self, size: int) -> None:
         tif, path = self.tif, self.path

@@ -1,0 +1,28 @@
+"""Shared fixtures: the ../shared data folder, an isolated pyramid cache, slide file factories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository; skipped where absent, but a failure in CI."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail("../shared/data is missing in CI")
+        pytest.skip("../shared/data not found beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own pyramid cache folder (never the user's ~/.cache)."""
+    root = tmp_path_factory.mktemp("pyramid-cache")
+    monkeypatch.setenv("NAPARI_HUBMAP_CACHE", str(root))
+    return root
