@@ -20,7 +20,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line (and exit code 2)."""
 
     def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"napari-hubmap: error: {message} (see {self.prog} --help)\n")
 
 
 def _progress_bar(description: str):

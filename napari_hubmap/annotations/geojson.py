@@ -30,6 +30,7 @@ __all__ = [
     "read_annotations",
     "rasterize",
     "labels_to_feature_collection",
+    "pixel_outline",
     "annotations_to_feature_collection",
     "write_geojson",
 ]
@@ -154,8 +155,10 @@ def _collection(members: Any, index: int, path) -> Polygon | MultiPolygon | None
         raise HubmapInputError(path, f"feature {index + 1}: GeometryCollection has no geometries list")
     shapes = []
     for member in members:
-        if not isinstance(member, dict) or "coordinates" not in member and "geometries" not in member:
-            raise HubmapInputError(path, f"feature {index + 1}: GeometryCollection member has no coordinates")
+        if not isinstance(member, dict) or "type" not in member:
+            raise HubmapInputError(path, f"feature {index + 1}: bad GeometryCollection member")
+        if "coordinates" not in member and "geometries" not in member:
+            raise HubmapInputError(path, f"feature {index + 1}: geometry has no coordinates")
         shapes.append(_to_polygonal(member, index, path))
     shapes = [s for s in shapes if s is not None]
     return shapely.union_all(shapes) if shapes else None

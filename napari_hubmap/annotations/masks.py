@@ -1,0 +1,174 @@
+"""Mask images (PNG / TIFF): reading into bool masks or int labels, and writing them back.
+
+Reading: binary masks (mode 1, or L with values {0,1} / {0,255}) become bool; colour masks become
+"any colour channel nonzero" (pas-tiles: red = glomerulus); other integer images are instance labels.
+Writing: bool -> uint8 0/255; labels -> the smallest of uint8/uint16/uint32 that fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from ..atomic import atomic_path
+from ..errors import HubmapInputError
+
+__all__ = ["read_mask", "write_mask", "MASK_SUFFIXES"]
+
+MASK_SUFFIXES = (".png", ".tif", ".tiff")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jp2", ".webp")
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask image: bool (H, W) for binary/colour masks, int32/int64 (H, W) for label images."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _LOSSY_SUFFIXES:
+        raise HubmapInputError(path, f"{suffix} is lossy and cannot hold a mask; use PNG or TIFF")
+    if not path.is_file():
+        raise HubmapInputError(path, "file not found" if not path.exists() else "not a file")
+    array = _read_tiff(path) if suffix in _TIFF_SUFFIXES else _read_pil(path)
+    return _normalise(array, path)
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    try:
+        with _no_pixel_limit(), Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:
+                raise HubmapInputError(path, f"has {image.n_frames} frames; expected one 2-D mask")
+            if image.mode in ("P", "PA"):
+                return np.asarray(image)[..., 0] if image.mode == "PA" else np.asarray(image)
+            return np.asarray(image)
+    except HubmapInputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise HubmapInputError(path, f"not a readable image ({exc})") from None
+
+
+@contextlib.contextmanager
+def _no_pixel_limit():
+    """Whole-slide masks exceed PIL's decompression-bomb limit; lift it while we read."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array, axes = series.asarray(), series.axes
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
+        raise HubmapInputError(path, f"not a readable TIFF ({exc})") from None
+    return _samples_last(array, axes, path)
+
+
+def _samples_last(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Drop size-1 axes and move a colour-sample axis ('S') last, leaving (H, W) or (H, W, S)."""
+    keep = [i for i, size in enumerate(array.shape) if size > 1 or axes[i] in "YX"]
+    array = array.reshape([array.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if "S" in axes:
+        array = np.moveaxis(array, axes.index("S"), -1)
+    elif array.ndim > 2:
+        raise HubmapInputError(
+            path, f"is a stack of shape {array.shape} (axes {axes}); expected one 2-D mask"
+        )
+    return array
+
+
+def _normalise(array: np.ndarray, path: Path) -> np.ndarray:
+    """bool for binary or colour masks, int labels otherwise."""
+    array = _to_2d(array, path)
+    if array.dtype == bool:
+        return array
+    if array.dtype.kind == "f":
+        array = _integral(array, path)
+    if array.dtype.kind not in "iu":
+        raise HubmapInputError(path, f"unsupported pixel type {array.dtype} for a mask")
+    if array.size and array.min() < 0:
+        raise HubmapInputError(path, "mask has negative values")
+    if array.dtype.itemsize == 1 and _is_binary(array):
+        return array != 0
+    return _as_labels(array)
+
+
+def _to_2d(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
+        return array[..., 0]
+    if array.ndim == 3 and array.shape[-1] in (3, 4):  # colour (+ alpha): any colour channel set
+        return np.any(array[..., :3] != 0, axis=-1)
+    if array.ndim != 2:
+        raise HubmapInputError(path, f"has shape {array.shape}; expected a 2-D mask")
+    return array
+
+
+def _integral(array: np.ndarray, path: Path) -> np.ndarray:
+    if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+        raise HubmapInputError(path, "mask has non-integer values (a probability map?)")
+    return array.astype(np.int64)
+
+
+def _is_binary(array: np.ndarray) -> bool:
+    present = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
+    return set(present.tolist()) <= {0, 1} or set(present.tolist()) <= {0, 255}
+
+
+def _as_labels(array: np.ndarray) -> np.ndarray:
+    top = int(array.max()) if array.size else 0
+    return array.astype(np.int32 if top < 2**31 else np.int64, copy=False)
+
+
+def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a bool mask (as uint8 0/255) or label image to ``.png`` / ``.tif`` / ``.tiff`` atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise HubmapInputError(path, f"cannot write a mask as {suffix or 'no suffix'}; use .png or .tif")
+    data = _storage_array(np.asarray(labels), path)
+    if suffix == ".png" and data.dtype.itemsize > 2:
+        raise HubmapInputError(
+            path, f"labels up to {int(data.max())} do not fit a 16-bit PNG; write a .tif instead"
+        )
+    with atomic_path(path) as tmp:
+        if suffix == ".png":
+            Image.fromarray(data).save(tmp, format="PNG")
+        else:
+            _write_tiff(tmp, data)
+
+
+def _storage_array(labels: np.ndarray, path: Path) -> np.ndarray:
+    if labels.ndim != 2:
+        raise HubmapInputError(path, f"mask must be 2-D, got shape {labels.shape}")
+    if labels.dtype == bool:
+        return labels.astype(np.uint8) * np.uint8(255)
+    if labels.dtype.kind not in "iu":
+        raise HubmapInputError(path, f"mask must be bool or integer labels, got {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise HubmapInputError(path, "labels must not be negative")
+    top = int(labels.max()) if labels.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return labels.astype(dtype, copy=False)
+    raise HubmapInputError(path, f"label {top} does not fit 32 bits")
+
+
+def _write_tiff(tmp: Path, data: np.ndarray) -> None:
+    big = data.shape[0] >= 1024 and data.shape[1] >= 1024
+    tifffile.imwrite(
+        tmp,
+        data,
+        photometric="minisblack",
+        compression="zlib",
+        tile=(512, 512) if big else None,
+        bigtiff=data.nbytes > 2**31,
+    )

@@ -1,0 +1,68 @@
+"""The napari reader and slide panel in a real viewer (Xvfb + Mesa)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_hubmap.reader import get_reader
+from napari_hubmap.slide.levels import SlideLevel
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def flat_slide(tmp_path):
+    rng = np.random.default_rng(3)
+    image = np.full((3000, 4000, 3), 240, np.uint8)
+    image[500:2500, 800:3200] = rng.integers(60, 200, (2000, 2400, 3), dtype=np.uint8)
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, image, tile=(512, 512), photometric="rgb")
+    return path, image
+
+
+def test_get_reader_declines_what_it_cannot_read(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert get_reader(str(text)) is None
+    assert get_reader(str(tmp_path)) is None
+    assert get_reader(str(tmp_path / "missing.tif")) is None
+
+
+def test_reader_gives_a_lazy_multiscale_layer(make_napari_viewer, flat_slide, monkeypatch):
+    path, image = flat_slide
+
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("the reader must never read the whole file")
+
+    monkeypatch.setattr(tifffile, "imread", whole_file_read)
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", whole_file_read)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-hubmap")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.multiscale and layer.rgb
+    assert all(isinstance(level, SlideLevel) for level in layer.data)
+    assert [tuple(level.shape[:2]) for level in layer.data] == [(3000, 4000), (1500, 2000), (750, 1000)]
+    np.testing.assert_array_equal(layer.data[0][1000:1100, 1000:1100], image[1000:1100, 1000:1100])
+    assert layer.metadata["napari_hubmap"]["layout"] == "interleaved:YXS"
+
+
+def test_viewer_shows_the_slide_and_the_panel_tracks_the_cache(make_napari_viewer, flat_slide, qtbot):
+    from napari_hubmap._widgets.slide_panel import SlidePanel
+
+    path, image = flat_slide
+    viewer = make_napari_viewer(show=True)
+    panel = SlidePanel(viewer)
+    viewer.window.add_dock_widget(panel)
+    layer = viewer.open(str(path), plugin="napari-hubmap")[0]
+    assert "4000 × 3000" in panel.info.text()
+    slide = layer.metadata["napari_hubmap"]["slide"]
+    qtbot.waitUntil(lambda: slide.cache.complete, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.cache_label.text() == "pyramid cache: ready", timeout=5_000)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.shape[2] == 4
+    tissue = shot[..., :3].astype(int).sum(axis=2) < 3 * 220
+    assert tissue.mean() > 0.05  # the dark tissue block is drawn, not a blank canvas
