@@ -43,25 +43,28 @@ def rle_encode(mask: np.ndarray) -> str:
 def _run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """0-based [start, end) of the foreground runs of ``mask`` in column-major order.
 
-    Works on blocks of whole columns so a 30000 x 40000 mask never needs a full-size copy.
+    Works on C-order row blocks (no transposed copy): a value changes between flat indices f-1 and
+    f = c*H + r either vertically within a column (r >= 1) or from the bottom of column c-1 to the
+    top of column c (r == 0).
     """
     height, width = mask.shape
-    cols_per_block = max(1, _CHUNK_PIXELS // max(height, 1))
-    changes = []
-    previous = False
-    for col0 in range(0, width, cols_per_block):
-        block = mask[:, col0 : col0 + cols_per_block].T.ravel() != 0  # column-major order
-        if block.size == 0:
-            continue
-        flips = np.flatnonzero(block[1:] != block[:-1]) + 1
-        if block[0] != previous:
-            flips = np.concatenate(([0], flips))
-        changes.append(flips + col0 * height)
-        previous = bool(block[-1])
-    if previous:
-        changes.append(np.array([height * width]))
-    flat = np.concatenate(changes).astype(np.int64) if changes else np.zeros(0, np.int64)
+    flips = [_top_row_flips(mask)]
+    rows_per_block = max(1, _CHUNK_PIXELS // max(width, 1))
+    for row0 in range(0, height - 1, rows_per_block):
+        block = mask[row0 : row0 + rows_per_block + 1] != 0
+        rows, cols = np.nonzero(block[1:] != block[:-1])
+        flips.append(cols.astype(np.int64) * height + rows + row0 + 1)
+    if mask[-1, -1]:
+        flips.append(np.array([height * width], dtype=np.int64))
+    flat = np.sort(np.concatenate(flips))
     return flat[0::2], flat[1::2]
+
+
+def _top_row_flips(mask: np.ndarray) -> np.ndarray:
+    """Flat indices c*H where the top pixel of column c differs from the pixel before it."""
+    top = mask[0] != 0
+    before = np.concatenate(([False], mask[-1, :-1] != 0))
+    return np.flatnonzero(top != before).astype(np.int64) * mask.shape[0]
 
 
 def rle_decode(
@@ -79,12 +82,28 @@ def rle_decode(
     starts, lengths = _parse_pairs(str(encoding), source)
     _check_runs(starts, lengths, height, width, source)
     starts, ends = _merge_runs(starts - 1, starts - 1 + lengths)
-    flat = np.zeros(total + 1, dtype=np.int8)
-    flat[starts] += 1
-    flat[ends] -= 1
-    np.cumsum(flat, out=flat)
-    column_major = flat[:total].view(bool).reshape(width, height)
-    return np.ascontiguousarray(column_major.T)
+    return _paint_runs(starts, ends, height, width)
+
+
+def _paint_runs(starts: np.ndarray, ends: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (H, W) C-order mask of disjoint column-major runs, via a cumulative sum down columns."""
+    seg_cols, seg_first, seg_stop = _column_segments(starts, ends, height)
+    delta = np.zeros((height + 1, width), dtype=np.int8)
+    delta[seg_first, seg_cols] += 1
+    delta[seg_stop, seg_cols] -= 1
+    np.cumsum(delta, axis=0, out=delta)
+    return delta[:height].view(bool)
+
+
+def _column_segments(starts: np.ndarray, ends: np.ndarray, height: int):
+    """Split runs [start, end) into per-column segments: (column, first row, stop row)."""
+    first_col, last_col = starts // height, (ends - 1) // height
+    counts = last_col - first_col + 1
+    run = np.repeat(np.arange(starts.size), counts)
+    cols = np.repeat(first_col, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    first = np.where(cols == first_col[run], starts[run] - cols * height, 0)
+    stop = np.where(cols == last_col[run], ends[run] - cols * height, height)
+    return cols, first, stop
 
 
 def _is_blank(encoding) -> bool:

@@ -78,19 +78,29 @@ class PageReader:
         self.tile = (page.tilelength, page.tilewidth) if page.is_tiled else None
         layout = _memmap_layout(page, byteorder)
         self.memmapped = layout is not None
+        self._zarr = None
         if layout is not None:
-            shape, self.axes = layout
-            self._map = np.memmap(path, dtype=self.dtype, mode="r", offset=page.dataoffsets[0], shape=shape)
-            self._zarr = None
+            self._map_shape, self.axes = layout
+            self._offset = int(page.dataoffsets[0])
         else:
-            self._map = None
             self.axes = page.axes
             self._zarr = zarr.open_array(page.aszarr(), mode="r")
+
+    def _map(self, first: int = 0, count: int | None = None) -> np.memmap:
+        """Map entries [first, first+count) of the data's first axis, only for one read.
+
+        Mapping per read (and per band of tiles) keeps the resident pages of a strided overview
+        read bounded, whatever the slide size.
+        """
+        shape = self._map_shape
+        count = shape[0] - first if count is None else count
+        stride = int(np.prod(shape[1:])) * self.dtype.itemsize
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self._offset + first * stride, shape=(count, *shape[1:]))
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """Region [rows, cols] (positive steps) as (h, w, samples)."""
         try:
-            if self._map is None:
+            if self._zarr is not None:
                 return self._read_zarr(rows, cols)
             if self.axes in ("YXS", "SYX"):
                 return self._read_contiguous(rows, cols)
@@ -108,8 +118,9 @@ class PageReader:
 
     def _read_contiguous(self, rows: slice, cols: slice) -> np.ndarray:
         if self.axes == "YXS":
-            return np.array(self._map[rows, cols])
-        return np.array(self._map[:, rows, cols].transpose(1, 2, 0))
+            band = self._map(rows.start, rows.stop - rows.start)
+            return np.array(band[:: rows.step, cols])
+        return np.array(self._map()[:, rows, cols].transpose(1, 2, 0))
 
     def _read_tiled(self, rows: slice, cols: slice) -> np.ndarray:
         th, tw = self.tile
@@ -117,13 +128,15 @@ class PageReader:
         col_idx = np.arange(cols.start, cols.stop, cols.step)
         out = np.empty((row_idx.size, col_idx.size, self.samples), dtype=self.dtype)
         planar = self.axes == "SyxYX"
+        whole = self._map() if planar else None
         for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
+            band = None if planar else self._map(ty, 1)[0]
             for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
                 if planar:
-                    block = self._map[:, ty, tx, tile_rows, tile_cols].transpose(1, 2, 0)
+                    out[out_rows, out_cols] = whole[:, ty, tx, tile_rows, tile_cols].transpose(1, 2, 0)
                 else:
-                    block = self._map[ty, tx, tile_rows, tile_cols]
-                out[out_rows, out_cols] = block
+                    out[out_rows, out_cols] = band[tx, tile_rows, tile_cols]
+            del band
         return out
 
 
