@@ -10,6 +10,7 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas
     import napari
 
     viewer = napari.Viewer(title="napari-hubmap", show=show)
+    viewer.window.resize(1500, 950)
     if slides:
         for path in slides:
             viewer.open(path, plugin="napari-hubmap")
@@ -29,7 +30,8 @@ def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas"
         from qtpy.QtCore import QTimer
 
         def snap():
-            viewer.screenshot(screenshot, canvas_only=False)
+            viewer.reset_view()
+            viewer.screenshot(screenshot, canvas_only=False, flash=False)
             viewer.close()
 
         QTimer.singleShot(4000, snap)

@@ -102,7 +102,8 @@ def _source_kind(src: Path) -> str:
     if suffix in MASK_SUFFIXES:
         return "mask"
     raise HubmapInputError(
-        src, "unsupported source type; expected .json/.geojson (polygons), .csv (RLE) or .png/.tif (mask)"
+        src,
+        "unsupported source type; expected .json/.geojson (polygons), .csv (RLE) or .png/.tif (mask)",
     )
 
 
@@ -167,8 +168,10 @@ def _rle_labels(src: Path, encoding: str, shape, downsample: float) -> np.ndarra
 
 def _downsample_nearest(mask: np.ndarray, level_shape: tuple[int, int], downsample: float):
     """Sample the full-resolution pixel under each level pixel's centre."""
-    rows = np.minimum(((np.arange(level_shape[0]) + 0.5) * downsample).astype(np.int64), mask.shape[0] - 1)
-    cols = np.minimum(((np.arange(level_shape[1]) + 0.5) * downsample).astype(np.int64), mask.shape[1] - 1)
+    rows, cols = (
+        np.minimum(((np.arange(n) + 0.5) * downsample).astype(np.int64), full - 1)
+        for n, full in zip(level_shape, mask.shape)
+    )
     return mask[np.ix_(rows, cols)]
 
 

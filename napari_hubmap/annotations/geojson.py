@@ -46,7 +46,7 @@ _CLASS_COLORS = {
 
 @dataclass
 class Annotation:
-    """One annotated object: a (Multi)Polygon in full-resolution [x, y] pixels, its class, its properties."""
+    """One annotated object: a (Multi)Polygon in full-resolution [x, y] pixels, class and properties."""
 
     geometry: Polygon | MultiPolygon
     class_name: str | None = None
@@ -187,9 +187,12 @@ def _ring(ring: Any, index: int, path) -> np.ndarray:
 
 
 def _valid_polygonal(shape) -> Polygon | MultiPolygon | None:
-    """Repair an invalid geometry, keeping only its polygonal parts; None when nothing is left."""
+    """Repair an invalid geometry, keeping only its polygonal parts; None when nothing is left.
+
+    The "structure" method unions overlapping parts (the default "linework" one would XOR them).
+    """
     if not shape.is_valid:
-        repaired = shapely.make_valid(shape)
+        repaired = shapely.make_valid(shape, method="structure", keep_collapsed=False)
         parts = [g for g in shapely.get_parts(repaired) if g.geom_type in _POLYGONAL and not g.is_empty]
         shape = shapely.union_all(parts) if parts else Polygon()
         if not shape.is_valid:
@@ -245,9 +248,9 @@ def rasterize(
     """
     height, width = (int(v) for v in shape)
     if height < 1 or width < 1:
-        raise ValueError(f"rasterize needs a positive shape, got {shape!r}")
+        raise HubmapInputError(None, f"image shape must be positive, got {height}x{width}")
     if not downsample > 0:
-        raise ValueError(f"downsample must be > 0, got {downsample!r}")
+        raise HubmapInputError(None, f"downsample must be > 0, got {downsample!r}")
     wanted = None if classes is None else set(classes)
     kept = [a for a in annotations if wanted is None or a.class_name in wanted]
     labels = np.zeros((height, width), dtype=np.int32)
@@ -272,6 +275,10 @@ def _edges(geometry, downsample: float) -> np.ndarray:
 
 def _fill_polygon(geometry, downsample: float, height: int, width: int):
     """Scanline fill (even-odd) of pixel centres: ((row0, col0), bool mask) or None when empty."""
+    if not geometry.is_valid:  # even-odd filling needs non-overlapping parts
+        geometry = _valid_polygonal(geometry)
+        if geometry is None:
+            return None
     edges = _edges(geometry, downsample)
     if edges.size == 0:
         return None
@@ -344,13 +351,13 @@ def labels_to_feature_collection(
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise HubmapInputError(None, f"labels must be 2-D, got shape {labels.shape}")
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integer or bool, got {labels.dtype}")
+        raise HubmapInputError(None, f"labels must be integer or bool, got {labels.dtype}")
     if labels.size and labels.min() < 0:
-        raise ValueError("labels must not be negative")
+        raise HubmapInputError(None, "labels must not be negative")
     features = []
     for value, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:

@@ -129,7 +129,7 @@ def _as_labels(array: np.ndarray) -> np.ndarray:
 
 
 def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a bool mask (as uint8 0/255) or label image to ``.png`` / ``.tif`` / ``.tiff`` atomically."""
+    """Write a bool mask (uint8 0/255) or label image as ``.png`` / ``.tif`` / ``.tiff``, atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MASK_SUFFIXES:

@@ -25,6 +25,8 @@ ENCODING_COLUMNS = ("encoding", "predicted", "rle")
 """Accepted names of the encoding column, in order of preference (``predicted``: Kaggle submissions)."""
 
 _CHUNK_PIXELS = 1 << 26  # pixels handled per step of rle_encode (bounds the temporary copies)
+_MAX_LOOPED_RUNS = 100_000  # above this, rle_decode fills runs with np.repeat instead of a loop
+_TILE = 1024  # tile edge for the cache-friendly transpose
 _CSV_FIELD_LIMIT = 2**31 - 1  # whole-slide encodings are far longer than csv's default 128 KiB
 
 
@@ -76,7 +78,6 @@ def rle_decode(
     :class:`HubmapInputError` with ``path=source`` and a message naming the problem.
     """
     height, width = _check_shape(shape, source)
-    total = height * width
     if _is_blank(encoding):
         return np.zeros((height, width), dtype=bool)
     starts, lengths = _parse_pairs(str(encoding), source)
@@ -86,24 +87,30 @@ def rle_decode(
 
 
 def _paint_runs(starts: np.ndarray, ends: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bool (H, W) C-order mask of disjoint column-major runs, via a cumulative sum down columns."""
-    seg_cols, seg_first, seg_stop = _column_segments(starts, ends, height)
-    delta = np.zeros((height + 1, width), dtype=np.int8)
-    delta[seg_first, seg_cols] += 1
-    delta[seg_stop, seg_cols] -= 1
-    np.cumsum(delta, axis=0, out=delta)
-    return delta[:height].view(bool)
+    """Bool (H, W) C-order mask of sorted, disjoint column-major runs [start, end)."""
+    column_major = _fill_flat(starts, ends, height * width).reshape(width, height)
+    mask = np.empty((height, width), dtype=bool)
+    for row0 in range(0, height, _TILE):  # tile by tile: a plain transposed copy thrashes the cache
+        for col0 in range(0, width, _TILE):
+            tile = column_major[col0 : col0 + _TILE, row0 : row0 + _TILE]
+            mask[row0 : row0 + _TILE, col0 : col0 + _TILE] = tile.T
+    return mask
 
 
-def _column_segments(starts: np.ndarray, ends: np.ndarray, height: int):
-    """Split runs [start, end) into per-column segments: (column, first row, stop row)."""
-    first_col, last_col = starts // height, (ends - 1) // height
-    counts = last_col - first_col + 1
-    run = np.repeat(np.arange(starts.size), counts)
-    cols = np.repeat(first_col, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    first = np.where(cols == first_col[run], starts[run] - cols * height, 0)
-    stop = np.where(cols == last_col[run], ends[run] - cols * height, height)
-    return cols, first, stop
+def _fill_flat(starts: np.ndarray, ends: np.ndarray, total: int) -> np.ndarray:
+    """Flat bool array with [start, end) set: one slice per run, or np.repeat for very many runs."""
+    if starts.size <= _MAX_LOOPED_RUNS:
+        flat = np.zeros(total, dtype=bool)
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            flat[start:end] = True
+        return flat
+    values = np.zeros(2 * starts.size + 1, dtype=bool)
+    values[1::2] = True
+    counts = np.empty(values.size, dtype=np.int64)
+    counts[0:-1:2] = starts - np.concatenate(([0], ends[:-1]))
+    counts[1::2] = ends - starts
+    counts[-1] = total - ends[-1]
+    return np.repeat(values, counts)
 
 
 def _is_blank(encoding) -> bool:

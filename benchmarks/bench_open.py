@@ -1,0 +1,151 @@
+"""Time to first view and peak RSS of opening a flat BigTIFF: napari-hubmap vs napari's built-in reader.
+
+First view = open the file + read a 2048 x 2048 viewport at full resolution (slide centre) + read
+the whole lowest pyramid level (what napari shows zoomed out). Each measurement runs in a fresh
+process (peak RSS is that process's ru_maxrss) after evicting the file from the page cache
+(posix_fadvise DONTNEED), so reads come from disk.
+
+    python benchmarks/bench_open.py                       # 32768 x 24576, both readers
+    python benchmarks/bench_open.py --sizes 16384x12288 32768x24576 49152x36864 --skip-builtin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VIEWPORT = 2048
+
+
+def evict_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_hubmap(path: str) -> dict:
+    import numpy as np
+
+    from napari_hubmap.slide import open_slide
+
+    base_rss = peak_rss_mb()
+    t0 = time.perf_counter()
+    slide = open_slide(path)
+    t_open = time.perf_counter()
+    cy, cx = slide.height // 2, slide.width // 2
+    half = VIEWPORT // 2
+    view = np.asarray(slide.levels[0][cy - half : cy + half, cx - half : cx + half])
+    t_view = time.perf_counter()
+    lowest = np.asarray(slide.levels[-1][:])
+    t_low = time.perf_counter()
+    assert view.shape == (VIEWPORT, VIEWPORT, 3) and lowest.ndim == 3
+    return {
+        "open_s": t_open - t0,
+        "viewport_s": t_view - t_open,
+        "lowest_level_s": t_low - t_view,
+        "first_view_s": t_low - t0,
+        "lowest_level_shape": list(lowest.shape[:2]),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": base_rss,
+    }
+
+
+def measure_builtin(path: str) -> dict:
+    import numpy as np
+    from napari_builtins.io import napari_get_reader
+
+    base_rss = peak_rss_mb()
+    t0 = time.perf_counter()
+    reader = napari_get_reader(path)
+    data = reader(path)[0][0]
+    levels = data if isinstance(data, list) else [data]
+    t_open = time.perf_counter()
+    level0 = levels[0]
+    cy, cx = level0.shape[0] // 2, level0.shape[1] // 2
+    half = VIEWPORT // 2
+    view = np.asarray(level0[cy - half : cy + half, cx - half : cx + half])
+    t_view = time.perf_counter()
+    lowest = np.asarray(levels[-1])
+    t_low = time.perf_counter()
+    assert view.shape[:2] == (VIEWPORT, VIEWPORT)
+    return {
+        "open_s": t_open - t0,
+        "viewport_s": t_view - t_open,
+        "lowest_level_s": t_low - t_view,
+        "first_view_s": t_low - t0,
+        "lowest_level_shape": list(lowest.shape[:2]),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": base_rss,
+    }
+
+
+def run_measurement(reader: str, path: Path) -> dict:
+    evict_from_page_cache(path)
+    cmd = [sys.executable, __file__, "--measure", reader, str(path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def make_slide(width: int, height: int, folder: Path) -> Path:
+    path = folder / f"synth-flat-{width}x{height}.tif"
+    if not path.exists():
+        cli = Path(sys.executable).with_name("napari-hubmap")
+        t0 = time.perf_counter()
+        subprocess.run([str(cli), "synth", str(path), "--width", str(width), "--height", str(height), "--seed", "1"], check=True, stdout=subprocess.DEVNULL)
+        mpx = width * height / 1e6
+        print(f"generated {path.name}: {mpx:.0f} Mpx in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["32768x24576"], help="WIDTHxHEIGHT of the flat slides")
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="where the big slides are written (kept between runs)")
+    parser.add_argument("--skip-builtin", action="store_true", help="do not measure napari's built-in reader")
+    parser.add_argument("--repeat", type=int, default=3, help="cold runs per reader (median reported)")
+    parser.add_argument("--measure", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        reader, path = args.measure
+        result = measure_hubmap(path) if reader == "napari-hubmap" else measure_builtin(path)
+        print(json.dumps(result))
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in args.sizes:
+        width, height = (int(v) for v in size.lower().split("x"))
+        path = make_slide(width, height, args.dir)
+        readers = ["napari-hubmap"] + ([] if args.skip_builtin else ["napari-builtin"])
+        for reader in readers:
+            runs = [run_measurement(reader, path) for _ in range(args.repeat if reader == "napari-hubmap" else 1)]
+            runs.sort(key=lambda r: r["first_view_s"])
+            best = runs[len(runs) // 2]
+            row = {"reader": reader, "slide": f"{width}x{height}", "file_gb": path.stat().st_size / 1e9, **best}
+            results.append(row)
+            print(json.dumps(row))
+    print("\nreader           slide          first view   open    viewport  lowest level  peak RSS", file=sys.stderr)
+    for r in results:
+        print(
+            f"{r['reader']:<16} {r['slide']:<14} {r['first_view_s']:8.2f} s {r['open_s']:6.2f} s {r['viewport_s']:7.2f} s "
+            f"{r['lowest_level_s']:9.2f} s {r['peak_rss_mb']:8.0f} MB",
+            file=sys.stderr,
+        )
+    (args.dir / "bench_open.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
