@@ -68,3 +68,34 @@ def test_bad_slide_inputs_give_one_line_and_exit_2(tmp_path, slide_file):
 def test_usage_errors_are_one_line_too():
     assert_one_line_error(run("info", check_code=None))
     assert_one_line_error(run("no-such-command", check_code=None))
+
+
+def test_convert_annotations_round_trip_through_the_cli(tmp_path, shared_data):
+    source = shared_data / "kidney-he" / "annotations" / "C003_region1.geojson"
+    csv = tmp_path / "region1.csv"
+    mask = tmp_path / "region1.png"
+    back = tmp_path / "region1.geojson"
+    out = json.loads(run("convert-annotations", source, "--to", "rle", "--shape", "951x1514", "--out", csv).stdout)
+    assert out["out"] == str(csv) and csv.read_text().startswith("id,encoding")
+    run("convert-annotations", csv, "--to", "mask", "--shape", "951x1514", "--out", mask)
+    run("convert-annotations", mask, "--to", "geojson", "--out", back)
+    from napari_hubmap.annotations import rasterize, read_annotations
+
+    original = rasterize(read_annotations(source), (951, 1514)) > 0
+    again = rasterize(read_annotations(back), (951, 1514)) > 0
+    np.testing.assert_array_equal(original, again)
+
+
+def test_convert_annotations_errors_are_one_line(tmp_path, shared_data):
+    source = shared_data / "kidney-he" / "annotations" / "C003_region1.geojson"
+    result = run("convert-annotations", source, "--to", "mask", "--out", tmp_path / "m.png", check_code=None)
+    assert_one_line_error(result, "C003_region1.geojson", "shape")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,encoding\nx,1 2 3\n")
+    result = run("convert-annotations", bad, "--to", "mask", "--shape", "10x10", "--out", tmp_path / "m.png", check_code=None)
+    assert_one_line_error(result, "bad.csv", "odd")
+    assert not (tmp_path / "m.png").exists()
+    notjson = tmp_path / "bad.json"
+    notjson.write_text('{"hello": 1}')
+    result = run("convert-annotations", notjson, "--to", "mask", "--shape", "10x10", "--out", tmp_path / "m.png", check_code=None)
+    assert_one_line_error(result, "bad.json")

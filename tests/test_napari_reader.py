@@ -66,3 +66,23 @@ def test_viewer_shows_the_slide_and_the_panel_tracks_the_cache(make_napari_viewe
     assert shot.shape[2] == 4
     tissue = shot[..., :3].astype(int).sum(axis=2) < 3 * 220
     assert tissue.mean() > 0.05  # the dark tissue block is drawn, not a blank canvas
+
+
+def test_panel_imports_qupath_polygons_over_a_real_region(make_napari_viewer, shared_data):
+    from shapely.geometry import shape as to_shape
+    import json
+
+    from napari_hubmap._widgets.slide_panel import SlidePanel
+
+    image = shared_data / "kidney-he" / "images" / "C003_region1.png"
+    geojson = shared_data / "kidney-he" / "annotations" / "C003_region1.geojson"
+    viewer = make_napari_viewer()
+    panel = SlidePanel(viewer)
+    slide_layer = viewer.open(str(image), plugin="napari-hubmap")[0]
+    labels_layer = panel.import_annotations(str(geojson))
+    assert labels_layer.data.shape == (951, 1514)
+    features = json.loads(geojson.read_text())["features"]
+    assert labels_layer.data.max() == len(features)
+    polygon_area = sum(to_shape(f["geometry"]).area for f in features)
+    assert abs((labels_layer.data > 0).sum() - polygon_area) / polygon_area < 0.01
+    np.testing.assert_allclose(labels_layer.scale, slide_layer.scale)

@@ -3,7 +3,7 @@
 Imports neither Qt nor napari.
 """
 
-from .convert import TARGETS, convert_annotations, parse_shape
+from .convert import TARGETS, convert_annotations, load_labels, parse_shape
 from .geojson import (
     Annotation,
     annotations_to_feature_collection,
@@ -23,6 +23,7 @@ __all__ = [
     "TARGETS",
     "annotations_to_feature_collection",
     "convert_annotations",
+    "load_labels",
     "labels_to_feature_collection",
     "parse_shape",
     "pixel_outline",

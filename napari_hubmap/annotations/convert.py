@@ -30,7 +30,7 @@ from .geojson import (
 from .masks import MASK_SUFFIXES, read_mask, write_mask
 from .rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
 
-__all__ = ["convert_annotations", "parse_shape", "TARGETS"]
+__all__ = ["convert_annotations", "load_labels", "parse_shape", "TARGETS"]
 
 TARGETS = ("rle", "geojson", "mask")
 _POLYGON_SUFFIXES = (".json", ".geojson")
@@ -65,19 +65,25 @@ def convert_annotations(
     src, out = Path(src), Path(out)
     _check_target(to, out)
     _check_downsample(downsample)
-    kind = _source_kind(src)
-    if kind == "polygons" and to == "geojson":
+    if _source_kind(src) == "polygons" and to == "geojson":
         write_geojson(out, annotations_to_feature_collection(read_annotations(src)))
         return out
-    if kind == "rle":
-        row_id, encoding = _pick_row(src, rle_id)
-        labels = _rle_labels(src, encoding, shape, downsample)
-    elif kind == "polygons":
-        row_id, labels = src.stem, _polygon_labels(src, shape, downsample)
-    else:
-        row_id, labels = src.stem, _mask_labels(src, shape, downsample)
+    labels, row_id = load_labels(src, shape, downsample=downsample, rle_id=rle_id)
     _write_output(to, out, labels, downsample, rle_id or row_id)
     return out
+
+
+def load_labels(src, shape, *, downsample: float = 1.0, rle_id: str | None = None) -> tuple[np.ndarray, str]:
+    """(instance labels at ``downsample``, row id) of any annotation file; see the module doc."""
+    src = Path(src)
+    _check_downsample(downsample)
+    kind = _source_kind(src)
+    if kind == "rle":
+        row_id, encoding = _pick_row(src, rle_id)
+        return _rle_labels(src, encoding, shape, downsample), row_id
+    if kind == "polygons":
+        return _polygon_labels(src, shape, downsample), src.stem
+    return _mask_labels(src, shape, downsample), src.stem
 
 
 def _check_target(to: str, out: Path) -> None:
