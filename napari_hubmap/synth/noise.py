@@ -1,4 +1,4 @@
-"""Deterministic noise of global pixel coordinates: integer hashing, exact lattice noise, grain, dots.
+"""Deterministic noise of global pixel coordinates: integer hashing, exact lattice noise, grain.
 
 Every function here is a pure function of global integer pixel coordinates and a salt, so a
 region rendered alone has exactly the pixels it has inside any larger region.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
@@ -25,8 +24,8 @@ _M2 = np.uint32(0x846CA68B)
 _PX = np.uint32(0x9E3779B1)
 _WEIGHT_ONE = 4096  # spline weights are integers summing to this
 _LATTICE_HALF = 512  # lattice values are integers in [-512, 511]
-_NOISE_SCALE = 1.0 / (_WEIGHT_ONE * _WEIGHT_ONE * _LATTICE_HALF)  # a power of two: exact
-_DENSE_COLUMNS = 160  # above this many lattice columns the second pass gathers instead of BLAS
+_DENSE_COLUMNS = 300  # above this many lattice columns the second pass gathers instead of BLAS
+_SINGLE_THREAD_MNK = 262144  # OpenBLAS runs gemm single-threaded at or below m * n * k of this
 
 
 def mix_int(*parts: int) -> int:
@@ -64,9 +63,15 @@ def hash2(iy, ix, salt: int) -> np.ndarray:
     return _lowbias(a + np.asarray(ix).astype(np.uint32) * _PX)
 
 
+@lru_cache(maxsize=256)
+def _stream_salt(k: int) -> np.uint32:
+    """The salt of hash stream ``k``."""
+    return np.uint32(mix_int(k, 0x51ED27))
+
+
 def rehash(h: np.ndarray, k: int) -> np.ndarray:
     """A further independent uint32 hash derived from ``h`` (stream ``k``)."""
-    return _lowbias(h ^ np.uint32(mix_int(k, 0x51ED27)))
+    return _lowbias(h ^ _stream_salt(k))
 
 
 def unit(h: np.ndarray) -> np.ndarray:
@@ -83,13 +88,17 @@ class Octave:
     salt: int
 
 
-def octave_bound(octaves: tuple[Octave, ...]) -> float:
-    """An upper bound of |noise| for :func:`lattice_field` with these octaves."""
-    return float(sum(o.amplitude for o in octaves))
+@lru_cache(maxsize=64)
+def _field_scale(octaves: tuple[Octave, ...]) -> float:
+    """The power of two that maps summed integer octaves to [-1, 1]."""
+    total = sum(o.amplitude for o in octaves)
+    if total & (total - 1):
+        raise ValueError(f"octave amplitudes must sum to a power of two, got {total}")
+    return 1.0 / (_WEIGHT_ONE * _WEIGHT_ONE * _LATTICE_HALF * total)
 
 
 @lru_cache(maxsize=64)
-def _spline_table(spacing: int) -> np.ndarray:
+def spline_table(spacing: int) -> np.ndarray:
     """(spacing, 4) integer cubic B-spline weights (sum 4096) for offsets 0..spacing-1."""
     t = np.arange(spacing, dtype=np.float64) / spacing
     b0 = np.round(_WEIGHT_ONE * (1 - t) ** 3 / 6)
@@ -104,7 +113,7 @@ def _spline_table(spacing: int) -> np.ndarray:
 def _axis_weights(coords: np.ndarray, spacing: int):
     """Lattice indices (n, 4) and integer weights (n, 4) for integer pixel ``coords``."""
     cell = coords // spacing
-    weights = _spline_table(spacing)[coords - cell * spacing]
+    weights = spline_table(spacing)[coords - cell * spacing]
     return cell[..., None] + np.arange(-1, 3), weights
 
 
@@ -115,58 +124,115 @@ def _lattice_values(iy, ix, octave: Octave) -> np.ndarray:
     return (values * octave.amplitude).astype(np.float64)
 
 
-def _axis_factor(coords: np.ndarray, spacing: int):
-    """Unique lattice indices used by ``coords``, positions into them (n, 4) and weights (n, 4)."""
+@dataclass(frozen=True, eq=False)
+class _Axis:
+    """How one axis of samples reads a lattice: lattice indices used, positions and weights."""
+
+    lattice: np.ndarray  # (k,) lattice indices
+    pos: np.ndarray  # (n, 4) positions into ``lattice``
+    weights: np.ndarray  # (n, 4) integer weights
+
+
+@lru_cache(maxsize=512)
+def _axis(start: int, step: int, n: int, spacing: int) -> _Axis:
+    """Lattice factor of the samples start + step * arange(n) (cached: blocks share axes)."""
+    coords = start + step * np.arange(n, dtype=np.int64)
     index, weights = _axis_weights(coords, spacing)
     lo = int(index[0, 0])
     span = int(index[-1, -1]) - lo + 1
-    if span <= 4 * len(coords):
-        return np.arange(lo, lo + span), index - lo, weights
+    if span <= 4 * n:
+        return _Axis(np.arange(lo, lo + span), index - lo, weights)
     unique, inverse = np.unique(index, return_inverse=True)
-    return unique, inverse.reshape(index.shape), weights
+    return _Axis(unique, inverse.reshape(index.shape), weights)
+
+
+def _dense_axis(start: int, step: int, n: int, spacing: int) -> np.ndarray:
+    """(k, n) matrix of integer weights mapping lattice columns to sample columns."""
+    ax = _axis(start, step, n, spacing)
+    dense = np.zeros((len(ax.lattice), n))
+    samples = np.arange(n)
+    for b in range(4):
+        dense[ax.pos[:, b], samples] = ax.weights[:, b]
+    dense.setflags(write=False)
+    return dense
+
+
+@lru_cache(maxsize=256)
+def _dense_stack(start: int, step: int, n: int, spacings: tuple[int, ...]) -> np.ndarray:
+    """The dense column matrices of several octaves stacked (rows follow ``spacings``)."""
+    stack = np.vstack([_dense_axis(start, step, n, spacing) for spacing in spacings])
+    stack.setflags(write=False)
+    return stack
+
+
+def _progression(coords: np.ndarray) -> tuple[int, int, int] | None:
+    """(start, step, n) if ``coords`` is an increasing arithmetic progression, else None."""
+    n = len(coords)
+    start = int(coords[0])
+    step = int(coords[1] - coords[0]) if n > 1 else 1
+    if step < 1 or (n > 2 and not np.all(np.diff(coords) == step)):
+        return None
+    return start, step, n
+
+
+def lattice_grid(ys: np.ndarray, xs: np.ndarray, octaves: tuple[Octave, ...]) -> np.ndarray:
+    """:func:`lattice_field` on any sorted coordinates (point evaluation when not evenly spaced)."""
+    if _progression(ys) and _progression(xs):
+        return lattice_field(ys, xs, octaves)
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+    return lattice_points(grid_y, grid_x, octaves)
 
 
 def lattice_field(ys: np.ndarray, xs: np.ndarray, octaves: tuple[Octave, ...]) -> np.ndarray:
-    """Sum of lattice-noise octaves on the grid ``ys`` x ``xs`` (sorted int64 pixel coordinates).
+    """Sum of lattice-noise octaves, normalised to [-1, 1], on the grid ``ys`` x ``xs``.
 
-    Returns float32 (len(ys), len(xs)), each octave within ±amplitude.
+    ``ys`` and ``xs`` are increasing arithmetic progressions of integer pixel coordinates.
+    Returns float32 (len(ys), len(xs)).
     """
-    firsts, seconds = [], []
+    py, px = _progression(ys), _progression(xs)
+    if py is None or px is None:
+        raise ValueError("sample coordinates must be increasing arithmetic progressions")
+    firsts, columns = [], []
+    scale = _field_scale(octaves)  # a power of two: scaling the lattice keeps every sum exact
     for octave in octaves:
-        rows, row_pos, row_w = _axis_factor(ys, octave.spacing)
-        cols, col_pos, col_w = _axis_factor(xs, octave.spacing)
-        lattice = _lattice_values(rows[:, None], cols[None, :], octave)
-        first = np.zeros((len(ys), len(cols)))
-        for a in range(4):
-            first += row_w[:, a, None] * lattice[row_pos[:, a]]
+        rows = _axis(*py, octave.spacing)
+        cols = _axis(*px, octave.spacing)
+        lattice = _lattice_values(rows.lattice[:, None], cols.lattice[None, :], octave)
+        lattice *= scale
+        first = rows.weights[:, 0, None] * lattice[rows.pos[:, 0]]
+        for a in range(1, 4):
+            first += rows.weights[:, a, None] * lattice[rows.pos[:, a]]
         firsts.append(first)
-        seconds.append((col_pos, col_w, len(cols)))
-    total_cols = sum(n for _, _, n in seconds)
+        columns.append((cols, octave.spacing))
+    total_cols = sum(len(c.lattice) for c, _ in columns)
     if total_cols <= _DENSE_COLUMNS:
-        field = np.hstack(firsts) @ _dense_columns(seconds, len(xs))
+        field = _small_matmul(np.hstack(firsts), _dense_stack(*px, tuple(spacing for _, spacing in columns)))
     else:
-        field = _gather_columns(firsts, seconds, len(xs))
-    return (field * _NOISE_SCALE).astype(np.float32)
+        field = _gather_columns(firsts, [c for c, _ in columns], len(xs))
+    return field.astype(np.float32)
 
 
-def _dense_columns(seconds, width: int) -> np.ndarray:
-    """Stack the column weight matrices (lattice column -> pixel column) of all octaves."""
-    blocks = []
-    pixel = np.arange(width)
-    for col_pos, col_w, n in seconds:
-        block = np.zeros((n, width))
-        for b in range(4):
-            block[col_pos[:, b], pixel] = col_w[:, b]
-        blocks.append(block)
-    return np.vstack(blocks)
+def _small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in row chunks small enough that OpenBLAS stays single-threaded.
+
+    Threaded small products are slow, and very slow when the other cores are busy; exactness
+    does not depend on the chunking (all partial sums are exact integers).
+    """
+    rows = max(1, _SINGLE_THREAD_MNK // (a.shape[1] * b.shape[1]))
+    if rows >= a.shape[0]:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]))
+    for r in range(0, a.shape[0], rows):
+        np.matmul(a[r : r + rows], b, out=out[r : r + rows])
+    return out
 
 
-def _gather_columns(firsts, seconds, width: int) -> np.ndarray:
-    """Second pass by gathering 4 lattice columns per pixel column (for sparse samplings)."""
+def _gather_columns(firsts, columns, width: int) -> np.ndarray:
+    """Second pass by gathering 4 lattice columns per sample column (for sparse samplings)."""
     field = np.zeros((firsts[0].shape[0], width))
-    for first, (col_pos, col_w, _) in zip(firsts, seconds):
+    for first, cols in zip(firsts, columns):
         for b in range(4):
-            field += first[:, col_pos[:, b]] * col_w[None, :, b]
+            field += first[:, cols.pos[:, b]] * cols.weights[None, :, b]
     return field
 
 
@@ -182,88 +248,29 @@ def lattice_points(y: np.ndarray, x: np.ndarray, octaves: tuple[Octave, ...]) ->
             for b in range(4):
                 value = _lattice_values(row_idx[..., a], col_idx[..., b], octave)
                 total += row_w[..., a] * col_w[..., b] * value
-    return (total * _NOISE_SCALE).astype(np.float32)
+    total *= _field_scale(octaves)
+    return total.astype(np.float32)
 
 
-_GRAIN_PERIODS = (251, 263)
+_GRAIN_PERIOD = 521  # prime; the grain repeats every 260 µm at 0.5 µm/px, under everything else
 
 
 @lru_cache(maxsize=16)
-def _grain_tables(salt: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two periodic tables of fine granular noise (coprime periods, so no visible repeat)."""
+def _grain_table(salt: int) -> np.ndarray:
+    """A periodic table of fine granular noise, std 0.5."""
     from scipy.ndimage import gaussian_filter
 
-    tables = []
-    for k, period in enumerate(_GRAIN_PERIODS):
-        idx = np.arange(period)
-        white = unit(hash2(idx[:, None], idx[None, :], mix_int(salt, k))) - 0.5
-        smooth = gaussian_filter(white, 0.9, mode="wrap")
-        smooth /= smooth.std() * 2 * len(_GRAIN_PERIODS) ** 0.5
-        smooth.setflags(write=False)
-        tables.append(smooth.astype(np.float32))
-    return tables[0], tables[1]
+    idx = np.arange(_GRAIN_PERIOD)
+    white = unit(hash2(idx[:, None], idx[None, :], salt)) - 0.5
+    smooth = gaussian_filter(white, 0.9, mode="wrap")
+    smooth *= 0.5 / smooth.std()
+    np.clip(smooth, -2.0, 2.0, out=smooth)
+    table = smooth.astype(np.float32)
+    table.setflags(write=False)
+    return table
 
 
 def grain(ys: np.ndarray, xs: np.ndarray, salt: int) -> np.ndarray:
-    """Fine granular noise (float32, std about 0.5) on the grid ``ys`` x ``xs``."""
-    out = None
-    for table, period in zip(_grain_tables(salt), _GRAIN_PERIODS):
-        part = table[ys % period][:, xs % period]
-        out = part if out is None else out + part
-    return out
-
-
-@dataclass(frozen=True)
-class DotStyle:
-    """Jittered-grid dots (nuclei): cell size, radius range (pixels) and edge softness."""
-
-    cell: int
-    r_min: float
-    r_max: float
-    soft: float = 1.0
-
-
-KeepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-def dot_layer(ys: np.ndarray, xs: np.ndarray, style: DotStyle, salt: int, keep: KeepFn) -> np.ndarray:
-    """Coverage (float32 in [0, 1]) of round dots, at most one per grid cell, on ``ys`` x ``xs``.
-
-    ``keep(cy, cx, u)`` gets the dot centres (global float64 pixel coordinates, arrays over the
-    cells) and a uniform hash per cell, and says which dots exist.
-    """
-    cell_y, pos_y = _cells(ys, style.cell)
-    cell_x, pos_x = _cells(xs, style.cell)
-    centre_y, centre_x, radius2, u = _dot_params(cell_y, cell_x, style, salt)
-    exists = keep(centre_y, centre_x, u)
-    radius2 = np.where(exists, radius2, -1e4).astype(np.float32)
-    flat = pos_y[:, None] * len(cell_x) + pos_x[None, :]
-    dx = xs.astype(np.float32)[None, :] - centre_x.astype(np.float32).ravel()[flat]
-    dy = ys.astype(np.float32)[:, None] - centre_y.astype(np.float32).ravel()[flat]
-    dx *= dx
-    dy *= dy
-    inside = radius2.ravel()[flat]
-    inside -= dx
-    inside -= dy
-    inside *= np.float32(1.0 / (2.0 * style.r_max * style.soft))
-    return np.clip(inside, 0.0, 1.0, out=inside)
-
-
-def _cells(coords: np.ndarray, cell: int):
-    """Unique grid cells touched by ``coords`` and each coordinate's position among them."""
-    index = coords // cell
-    unique, pos = np.unique(index, return_inverse=True)
-    return unique, pos.ravel()
-
-
-def _dot_params(cell_y, cell_x, style: DotStyle, salt: int):
-    """Per-cell dot centre (global pixels, quantised to 1/16), squared radius and a uniform."""
-    h = hash2(cell_y[:, None], cell_x[None, :], salt)
-    free = style.cell - 2 * style.r_max
-    off_y = np.floor(unit(h) * free * 16) / 16 + style.r_max
-    off_x = np.floor(unit(rehash(h, 1)) * free * 16) / 16 + style.r_max
-    radius = style.r_min + (style.r_max - style.r_min) * unit(rehash(h, 2))
-    radius = np.floor(radius * 16) / 16
-    centre_y = cell_y[:, None] * float(style.cell) + off_y
-    centre_x = cell_x[None, :] * float(style.cell) + off_x
-    return centre_y, centre_x, radius * radius, unit(rehash(h, 3))
+    """Fine granular noise (float32, std about 0.5, |value| <= 2) on the grid ``ys`` x ``xs``."""
+    table = _grain_table(salt)
+    return np.take(table[ys % _GRAIN_PERIOD], xs % _GRAIN_PERIOD, axis=1)  # C order, unlike [:, idx]

@@ -7,7 +7,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .noise import DotStyle, Octave, mix_int
+from .dots import DotStyle
+from .noise import Octave, mix_int
 
 STAINS = ("pas", "he")
 
@@ -57,6 +58,7 @@ class Palette:
     nucleus: tuple[float, float, float]
     membrane_weight: float  # how strongly basement membranes / capsule take the stain
     brush_border: float  # PAS-positive luminal border of proximal tubules
+    tuft_haze: float  # diffuse nuclear stain of the glomerular tuft (bluish in H&E)
 
     def optical_densities(self) -> np.ndarray:
         """(3 components, 3 channels) densities x with glass / (1 + x) = component colour."""
@@ -66,21 +68,25 @@ class Palette:
 
 
 PALETTES = {
+    # Colours measured on real PAS tiles: cytoplasm ~(210, 172, 206), nuclei ~(100, 70, 135).
     "pas": Palette(
         glass=(243.0, 241.0, 244.0),
-        cytoplasm=(206.0, 150.0, 200.0),
-        membrane=(170.0, 40.0, 130.0),
-        nucleus=(70.0, 55.0, 120.0),
+        cytoplasm=(205.0, 164.0, 200.0),
+        membrane=(172.0, 42.0, 132.0),
+        nucleus=(107.0, 79.0, 150.0),
         membrane_weight=1.0,
         brush_border=0.45,
+        tuft_haze=0.05,
     ),
+    # Real H&E: cytoplasm ~(220, 172, 210), nuclei ~(95, 90, 140), glomerular tuft bluish.
     "he": Palette(
         glass=(250.0, 249.0, 251.0),
-        cytoplasm=(226.0, 140.0, 190.0),
-        membrane=(205.0, 105.0, 165.0),
-        nucleus=(60.0, 62.0, 135.0),
-        membrane_weight=0.55,
+        cytoplasm=(215.0, 160.0, 204.0),
+        membrane=(212.0, 132.0, 186.0),
+        nucleus=(100.0, 107.0, 157.0),
+        membrane_weight=0.5,
         brush_border=0.0,
+        tuft_haze=0.12,
     ),
 }
 
@@ -94,23 +100,20 @@ class Scales:
 
     @cached_property
     def tissue_octaves(self) -> tuple[Octave, ...]:
-        """Tissue blobs: one large octave sized to the slide, lobes and a ragged edge."""
+        """Tissue blobs: one large octave sized to the slide and lobes (smooth: the ragged
+        edge comes from the tubule field, so blocks far from the edge can be classified cheaply).
+        """
         s = self.spec
-        big = int(np.clip(min(s.width, s.height) // 3, 384, 12000))
-        mid = max(32, min(big // 5, int(s.px(350))))
-        edge = max(8, int(s.px(28)))
-        return (
-            Octave(big, 8, self.salts["tissue0"]),
-            Octave(mid, 3, self.salts["tissue1"]),
-            Octave(edge, 1, self.salts["tissue2"]),
-        )
+        big = int(min(max(min(s.width, s.height) // 3, s.px(250), 32), 12000))
+        mid = int(max(min(big // 4, s.px(350)), s.px(120), 16))
+        return (Octave(big, 12, self.salts["tissue0"]), Octave(mid, 4, self.salts["tissue1"]))
 
     @cached_property
     def tubule_octaves(self) -> tuple[Octave, ...]:
         """Tubule cross-sections: zero crossings of this field are basement membranes."""
         return (
-            Octave(max(6, round(self.spec.px(36))), 3, self.salts["tubule0"]),
-            Octave(max(4, round(self.spec.px(15))), 1, self.salts["tubule1"]),
+            Octave(max(6, round(self.spec.px(TUBULE_SPACING_UM))), 3, self.salts["tubule0"]),
+            Octave(max(4, round(self.spec.px(TUBULE_SPACING_UM * 0.55))), 1, self.salts["tubule1"]),
         )
 
     @cached_property
@@ -124,12 +127,15 @@ class Scales:
     @cached_property
     def tubule_nuclei(self) -> DotStyle:
         """Nuclei of tubular epithelium and interstitium."""
-        return DotStyle(max(4, round(self.spec.px(7.5))), self.spec.px(2.0), self.spec.px(2.7))
+        return _dot_style(self.spec, cell_um=8.0, r_min_um=2.1, r_max_um=2.8)
 
     @cached_property
-    def tuft_nuclei(self) -> DotStyle:
-        """Denser, slightly smaller nuclei of the glomerular tuft."""
-        return DotStyle(max(4, round(self.spec.px(5.5))), self.spec.px(1.6), self.spec.px(2.2))
+    def tuft_nuclei(self) -> tuple[DotStyle, DotStyle]:
+        """Two layers of denser, slightly smaller nuclei of the glomerular tuft."""
+        return (
+            _dot_style(self.spec, cell_um=6.0, r_min_um=1.7, r_max_um=2.3),
+            _dot_style(self.spec, cell_um=7.0, r_min_um=1.7, r_max_um=2.3),
+        )
 
     @cached_property
     def capsule_width(self) -> float:
@@ -142,21 +148,26 @@ class Scales:
         return max(1.5, self.spec.px(6.0))
 
 
+TUBULE_SPACING_UM = 16.0  # lattice spacing of the tubule field (tubules ~ 3x this across)
+
+
+def _dot_style(spec: SynthSpec, cell_um: float, r_min_um: float, r_max_um: float) -> DotStyle:
+    """Nuclei of the given physical size; at coarse mpp the cell grows so the dots still fit."""
+    r_min, r_max = max(0.6, spec.px(r_min_um)), max(0.8, spec.px(r_max_um))
+    min_aspect = 0.7
+    fit = 2 * int(np.ceil(r_max / min_aspect**0.5))
+    return DotStyle(max(fit, round(spec.px(cell_um))), r_min, r_max, min_aspect)
+
+
 _SALT_NAMES = (
-    "tissue0", "tissue1", "tissue2", "tubule0", "tubule1", "tuft0", "tuft1", "grain",
-    "tubule_nuclei", "tuft_nuclei", "tuft_nuclei2", "glomeruli", "capsule",
+    "tissue0", "tissue1", "tubule0", "tubule1", "tuft0", "tuft1", "grain",
+    "tubule_nuclei", "tuft_nuclei", "tuft_nuclei2", "glomeruli",
 )
+_SCALES_CACHE: dict = {}
 
 
 def scales(spec: SynthSpec) -> Scales:
     """Derived scales and salts of ``spec`` (cached per spec)."""
-    return _scales(spec)
-
-
-_SCALES_CACHE: dict = {}
-
-
-def _scales(spec: SynthSpec) -> Scales:
     found = _SCALES_CACHE.get(spec)
     if found is None:
         salts = {name: mix_int(spec.seed, k, 0x5EED) for k, name in enumerate(_SALT_NAMES)}
