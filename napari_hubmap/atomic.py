@@ -30,6 +30,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial" + suffix, dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    _default_permissions(tmp, is_dir)
     try:
         yield tmp
         if is_dir and target.exists():
@@ -42,6 +43,13 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+def _default_permissions(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700: give the file what open() would (0666/0777 less umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~umask)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
