@@ -67,6 +67,9 @@ def _memmap_layout(page: tifffile.TiffPage, byteorder: str):
     return (height, width, samples), "YXS"
 
 
+TILES_PER_MAP = 8  # tiles mapped at once: bounds resident pages of an overview read
+
+
 class PageReader:
     """Reads regions of one TIFF page as (h, w, samples) arrays of the page's dtype."""
 
@@ -127,17 +130,30 @@ class PageReader:
         row_idx = np.arange(rows.start, rows.stop, rows.step)
         col_idx = np.arange(cols.start, cols.stop, cols.step)
         out = np.empty((row_idx.size, col_idx.size, self.samples), dtype=self.dtype)
-        planar = self.axes == "SyxYX"
-        whole = self._map() if planar else None
-        for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
-            band = None if planar else self._map(ty, 1)[0]
-            for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
-                if planar:
+        if self.axes == "SyxYX":
+            whole = self._map()
+            for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
+                for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
                     out[out_rows, out_cols] = whole[:, ty, tx, tile_rows, tile_cols].transpose(1, 2, 0)
-                else:
-                    out[out_rows, out_cols] = band[tx, tile_rows, tile_cols]
-            del band
+            return out
+        for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
+            chunk, chunk_start = None, -1
+            for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
+                if tx // TILES_PER_MAP != chunk_start:  # a new run of tiles: map it, drop the last
+                    chunk_start = tx // TILES_PER_MAP
+                    first = chunk_start * TILES_PER_MAP
+                    count = min(TILES_PER_MAP, self._map_shape[1] - first)
+                    chunk = self._map_tiles(ty, first, count)
+                out[out_rows, out_cols] = chunk[tx - chunk_start * TILES_PER_MAP, tile_rows, tile_cols]
+            del chunk
         return out
+
+    def _map_tiles(self, ty: int, first: int, count: int) -> np.memmap:
+        """Map ``count`` tiles of tile row ``ty`` from tile column ``first`` (chunky layout)."""
+        _, ntx, th, tw, samples = self._map_shape
+        tile_bytes = th * tw * samples * self.dtype.itemsize
+        offset = self._offset + (ty * ntx + first) * tile_bytes
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=offset, shape=(count, th, tw, samples))
 
 
 def _tile_runs(indices: np.ndarray, tile: int, step: int):
