@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -93,11 +94,27 @@ def measure_builtin(path: str) -> dict:
     }
 
 
-def run_measurement(reader: str, path: Path) -> dict:
-    evict_from_page_cache(path)
+def run_measurement(reader: str, path: Path, cache: Path, cold: bool = True) -> dict:
+    if cold:
+        evict_from_page_cache(path)
     cmd = [sys.executable, __file__, "--measure", reader, str(path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NAPARI_HUBMAP_CACHE": str(cache)}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_pyramid_cache(path: Path, cache: Path) -> float:
+    cli = Path(sys.executable).with_name("napari-hubmap")
+    env = {**os.environ, "NAPARI_HUBMAP_CACHE": str(cache)}
+    evict_from_page_cache(path)
+    t0 = time.perf_counter()
+    subprocess.run([str(cli), "pyramid", str(path)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def median_run(reader: str, path: Path, cache: Path, repeat: int, cold: bool = True) -> dict:
+    runs = sorted((run_measurement(reader, path, cache, cold) for _ in range(repeat)), key=lambda r: r["first_view_s"])
+    return runs[len(runs) // 2]
 
 
 def make_slide(width: int, height: int, folder: Path) -> Path:
@@ -105,7 +122,10 @@ def make_slide(width: int, height: int, folder: Path) -> Path:
     if not path.exists():
         cli = Path(sys.executable).with_name("napari-hubmap")
         t0 = time.perf_counter()
-        subprocess.run([str(cli), "synth", str(path), "--width", str(width), "--height", str(height), "--seed", "1"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(cli), "synth", str(path), "--width", str(width), "--height", str(height), "--seed", "1"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         mpx = width * height / 1e6
         print(f"generated {path.name}: {mpx:.0f} Mpx in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path
@@ -129,18 +149,25 @@ def main() -> None:
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         path = make_slide(width, height, args.dir)
-        readers = ["napari-hubmap"] + ([] if args.skip_builtin else ["napari-builtin"])
-        for reader in readers:
-            runs = [run_measurement(reader, path) for _ in range(args.repeat if reader == "napari-hubmap" else 1)]
-            runs.sort(key=lambda r: r["first_view_s"])
-            best = runs[len(runs) // 2]
-            row = {"reader": reader, "slide": f"{width}x{height}", "file_gb": path.stat().st_size / 1e9, **best}
+        cache = args.dir / "pyramid-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        rows = [
+            ("napari-hubmap", "cold, no cache", median_run("napari-hubmap", path, cache, args.repeat)),
+            ("napari-hubmap", "warm, no cache", median_run("napari-hubmap", path, cache, args.repeat, cold=False)),
+        ]
+        if not args.skip_builtin:
+            rows.append(("napari-builtin", "cold", median_run("napari-builtin", path, cache, 1)))
+        build_s = build_pyramid_cache(path, cache)
+        print(f"pyramid cache of {width}x{height} built in {build_s:.1f} s", file=sys.stderr)
+        rows.append(("napari-hubmap", "cold, cache built", median_run("napari-hubmap", path, cache, args.repeat)))
+        for reader, condition, best in rows:
+            row = {"reader": reader, "condition": condition, "slide": f"{width}x{height}", "file_gb": path.stat().st_size / 1e9, "cache_build_s": build_s, **best}
             results.append(row)
             print(json.dumps(row))
-    print("\nreader           slide          first view   open    viewport  lowest level  peak RSS", file=sys.stderr)
+    print("\nreader          condition          slide         first view   open    viewport  lowest level  peak RSS", file=sys.stderr)
     for r in results:
         print(
-            f"{r['reader']:<16} {r['slide']:<14} {r['first_view_s']:8.2f} s {r['open_s']:6.2f} s {r['viewport_s']:7.2f} s "
+            f"{r['reader']:<15} {r['condition']:<18} {r['slide']:<12} {r['first_view_s']:8.2f} s {r['open_s']:6.2f} s {r['viewport_s']:7.2f} s "
             f"{r['lowest_level_s']:9.2f} s {r['peak_rss_mb']:8.0f} MB",
             file=sys.stderr,
         )

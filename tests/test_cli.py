@@ -99,3 +99,25 @@ def test_convert_annotations_errors_are_one_line(tmp_path, shared_data):
     notjson.write_text('{"hello": 1}')
     result = run("convert-annotations", notjson, "--to", "mask", "--shape", "10x10", "--out", tmp_path / "m.png", check_code=None)
     assert_one_line_error(result, "bad.json")
+
+
+def test_synth_writes_a_tiled_tiff_and_its_glomeruli(tmp_path):
+    out = tmp_path / "synth.tif"
+    info = json.loads(run("synth", out, "--width", 3000, "--height", 2000, "--seed", 5).stdout)
+    assert info["glomeruli"] > 0 and Path(info["geojson"]) == tmp_path / "synth.geojson"
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        assert page.is_tiled and page.shape == (2000, 3000, 3)
+    slide_info = json.loads(run("info", out).stdout)
+    assert slide_info["mpp"] == pytest.approx(0.5)
+    features = json.loads(Path(info["geojson"]).read_text())["features"]
+    assert len(features) == info["glomeruli"]
+    pyramid = tmp_path / "pyramid.tif"
+    run("synth", pyramid, "--width", 3000, "--height", 2000, "--pyramid")
+    assert json.loads(run("info", pyramid).stdout)["levels"] == [[2000, 3000], [1000, 1500], [500, 750]]
+
+
+def test_synth_rejects_bad_sizes(tmp_path):
+    result = run("synth", tmp_path / "x.tif", "--width", 0, "--height", 10, check_code=None)
+    assert_one_line_error(result, "x.tif", "positive")
+    assert not (tmp_path / "x.tif").exists()

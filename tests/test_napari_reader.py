@@ -86,3 +86,35 @@ def test_panel_imports_qupath_polygons_over_a_real_region(make_napari_viewer, sh
     polygon_area = sum(to_shape(f["geometry"]).area for f in features)
     assert abs((labels_layer.data > 0).sum() - polygon_area) / polygon_area < 0.01
     np.testing.assert_allclose(labels_layer.scale, slide_layer.scale)
+
+
+def test_sample_data_opens_slide_and_ground_truth(make_napari_viewer, monkeypatch):
+    import napari_hubmap.sample_data as sample_data
+
+    monkeypatch.setattr(sample_data, "SAMPLE_SIZE", (1536, 2048))  # small in tests; 8192 x 6144 for users
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-hubmap", "synthetic-pas")
+    image, labels = layers
+    assert image.multiscale and image.data[0].shape == (1536, 2048, 3)
+    assert labels.data.shape == (384, 512) and labels.data.max() > 0
+    np.testing.assert_allclose(labels.scale, (4, 4))
+    # ground truth sits on the glomeruli: darker (nuclei-dense) than the average tissue
+    level = np.asarray(image.data[0][2::4, 2::4])  # the slide pixels at the label pixels' centres
+    inside = level[labels.data > 0].mean()
+    assert inside < level.mean()
+
+
+def test_launcher_docks_the_widgets(make_napari_viewer, monkeypatch, tmp_path, flat_slide):
+    from napari_hubmap._widgets import launch
+
+    path, _ = flat_slide
+    viewers = []
+
+    def fake_viewer(**kwargs):
+        viewers.append(make_napari_viewer(show=False))
+        return viewers[-1]
+
+    monkeypatch.setattr("napari.Viewer", fake_viewer)
+    viewer = launch.make_viewer([str(path)], show=False)
+    assert [layer.name for layer in viewer.layers] == ["flat.tif"]
+    assert "Slide (napari-hubmap)" in viewer.window.dock_widgets
