@@ -38,49 +38,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_hubmap(path: str) -> dict:
-    import numpy as np
+def open_levels(reader: str, path: str) -> list:
+    """The pyramid levels napari would get from ``reader`` (level 0 first)."""
+    if reader == "napari-hubmap":
+        from napari_hubmap.slide import open_slide
 
-    from napari_hubmap.slide import open_slide
-
-    base_rss = peak_rss_mb()
-    t0 = time.perf_counter()
-    slide = open_slide(path)
-    t_open = time.perf_counter()
-    cy, cx = slide.height // 2, slide.width // 2
-    half = VIEWPORT // 2
-    view = np.asarray(slide.levels[0][cy - half : cy + half, cx - half : cx + half])
-    t_view = time.perf_counter()
-    lowest = np.asarray(slide.levels[-1][:])
-    t_low = time.perf_counter()
-    assert view.shape == (VIEWPORT, VIEWPORT, 3) and lowest.ndim == 3
-    return {
-        "open_s": t_open - t0,
-        "viewport_s": t_view - t_open,
-        "lowest_level_s": t_low - t_view,
-        "first_view_s": t_low - t0,
-        "lowest_level_shape": list(lowest.shape[:2]),
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_after_imports_mb": base_rss,
-    }
-
-
-def measure_builtin(path: str) -> dict:
-    import numpy as np
+        return open_slide(path).levels
     from napari_builtins.io import napari_get_reader
 
-    base_rss = peak_rss_mb()
+    data = napari_get_reader(path)(path)[0][0]
+    return data if isinstance(data, list) else [data]
+
+
+def measure(reader: str, path: str) -> dict:
+    import importlib
+
+    import numpy as np
+
+    importlib.import_module("napari_hubmap.slide" if reader == "napari-hubmap" else "napari_builtins.io")
+    base_rss = peak_rss_mb()  # imports are not part of opening a slide
     t0 = time.perf_counter()
-    reader = napari_get_reader(path)
-    data = reader(path)[0][0]
-    levels = data if isinstance(data, list) else [data]
+    levels = open_levels(reader, path)
     t_open = time.perf_counter()
-    level0 = levels[0]
-    cy, cx = level0.shape[0] // 2, level0.shape[1] // 2
+    cy, cx = levels[0].shape[0] // 2, levels[0].shape[1] // 2
     half = VIEWPORT // 2
-    view = np.asarray(level0[cy - half : cy + half, cx - half : cx + half])
+    view = np.asarray(levels[0][cy - half : cy + half, cx - half : cx + half])
     t_view = time.perf_counter()
-    lowest = np.asarray(levels[-1])
+    lowest = np.asarray(levels[-1][:])
     t_low = time.perf_counter()
     assert view.shape[:2] == (VIEWPORT, VIEWPORT)
     return {
@@ -141,8 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure:
         reader, path = args.measure
-        result = measure_hubmap(path) if reader == "napari-hubmap" else measure_builtin(path)
-        print(json.dumps(result))
+        print(json.dumps(measure(reader, path)))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     results = []

