@@ -1,0 +1,302 @@
+"""Tiled ensemble inference over a whole slide: plan -> read -> infer -> blend -> write.
+
+Reader threads (each with its own open slide) read and normalise the next batches while the
+model runs; predictions of every model and TTA transform are averaged, blended with Gaussian (or
+centre-crop) weights onto one output grid and streamed to a uint8 OME-Zarr, rows at a time.
+A re-run with the same settings resumes after the last finished rows; ``cancel`` stops after the
+current batch and leaves a readable store. Memory is bounded by tiles and a few output bands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import HubmapInputError
+from ..slide import open_slide
+from .accumulate import RowAccumulator
+from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
+from .prob_store import CHUNK, ProbabilityStore
+from .tissue import detect_tissue
+from .tta import apply, invert, resolve_tta
+
+
+@dataclass
+class InferenceConfig:
+    """What ``predict_slide`` runs; None means "from the model card"."""
+
+    models: list = field(default_factory=lambda: ["default"])
+    tta: str | tuple = "none"
+    tile: int | None = None
+    overlap: int | None = None
+    blend: str = "gaussian"  # or "centre"
+    device: str = "auto"
+    batch: int = 4
+    readers: int = 2
+    skip_background: bool = True
+    tissue_saturation: float = 0.07
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    tiles_per_s: float
+    eta_s: float
+    rows_done: int
+
+
+@dataclass
+class PredictionResult:
+    path: Path
+    tiles: int
+    skipped: int
+    computed: int
+    seconds: float
+    tiles_per_s: float
+    resumed_rows: int
+    complete: bool
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HubmapInputError(None, "--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def _load(model, device: torch.device):
+    if hasattr(model, "card") and hasattr(model, "module"):
+        model.module.to(device).eval()
+        return model
+    from ..registry import load_model
+
+    return load_model(model, device=str(device))
+
+
+class TileReader:
+    """Reads working-scale tiles of one slide; one instance (own file handles) per thread."""
+
+    def __init__(self, slide_path: str):
+        self.slide = open_slide(slide_path)
+        self.levels = exact_levels(self.slide)
+
+    def read(self, y: int, x: int, tile: int, downscale: float) -> np.ndarray:
+        """(tile, tile, 3) uint8 at ``downscale``; white beyond the slide's edge."""
+        index = max((i for i, d in self.levels if d <= downscale + 1e-6), key=lambda i: self.slide.downsamples[i])
+        level = self.slide.levels[index]
+        factor = downscale / self.slide.downsamples[index]
+        size = int(round(tile * factor))
+        y0, x0 = int(round(y * factor)), int(round(x * factor))
+        canvas = np.full((size, size, 3), 255, np.uint8)
+        h, w = level.shape[:2]
+        y1, x1 = min(y0 + size, h), min(x0 + size, w)
+        if y1 > y0 and x1 > x0:
+            canvas[: y1 - y0, : x1 - x0] = level[y0:y1, x0:x1]
+        return canvas if size == tile else resize_rgb(canvas, tile)
+
+
+def exact_levels(slide) -> list[tuple[int, float]]:
+    """Levels holding real pixels (file levels, or a finished pyramid cache), with downsamples."""
+    usable = [0]
+    if slide.cache is None or slide.cache.complete:
+        usable = list(range(len(slide.levels)))
+    return [(i, slide.downsamples[i]) for i in usable]
+
+
+def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
+    """Area-average (integer factors) or antialiased bilinear resize of an RGB tile to size x size."""
+    factor = tile.shape[0] / size
+    if factor.is_integer() and factor > 1:
+        k = int(factor)
+        return tile.reshape(size, k, size, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    tensor = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
+    out = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+def normalise(tiles: np.ndarray, normalization: dict) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalised as the card says."""
+    scale = float(normalization.get("max_pixel_value", 255.0))
+    mean = np.asarray(normalization.get("mean", [0.0, 0.0, 0.0]), np.float32)[:, None, None]
+    std = np.asarray(normalization.get("std", [1.0, 1.0, 1.0]), np.float32)[:, None, None]
+    data = tiles.transpose(0, 3, 1, 2).astype(np.float32) / scale
+    return (data - mean) / std
+
+
+def forward_probabilities(model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
+    """Mean foreground probability over TTA transforms: (N, H, W) float32."""
+    x = torch.from_numpy(batch).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    total = None
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+        for name in tta:
+            out = invert(name, model.module(apply(name, x))).float()
+            prob = foreground(out, model.card)
+            total = prob if total is None else total + prob
+    return (total / len(tta)).cpu().numpy()
+
+
+def foreground(out: torch.Tensor, card) -> torch.Tensor:
+    if out.shape[1] == 1:
+        return torch.sigmoid(out[:, 0]) if card.output == "logits" else out[:, 0]
+    probs = torch.softmax(out, dim=1) if card.output == "logits" else out
+    return probs[:, 1]
+
+
+def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple[str, ...]) -> tuple[dict, str]:
+    stat = os.stat(slide_path)
+    settings = {
+        "slide": os.path.realpath(slide_path),
+        "slide_size": stat.st_size,
+        "slide_mtime_ns": stat.st_mtime_ns,
+        "models": [
+            {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
+             "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold}
+            for r in plan.runs
+        ],
+        "tta": list(tta),
+        "blend": config.blend,
+        "batch": config.batch,
+        "skip_background": config.skip_background,
+        "tissue_saturation": config.tissue_saturation,
+        "out_shape": list(plan.out_shape),
+        "out_downscale": plan.out_downscale,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return settings, digest
+
+
+def plan_slide(slide, models: list, config: InferenceConfig) -> Plan:
+    runs = []
+    for index, model in enumerate(models):
+        card = model.card
+        downscale = card.working_downscale(slide.mpp)
+        tile = config.tile or card.tile
+        overlap = card.overlap if config.overlap is None else config.overlap
+        if not 0 <= overlap < tile:
+            raise HubmapInputError(None, f"overlap must be in [0, tile) (tile {tile}, overlap {overlap})")
+        runs.append(ModelRun(index, model, float(downscale), int(tile), int(overlap)))
+    tissue = detect_tissue(slide, config.tissue_saturation) if config.skip_background else None
+    return make_plan((slide.height, slide.width), runs, tissue, config.batch)
+
+
+def predict_slide(
+    slide_path,
+    out,
+    config: InferenceConfig | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    models: list | None = None,
+) -> PredictionResult:
+    """Run the ensemble over ``slide_path`` into the probability store ``out`` (resumable)."""
+    config = config or InferenceConfig()
+    cancel = cancel or threading.Event()
+    tta = resolve_tta(config.tta)
+    device = pick_device(config.device)
+    models = [_load(m, device) for m in (models or config.models)]
+    slide_path = os.fspath(slide_path)
+    with open_slide(slide_path) as slide:
+        plan = plan_slide(slide, models, config)
+    settings, digest = settings_of(slide_path, plan, config, tta)
+    store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
+    return _run(slide_path, plan, store, config, tta, device, progress, cancel)
+
+
+def _windows(plan: Plan, blend: str) -> dict[int, np.ndarray]:
+    windows = {}
+    for run in plan.runs:
+        size = run.out_tile
+        overlap = int(round(run.overlap * run.out_scale))
+        windows[run.index] = gaussian_window(size) if blend == "gaussian" else centre_window(size, overlap)
+    return windows
+
+
+def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> PredictionResult:
+    started = time.perf_counter()
+    resumed_rows = store.rows_done
+    start = next((b for b, batch in enumerate(plan.batches) if any(j.out_y1 > store.rows_done for j in batch)), len(plan.batches))
+    accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done)
+    windows = _windows(plan, config.blend)
+    first_rows_after = plan.first_rows_after()
+    local = threading.local()
+
+    def prepare(batch):
+        if not hasattr(local, "reader"):
+            local.reader = TileReader(slide_path)
+        jobs = [j for j in batch if not j.skipped]
+        if not jobs:
+            return None
+        run = plan.runs[jobs[0].run]
+        tiles = np.stack([local.reader.read(j.y, j.x, run.tile, run.downscale) for j in jobs])
+        return normalise(tiles, run.model.card.normalization)
+
+    total_jobs = len(plan.jobs)
+    done_jobs = sum(len(b) for b in plan.batches[:start])
+    computed = 0
+    with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool:
+        pending = {}
+        lookahead = max(2, config.readers * 2)
+        for b in range(start, min(start + lookahead, len(plan.batches))):
+            pending[b] = pool.submit(prepare, plan.batches[b])
+        for b in range(start, len(plan.batches)):
+            if cancel.is_set():
+                break
+            batch = plan.batches[b]
+            inputs = pending.pop(b).result()
+            if b + lookahead < len(plan.batches):
+                pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
+            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator)
+            computed += sum(not j.skipped for j in batch)
+            for y0, rows in accumulator.finished(first_rows_after[b]):
+                store.write_rows(y0, rows)
+            if accumulator.rows_done != store.rows_done:
+                store.mark_rows_done(accumulator.rows_done)
+            done_jobs += len(batch)
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                rate = computed / elapsed if elapsed > 0 else 0.0
+                remaining = sum(not j.skipped for bb in plan.batches[b + 1 :] for j in bb)
+                progress(Progress(done_jobs, total_jobs, rate, remaining / rate if rate else float("inf"), store.rows_done))
+        for future in pending.values():
+            future.cancel()
+    seconds = time.perf_counter() - started
+    store.save_progress(complete=store.complete)
+    return PredictionResult(
+        Path(store.path), total_jobs, plan.skipped, computed, seconds, computed / seconds if seconds else 0.0,
+        resumed_rows, store.complete,
+    )
+
+
+def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator) -> None:
+    probs = None
+    jobs = [j for j in batch if not j.skipped]
+    if jobs:
+        run = plan.runs[jobs[0].run]
+        probs = forward_probabilities(run.model, inputs, tta, device)
+        if run.out_tile != run.tile:
+            resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear", align_corners=False)
+            probs = resized[:, 0].numpy()
+    computed = iter(range(len(jobs)))
+    for job in batch:
+        window = windows[job.run]
+        values = None if job.skipped else probs[next(computed)]
+        accumulator.add(job.out_y0, job.out_x0, values, window)
