@@ -1,0 +1,203 @@
+"""Tiled ensemble inference: seamless blending, exact TTA, ensembles, resume, cancel, tissue skipping."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_hubmap.errors import HubmapInputError
+from napari_hubmap.inference import InferenceConfig, open_probability, predict_slide
+from napari_hubmap.inference.prob_store import read_progress
+from napari_hubmap.inference.tta import DIHEDRAL, apply, invert, resolve_tta
+from napari_hubmap.registry import LoadedModel, ModelCard, build_module, save_model
+from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
+
+NORMALISATION = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "max_pixel_value": 255.0}
+
+
+def conv_model(seed: int, downscale: float = 1.0, tile: int = 128, overlap: int = 64) -> LoadedModel:
+    """A fully convolutional toy (receptive field 9 px) with a real card."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5, padding=2), torch.nn.Tanh(), torch.nn.Conv2d(6, 1, 5, padding=2))
+    card = ModelCard(name=f"toy{seed}", architecture="Unet", encoder="tu-test_resnet", downscale=downscale, tile=tile,
+                     overlap=overlap, normalization=NORMALISATION)
+    return LoadedModel(card, net.eval(), Path(f"toy{seed}"))
+
+
+def whole_image_probability(model: LoadedModel, image: np.ndarray) -> np.ndarray:
+    x = (image.astype(np.float32) / 255.0 - 0.5) / 0.25
+    with torch.inference_mode():
+        out = model.module(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
+    return torch.sigmoid(out)[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def noise_slide(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("slides") / "noise.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb")
+    return path, image
+
+
+@pytest.fixture(scope="module")
+def synth_slide(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "synth.tif"
+    write_synthetic_tiff(path, SynthSpec(width=1536, height=1024, seed=3, tissue_fraction=0.5))
+    return path
+
+
+def run(slide, out, models, **config) -> tuple:
+    config.setdefault("skip_background", False)
+    result = predict_slide(slide, out, InferenceConfig(**config), models=models)
+    return result, np.asarray(open_probability(out)[0][0][:])
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "centre"])
+def test_tiled_blend_equals_one_whole_image_pass(tmp_path, noise_slide, blend):
+    path, image = noise_slide
+    model = conv_model(1)
+    result, prob = run(path, tmp_path / "p.zarr", [model], blend=blend, batch=3)
+    assert result.complete and result.computed == result.tiles
+    truth = np.rint(whole_image_probability(model, image) * 255)
+    diff = np.abs(prob.astype(int) - truth)
+    margin = model.card.overlap // 2
+    assert diff[margin:-margin, margin:-margin].max() <= 2
+    # no seam: along the tile borders the error is no larger than elsewhere
+    starts = [s for s in range(0, 900 - 128, 64)] + [900 - 128]
+    border_cols = sorted(c for c in {c for s in starts for c in (s, s + 127)} if margin <= c < 900 - margin)
+    inner = diff[margin:-margin, margin:-margin]
+    assert diff[margin:-margin, border_cols].max() <= max(inner.max(), 1)
+
+
+def test_every_tta_transform_inverts_exactly():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    seen = set()
+    for name in DIHEDRAL:
+        moved = apply(name, x)
+        assert torch.equal(invert(name, moved), x), name
+        seen.add(moved.numpy().tobytes())
+    assert len(seen) == 8  # eight distinct transforms
+    assert resolve_tta("d4") == tuple(DIHEDRAL) and len(resolve_tta("flips")) == 4
+    with pytest.raises(ValueError):
+        resolve_tta("sideways")
+
+
+def test_tta_of_an_equivariant_model_changes_nothing(tmp_path, noise_slide):
+    """A 1x1-conv model commutes with flips/rotations, so d4 TTA must give the plain result."""
+    path, _ = noise_slide
+    torch.manual_seed(0)
+    card = ModelCard(name="pointwise", architecture="Unet", encoder="tu-test_resnet", downscale=1.0, tile=128, overlap=32, normalization=NORMALISATION)
+    model = LoadedModel(card, torch.nn.Conv2d(3, 1, 1).eval(), Path("pointwise"))
+    _, plain = run(path, tmp_path / "a.zarr", [model])
+    _, d4 = run(path, tmp_path / "b.zarr", [model], tta="d4")
+    assert np.abs(plain.astype(int) - d4).max() <= 1
+
+
+def test_ensemble_is_the_mean_of_its_members(tmp_path, noise_slide):
+    path, _ = noise_slide
+    first, second = conv_model(1), conv_model(2)
+    _, a = run(path, tmp_path / "a.zarr", [first])
+    _, b = run(path, tmp_path / "b.zarr", [second])
+    _, both = run(path, tmp_path / "ab.zarr", [first, second])
+    assert np.abs(both.astype(float) - (a.astype(float) + b) / 2).max() <= 1.0
+
+
+def test_models_at_different_scales_land_on_one_grid(tmp_path, noise_slide):
+    path, _ = noise_slide
+    fine, coarse = conv_model(1, downscale=1.0), conv_model(2, downscale=2.0, tile=64, overlap=32)
+    result, prob = run(path, tmp_path / "mixed.zarr", [fine, coarse])
+    assert prob.shape == (700, 900)
+    _, coarse_only = run(path, tmp_path / "coarse.zarr", [coarse])
+    assert coarse_only.shape == (350, 450)
+    levels, meta = open_probability(tmp_path / "mixed.zarr")
+    assert meta["downscale"] == 1.0 and len(meta["models"]) == 2 and levels[0].shape == (700, 900)
+
+
+def test_resume_gives_byte_identical_output(tmp_path, synth_slide):
+    model = conv_model(3, tile=96, overlap=32)
+    config = {"batch": 2, "skip_background": True}
+    _, whole = run(synth_slide, tmp_path / "whole.zarr", [model], **config)
+    cancel = threading.Event()
+    events = []
+
+    def stop_after_some_rows(progress):
+        events.append(progress)
+        if progress.rows_done >= 512:
+            cancel.set()
+
+    out = tmp_path / "resumed.zarr"
+    first = predict_slide(synth_slide, out, InferenceConfig(**config), progress=stop_after_some_rows, cancel=cancel, models=[model])
+    done_after_first = read_progress(out)["rows_done"]
+    assert not first.complete and 0 < done_after_first < 1024
+    partial = np.asarray(open_probability(out)[0][0][:])  # readable after cancel
+    assert partial.shape == whole.shape
+    second = predict_slide(synth_slide, out, InferenceConfig(**config), models=[model])
+    assert second.complete and second.resumed_rows == done_after_first
+    total_computed = predict_slide(synth_slide, tmp_path / "again.zarr", InferenceConfig(**config), models=[model]).computed
+    assert second.computed < total_computed  # finished rows were not computed again
+    levels, _ = open_probability(out)
+    whole_levels, _ = open_probability(tmp_path / "whole.zarr")
+    for resumed_level, whole_level in zip(levels, whole_levels):
+        assert np.asarray(resumed_level[:]).tobytes() == np.asarray(whole_level[:]).tobytes()
+
+
+def test_cancel_mid_run_leaves_a_readable_partial_store(tmp_path, synth_slide):
+    cancel = threading.Event()
+    out = tmp_path / "cancelled.zarr"
+    result = predict_slide(synth_slide, out, InferenceConfig(batch=1), progress=lambda p: cancel.set(), cancel=cancel, models=[conv_model(4, tile=64, overlap=16)])
+    assert not result.complete and result.computed >= 1
+    levels, meta = open_probability(out)
+    assert levels[0].shape == (1024, 1536) and meta["progress"]["complete"] is False
+
+
+def test_skipped_tiles_are_exactly_those_off_the_tissue_mask(tmp_path, synth_slide):
+    from napari_hubmap.inference.engine import plan_slide
+    from napari_hubmap.slide import open_slide
+
+    model = conv_model(5, tile=128, overlap=32)
+    with open_slide(synth_slide) as slide:
+        plan = plan_slide(slide, [model], InferenceConfig())
+    mask = plan.tissue
+    assert 0.2 < mask.fraction < 0.9
+    for job in plan.jobs:
+        touches = mask.any_in(job.y, job.y + 128, job.x, job.x + 128)
+        assert job.skipped == (not touches)
+    assert 0 < plan.skipped < len(plan.jobs)
+    result, prob = run(synth_slide, tmp_path / "t.zarr", [model], skip_background=True)
+    assert result.skipped == plan.skipped and result.computed == len(plan.jobs) - plan.skipped
+    # a pixel covered only by skipped tiles stays 0
+    only_skipped = np.ones(prob.shape, bool)
+    for job in plan.jobs:
+        if not job.skipped:
+            only_skipped[job.out_y0 : job.out_y1, job.out_x0 : job.out_x0 + job.out_size] = False
+    assert only_skipped.any() and prob[only_skipped].max() == 0
+
+
+def test_real_smp_model_from_the_registry(tmp_path, synth_slide, monkeypatch):
+    card = ModelCard(name="tiny-unet", architecture="Unet", encoder="tu-test_resnet",
+                     architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]}, downscale=2.0, tile=64, overlap=16)
+    save_model(build_module(card), card, tmp_path / "models" / "tiny-unet")
+    monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(tmp_path / "models"))
+    result = predict_slide(synth_slide, tmp_path / "s.prob.zarr", InferenceConfig(models=["tiny-unet"], tta="flips", batch=4))
+    levels, meta = open_probability(tmp_path / "s.prob.zarr")
+    assert result.complete and levels[0].shape == (512, 768) and meta["models"][0]["name"] == "tiny-unet"
+
+
+def test_bad_model_names_and_settings_are_clear_errors(tmp_path, synth_slide, monkeypatch):
+    monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(tmp_path))
+    with pytest.raises(HubmapInputError, match="no-such-model"):
+        predict_slide(synth_slide, tmp_path / "x.zarr", InferenceConfig(models=["no-such-model"]))
+    with pytest.raises(HubmapInputError, match="overlap"):
+        predict_slide(synth_slide, tmp_path / "x.zarr", InferenceConfig(overlap=200, tile=128), models=[conv_model(1)])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "card.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(HubmapInputError, match="card.json"):
+        predict_slide(synth_slide, tmp_path / "x.zarr", InferenceConfig(models=[str(broken)]))
