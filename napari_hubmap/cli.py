@@ -23,19 +23,34 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"napari-hubmap: error: {message} (see {self.prog} --help)\n")
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr driven by (done, total) callbacks; it appears at the first update, so an
+    error before any work is the only line printed."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _progress_bar(description: str):
-    """A tqdm bar on stderr driven by (done, total) callbacks."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, desc=description, unit="", file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
+    bar = _ProgressBar(description)
+    return bar, bar.update
 
 
 def cmd_info(args) -> int:
@@ -102,6 +117,57 @@ def cmd_view(args) -> int:
     return 0
 
 
+def slide_stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def cmd_predict(args) -> int:
+    import resource
+
+    from .inference import InferenceConfig, predict_slide
+
+    config = InferenceConfig(
+        models=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
+        device=args.device, batch=args.batch, skip_background=not args.no_skip_background,
+    )
+    out_dir = Path(args.out)
+    for path in args.slides:
+        out = out_dir / f"{slide_stem(path)}.prob.zarr"
+        bar, update = _progress_bar(f"predict {Path(path).name}")
+        with bar:
+            result = predict_slide(path, out, config, progress=lambda p: update(p.done, p.total))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({
+            "slide": path, "out": str(out), "tiles": result.tiles, "skipped_tiles": result.skipped,
+            "computed_tiles": result.computed, "seconds": round(result.seconds, 3),
+            "tiles_per_s": round(result.tiles_per_s, 3), "peak_rss_mb": round(peak_mb, 1),
+            "resumed_rows": result.resumed_rows, "complete": result.complete,
+        }))
+    return 0
+
+
+def cmd_import_model(args) -> int:
+    from .registry import import_checkpoint
+
+    out = import_checkpoint(args.checkpoint, arch=args.arch, encoder=args.encoder, out=args.out, name=args.name,
+                            downscale=args.downscale, tile=args.tile, overlap=args.overlap, threshold=args.threshold)
+    print(json.dumps({"checkpoint": args.checkpoint, "model": str(out)}))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .registry import list_models
+
+    for card, path in list_models():
+        print(json.dumps({"name": card.name, "path": str(path), "architecture": card.architecture, "encoder": card.encoder,
+                          "downscale": card.downscale, "tile": card.tile, "metrics": card.metrics}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="napari-hubmap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -131,6 +197,34 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--pyramid", action="store_true", help="also write reduced levels (SubIFDs)")
     synth.add_argument("--compression", default=None, help="e.g. zlib, jpeg, lzw (default: none, like Kaggle slides)")
     synth.set_defaults(func=cmd_synth)
+
+    predict = sub.add_parser("predict", help="tiled ensemble inference: one probability OME-Zarr per slide")
+    predict.add_argument("slides", nargs="+", metavar="SLIDE")
+    predict.add_argument("--model", action="append", required=True, help="model name or folder; repeat for an ensemble")
+    predict.add_argument("--out", required=True, help="folder for <slide stem>.prob.zarr")
+    predict.add_argument("--tta", default="none", help="none, flips, d4 or a comma-separated list of transforms")
+    predict.add_argument("--tile", type=int, default=None, help="tile size at the working scale (default: the card's)")
+    predict.add_argument("--overlap", type=int, default=None)
+    predict.add_argument("--blend", choices=["gaussian", "centre"], default="gaussian")
+    predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    predict.add_argument("--batch", type=int, default=4)
+    predict.add_argument("--no-skip-background", action="store_true", help="also run on tiles without tissue")
+    predict.set_defaults(func=cmd_predict)
+
+    models = sub.add_parser("models", help="list the models the registry finds (one JSON line each)")
+    models.set_defaults(func=cmd_models)
+
+    imp = sub.add_parser("import-model", help="convert a Kaggle-style .pth state dict into a model folder")
+    imp.add_argument("checkpoint", metavar="CHECKPOINT.pth")
+    imp.add_argument("--arch", required=True, help="segmentation-models-pytorch architecture, e.g. Unet")
+    imp.add_argument("--encoder", required=True, help="encoder name, e.g. efficientnet-b0")
+    imp.add_argument("--out", required=True, metavar="DIR")
+    imp.add_argument("--name", default=None)
+    imp.add_argument("--downscale", type=float, default=2.0)
+    imp.add_argument("--tile", type=int, default=512)
+    imp.add_argument("--overlap", type=int, default=128)
+    imp.add_argument("--threshold", type=float, default=0.5)
+    imp.set_defaults(func=cmd_import_model)
 
     convert = sub.add_parser("convert-annotations", help="convert between GeoJSON polygons, RLE CSV and masks")
     convert.add_argument("input", metavar="IN")

@@ -121,3 +121,40 @@ def test_synth_rejects_bad_sizes(tmp_path):
     result = run("synth", tmp_path / "x.tif", "--width", 0, "--height", 10, check_code=None)
     assert_one_line_error(result, "x.tif", "positive")
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_import_model_then_predict_prints_one_json_line_per_slide(tmp_path):
+    import torch
+
+    from napari_hubmap.registry import ModelCard, build_module
+    from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
+
+    card = ModelCard(name="x", architecture="Unet", encoder="tu-test_resnet",
+                     architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
+    module = build_module(card)
+    checkpoint = tmp_path / "kaggle.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in module.state_dict().items()}, "epoch": 3}, checkpoint)
+    models = tmp_path / "models"
+    # the card needs the same architecture_kwargs: import through the Python API to pass them
+    result = run("import-model", checkpoint, "--arch", "Unet", "--encoder", "tu-test_resnet", "--out", models / "plain", check_code=None)
+    assert_one_line_error(result, "kaggle.pth")  # depth-5 model does not match these depth-3 weights
+    from napari_hubmap.registry import import_checkpoint
+
+    import_checkpoint(checkpoint, arch="Unet", encoder="tu-test_resnet", out=models / "tiny", downscale=2.0, tile=64, overlap=16,
+                      architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
+    slides = []
+    for seed in (1, 2):
+        slides.append(tmp_path / f"s{seed}.tif")
+        write_synthetic_tiff(slides[-1], SynthSpec(width=700, height=500, seed=seed))
+    out = subprocess.run(CLI + ["predict", *map(str, slides), "--model", str(models / "tiny"), "--out", str(tmp_path / "pred"), "--tta", "flips"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert [Path(r["out"]).name for r in lines] == ["s1.prob.zarr", "s2.prob.zarr"]
+    for row in lines:
+        assert {"tiles", "skipped_tiles", "seconds", "tiles_per_s", "peak_rss_mb"} <= set(row) and row["complete"]
+
+
+def test_predict_with_a_missing_model_is_one_line(tmp_path, slide_file):
+    result = run("predict", slide_file, "--model", "nope", "--out", tmp_path, check_code=None)
+    assert_one_line_error(result, "nope")
