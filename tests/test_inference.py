@@ -201,3 +201,14 @@ def test_bad_model_names_and_settings_are_clear_errors(tmp_path, synth_slide, mo
     (broken / "model.safetensors").write_bytes(b"junk")
     with pytest.raises(HubmapInputError, match="card.json"):
         predict_slide(synth_slide, tmp_path / "x.zarr", InferenceConfig(models=[str(broken)]))
+
+
+def test_compressed_flat_slide_is_not_mistaken_for_background(tmp_path):
+    """Its overview levels are white until the pyramid cache exists: the engine builds it first."""
+    path = tmp_path / "zlib.tif"
+    from napari_hubmap.synth import render_region
+
+    spec = SynthSpec(width=2600, height=1400, seed=2)
+    tifffile.imwrite(path, render_region(spec, 0, 1400, 0, 2600), tile=(256, 256), photometric="rgb", compression="zlib")
+    result, _ = run(path, tmp_path / "z.zarr", [conv_model(1, tile=128, overlap=32)], skip_background=True)
+    assert result.computed > 0 and result.skipped < result.tiles

@@ -114,10 +114,7 @@ class TileReader:
 
 def exact_levels(slide) -> list[tuple[int, float]]:
     """Levels holding real pixels (file levels, or a finished pyramid cache), with downsamples."""
-    usable = [0]
-    if slide.cache is None or slide.cache.complete:
-        usable = list(range(len(slide.levels)))
-    return [(i, slide.downsamples[i]) for i in usable]
+    return [(i, d) for i, d in enumerate(slide.downsamples) if slide.level_holds_pixels(i)]
 
 
 def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
@@ -215,6 +212,8 @@ def predict_slide(
     models = [_load(m, device) for m in (models or config.models)]
     slide_path = os.fspath(slide_path)
     with open_slide(slide_path) as slide:
+        if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
+            slide.build_cache()  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
     settings, digest = settings_of(slide_path, plan, config, tta)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)

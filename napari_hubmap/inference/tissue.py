@@ -47,7 +47,8 @@ def tissue_from_rgb(rgb: np.ndarray, saturation: float = 0.07, darkness: float =
 
 def slide_thumbnail(slide, max_side: int = THUMBNAIL_MAX_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
     """The smallest pyramid level at least ``max_side/2`` px long (read with a step if needed)."""
-    level = next((lv for lv in reversed(slide.levels) if max(lv.shape[:2]) >= max_side // 2), slide.levels[0])
+    usable = [lv for i, lv in enumerate(slide.levels) if slide.level_holds_pixels(i, exact=False)]
+    level = next((lv for lv in reversed(usable) if max(lv.shape[:2]) >= max_side // 2), usable[0])
     step = max(1, int(np.ceil(max(level.shape[:2]) / max_side)))
     thumb = np.asarray(level[::step, ::step])
     return thumb, (slide.height / thumb.shape[0], slide.width / thumb.shape[1])

@@ -73,6 +73,15 @@ class Slide:
     def downsamples(self) -> list[float]:
         return [self.height / level.shape[0] for level in self.levels]
 
+    def level_holds_pixels(self, index: int, exact: bool = True) -> bool:
+        """Does level ``index`` show the slide now? Reduced levels of a single-level slide do once
+        the cache is built; before that only by nearest-neighbour subsampling (``exact=False``)
+        of memory-mapped data, else they are white placeholders."""
+        source = self.levels[index].source
+        if not isinstance(source, CachedLevelSource) or source.cache.complete:
+            return True
+        return not exact and source.fallback is not None
+
     def info(self) -> dict:
         """What ``napari-hubmap info`` prints."""
         return {
