@@ -43,7 +43,7 @@ class InferenceConfig:
     blend: str = "gaussian"  # or "centre"
     device: str = "auto"
     batch: int = 4
-    readers: int = 2
+    readers: int = 1  # reader threads; more only help when decoding (JPEG, zlib) is the bottleneck
     skip_background: bool = True
     tissue_saturation: float = 0.07
 
