@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-DOCKED_WIDGETS = ("Slide",)
+DOCKED_WIDGETS = ("Slide", "Inference")
 
 
 def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True):
