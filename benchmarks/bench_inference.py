@@ -1,0 +1,505 @@
+"""Whole-slide inference on the CPU: pipeline efficiency, MONAI comparison, memory vs slide size.
+
+(a) Pipeline efficiency = (pure batched forward pass over the plan's computed tiles, pre-loaded as
+    normalised tensors, same batch size and TTA, torch.inference_mode) / (wall time of
+    ``predict_slide`` with the same config); readers=2 and readers=1.
+(b) ``predict_slide`` next to MONAI's ``sliding_window_inference`` (Gaussian mode, roi = tile,
+    overlap = overlap / tile, sw_batch_size = batch) on the same working-scale image: a
+    16384 x 12288 slide read at downscale 2 (8192 x 6144 working scale). MONAI's wall time includes
+    loading the slide and shrinking it to the working scale as one tensor (what its users do);
+    napari-hubmap runs once with skip_background=False (same tiles) and once with it on.
+(c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
+    skip_background on), with a very fast model: (c) is about memory, not speed.
+
+Every measurement runs in a fresh process (peak RSS = that process's ru_maxrss). The slide file is
+read through the page cache first, so all runs read it warm. The machine's load average and each
+process's CPU time are recorded: other work on the machine makes wall times noisy.
+
+Models (random init, saved and loaded through the registry; timings only):
+  main: smp Unet, encoder resnet18, decoder_channels (128, 64, 32, 16, 16), tile 512, overlap 128,
+        downscale 2, ImageNet normalisation (~0.23 s per 512 tile on 2 CPU cores; smp's default
+        decoder (256, ..., 16) is ~0.95 s per tile there)
+  fast: smp Unet, encoder tu-mobilenetv3_small_050, decoder_channels (32, 16, 8, 8, 8) (~0.06 s/tile)
+
+    python benchmarks/bench_inference.py                 # all parts (~15 min on 2 cores)
+    python benchmarks/bench_inference.py --part a b      # some parts
+    python benchmarks/bench_inference.py --quick         # small slides, smoke run (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = {
+    "main": dict(architecture="Unet", encoder="resnet18", architecture_kwargs={"decoder_channels": [128, 64, 32, 16, 16]}),
+    "fast": dict(
+        architecture="Unet", encoder="tu-mobilenetv3_small_050", architecture_kwargs={"decoder_channels": [32, 16, 8, 8, 8]}
+    ),
+}
+TILE, OVERLAP, DOWNSCALE, BATCH, TTA = 512, 128, 2, 4, "none"
+MAX_OTHERS = 0.1  # share of the machine's CPU time other processes may use during a measurement
+
+
+# --- helpers (both processes) --------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """ru_maxrss of this process. Linux carries the parent's RSS at fork over into a child's
+    ru_maxrss, so the parent process of this script never imports torch (models are made in a child)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def hwm_rss_mb() -> float:
+    """VmHWM: the peak RSS of this process's own address space (a cross-check of ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def memory(base_rss: float) -> dict:
+    return {"peak_rss_mb": peak_rss_mb(), "vm_hwm_mb": hwm_rss_mb(), "rss_after_imports_mb": base_rss}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def config_of(args: dict):
+    from napari_hubmap.inference.engine import InferenceConfig
+
+    return InferenceConfig(
+        models=[args["model"]], tta=args.get("tta", TTA), tile=TILE, overlap=OVERLAP, device="cpu",
+        batch=args.get("batch", BATCH), readers=args.get("readers", 2), skip_background=args.get("skip_background", True),
+    )
+
+
+# --- measurements (each in its own process) ------------------------------------------------------
+
+
+def measure_forward(args: dict) -> dict:
+    """Pure batched forward over the computed tiles of the plan, pre-loaded as normalised tensors."""
+    import numpy as np
+    import torch
+
+    from napari_hubmap.inference.engine import TileReader, normalise, plan_slide
+    from napari_hubmap.inference.tta import apply, invert, resolve_tta
+    from napari_hubmap.registry import load_model
+    from napari_hubmap.slide import open_slide
+
+    base_rss = peak_rss_mb()
+    config = config_of(args)
+    model = load_model(args["model"], device="cpu")
+    with open_slide(args["slide"]) as slide:
+        plan = plan_slide(slide, [model], config)
+    run = plan.runs[0]
+    jobs = [j for j in plan.jobs if not j.skipped]
+    reader = TileReader(args["slide"])
+    t0 = time.perf_counter()
+    batches = []
+    for i in range(0, len(jobs), config.batch):
+        tiles = np.stack([reader.read(j.y, j.x, run.tile, run.downscale) for j in jobs[i : i + config.batch]])
+        batches.append(torch.from_numpy(normalise(tiles, model.card.normalization)))
+    load_s = time.perf_counter() - t0
+    tta = resolve_tta(config.tta)
+    module = model.module
+    with torch.inference_mode():
+        module(batches[0][:1])  # warm-up (one-off kernel selection), not timed
+        cpu0 = cpu_seconds()
+        t0 = time.perf_counter()
+        for x in batches:
+            total = None
+            for name in tta:
+                prob = torch.sigmoid(invert(name, module(apply(name, x)))[:, 0])
+                total = prob if total is None else total + prob
+        forward_s = time.perf_counter() - t0
+        cpu_s = cpu_seconds() - cpu0
+    return {
+        "forward_s": forward_s, "forward_cpu_s": cpu_s, "cpu_util": cpu_s / forward_s, "tiles": len(plan.jobs), "computed": len(jobs), "skipped": plan.skipped,
+        "s_per_tile": forward_s / max(1, len(jobs)), "preload_s": load_s, "torch_threads": torch.get_num_threads(),
+        **memory(base_rss),
+    }
+
+
+def timed(owner, name: str, sink: list) -> None:
+    """Instrumentation: append the duration of every call of ``owner.name`` to ``sink``."""
+    inner = getattr(owner, name)
+
+    def wrapper(*a, **k):
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            return inner(*a, **k)
+        finally:
+            sink.append((time.perf_counter() - t, time.thread_time() - c))
+
+    setattr(owner, name, wrapper)
+
+
+def wall_of(spans: list) -> float:
+    return sum(wall for wall, _ in spans)
+
+
+def cpu_of(spans: list) -> float:
+    return sum(cpu for _, cpu in spans)
+
+
+def measure_predict(args: dict) -> dict:
+    """``predict_slide`` wall time and peak RSS; forward time inside the pipeline is summed too."""
+    import torch
+
+    from napari_hubmap.inference import engine
+
+    from napari_hubmap.registry import load_model
+
+    base_rss = peak_rss_mb()
+    config = config_of(args)
+    t0 = time.perf_counter()
+    model = load_model(args["model"], device="cpu")  # loaded outside the timing, as for MONAI and the pure forward
+    model_load_s = time.perf_counter() - t0
+    out = Path(args["out"])
+    shutil.rmtree(out, ignore_errors=True)  # never resume
+    in_forward = [0.0, 0]
+    forward = engine.forward_probabilities
+
+    def timed_forward(*a, **k):  # instrumentation: time spent in the model inside the pipeline
+        t = time.perf_counter()
+        try:
+            return forward(*a, **k)
+        finally:
+            in_forward[0] += time.perf_counter() - t
+            in_forward[1] += 1
+
+    engine.forward_probabilities = timed_forward
+    spent = {"read": [], "normalise": [], "blend_batch": [], "write_rows": []}
+    timed(engine.TileReader, "read", spent["read"])  # reader threads
+    timed(engine, "normalise", spent["normalise"])  # reader threads
+    timed(engine, "_blend_batch", spent["blend_batch"])  # main thread, includes the forward
+    timed(engine.ProbabilityStore, "write_rows", spent["write_rows"])  # main thread
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    result = engine.predict_slide(args["slide"], out, config, models=[model])
+    wall = time.perf_counter() - t0
+    cpu_s = cpu_seconds() - cpu0
+    out_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if not args.get("keep_out"):
+        shutil.rmtree(out, ignore_errors=True)
+    return {
+        "wall_s": wall, "run_s": result.seconds, "setup_s": wall - result.seconds, "cpu_s": cpu_s, "model_load_s": model_load_s,
+        "forward_in_pipeline_s": in_forward[0], "batches": in_forward[1], "cpu_util": cpu_s / wall,
+        "readers_read_s": wall_of(spent["read"]), "readers_normalise_s": wall_of(spent["normalise"]),
+        "readers_cpu_s": cpu_of(spent["read"]) + cpu_of(spent["normalise"]),
+        "main_blend_s": wall_of(spent["blend_batch"]) - in_forward[0], "main_write_s": wall_of(spent["write_rows"]),
+        "main_other_s": result.seconds - wall_of(spent["blend_batch"]) - wall_of(spent["write_rows"]),
+        "tiles": result.tiles, "computed": result.computed, "skipped": result.skipped, "tiles_per_s": result.tiles_per_s,
+        "complete": result.complete, "out_mb": out_bytes / 1e6, "torch_threads": torch.get_num_threads(),
+        **memory(base_rss),
+    }
+
+
+def measure_monai(args: dict) -> dict:
+    """What a MONAI user does: load the slide, shrink it to the working scale as one tensor, then
+    ``sliding_window_inference`` in Gaussian mode over the whole image; probabilities to uint8."""
+    import numpy as np
+    import tifffile
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from napari_hubmap.registry import load_model
+
+    base_rss = peak_rss_mb()
+    t0 = time.perf_counter()
+    model = load_model(args["model"], device="cpu")  # outside the timing, as for predict_slide
+    model_load_s = time.perf_counter() - t0
+    norm = model.card.normalization
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    full = tifffile.imread(args["slide"])  # (H, W, 3) uint8
+    d = int(args["downscale"])
+    h, w = full.shape[0] // d, full.shape[1] // d
+    work = np.empty((h, w, 3), np.uint8)
+    for r in range(0, h, 256):  # area average d x d, a band at a time (no full-size float copy)
+        band = full[r * d : (r + 256) * d, : w * d].reshape(-1, d, w, d, 3).astype(np.uint16).sum(axis=(1, 3))
+        work[r : r + 256] = (band + d * d // 2) // (d * d)
+    del full
+    x = torch.from_numpy(work).permute(2, 0, 1).contiguous()[None].float()
+    del work
+    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1) * norm["max_pixel_value"]
+    std = torch.tensor(norm["std"]).view(1, 3, 1, 1) * norm["max_pixel_value"]
+    x.sub_(mean).div_(std)
+    load_s = time.perf_counter() - t0
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            x, roi_size=(args["tile"], args["tile"]), sw_batch_size=args["batch"], predictor=model.module,
+            overlap=args["overlap"] / args["tile"], mode="gaussian", sigma_scale=0.125,
+        )
+        prob = (torch.sigmoid_(logits[0, 0]) * 255).round_().byte().numpy()
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall, "load_s": load_s, "infer_s": wall - load_s, "cpu_s": cpu_seconds() - cpu0, "model_load_s": model_load_s,
+        "working_shape": list(prob.shape), "torch_threads": torch.get_num_threads(),
+        **memory(base_rss),
+    }
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, folder: Path, wait_idle: float = 0.0, retries: int = 0):
+        self.folder = folder
+        self.wait_idle = wait_idle
+        self.retries = retries
+        self.results: list[dict] = []
+        self.memo: dict[str, dict] = {}
+        self.env = {**os.environ, "PYTHONWARNINGS": "ignore", "NAPARI_HUBMAP_CACHE": str(folder / "inference-pyramid-cache")}
+
+    def measure(self, kind: str, **args) -> dict:
+        """One measurement in a fresh process (same measurement twice in one run: reused).
+
+        Other processes' CPU use during the run is measured (/proc/stat busy time less this child's
+        CPU time); above ``MAX_OTHERS`` of the machine the run is repeated (at most ``retries``
+        times) and the least disturbed run is kept.
+        """
+        key = json.dumps([kind, args], sort_keys=True)
+        if key in self.memo:
+            return self.memo[key]
+        best = None
+        for attempt in range(1 + self.retries):
+            result = self._run_child(kind, args)
+            result["attempt"] = attempt + 1
+            if best is None or result["others_cpu_share"] < best["others_cpu_share"]:
+                best = result
+            if result["others_cpu_share"] <= MAX_OTHERS:
+                break
+            print(f"{kind}: other processes used {result['others_cpu_share']:.0%} of the CPUs, measuring again", file=sys.stderr)
+        self.memo[key] = best
+        return best
+
+    def _run_child(self, kind: str, args: dict) -> dict:
+        warm_page_cache(Path(args["slide"]))
+        idle = wait_for_idle(self.wait_idle)
+        load = os.getloadavg()[0]
+        cmd = [sys.executable, __file__, "--measure", kind, json.dumps(args)]
+        busy0, children0, t0 = cpu_busy_seconds(), children_cpu_seconds(), time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, env=self.env)
+        busy1, children1, wall = cpu_busy_seconds(), children_cpu_seconds(), time.perf_counter() - t0
+        if out.returncode:
+            sys.stderr.write(out.stderr)
+            raise SystemExit(f"measurement {kind} failed ({out.returncode})")
+        others = max(0.0, (busy1 - busy0) - (children1 - children0))
+        return {
+            **json.loads(out.stdout.strip().splitlines()[-1]),
+            "idle_before": idle, "loadavg_before": load, "loadavg_after": os.getloadavg()[0],
+            "others_cpu_share": others / (wall * (os.cpu_count() or 1)),
+        }
+
+    def report(self, row: dict) -> None:
+        self.results.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def cpu_busy_seconds() -> float:
+    """Non-idle CPU time of the whole machine so far (all CPUs, /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_idle_fraction(seconds: float = 2.0) -> float:
+    """Share of all CPUs' time spent idle over the next ``seconds`` (/proc/stat)."""
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    (idle0, total0), _ = sample(), time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_idle(limit_s: float, idle: float = 0.9) -> float:
+    """Wait (at most ``limit_s``) until other processes leave the CPUs >= ``idle`` idle; return the idle share."""
+    deadline = time.monotonic() + limit_s
+    share = cpu_idle_fraction()
+    while share < idle and time.monotonic() < deadline:
+        share = cpu_idle_fraction()
+    return share
+
+
+def warm_page_cache(path: Path, block: int = 64 << 20) -> None:
+    """Read the file once so every run reads it from the page cache (not counted in RSS)."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(block):
+            pass
+
+
+def make_slide(width: int, height: int, folder: Path) -> Path:
+    """The synthetic slide (flat tiled uncompressed TIFF, seed 1), shared with bench_open.py."""
+    path = folder / f"synth-flat-{width}x{height}.tif"
+    if not path.exists():
+        cli = Path(sys.executable).with_name("napari-hubmap")
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(cli), "synth", str(path), "--width", str(width), "--height", str(height), "--seed", "1"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        print(f"generated {path.name} ({path.stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path
+
+
+def make_model(name: str, folder: Path) -> Path:
+    """A randomly initialised model saved through the registry (reused when present), made in a
+    child process so that this one stays small (see ``peak_rss_mb``)."""
+    target = folder / "models" / f"bench-{name}"
+    if not (target / "card.json").exists():
+        cmd = [sys.executable, __file__, "--measure", "save_model", json.dumps({"name": name, "target": str(target)})]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return target
+
+
+def save_bench_model(args: dict) -> dict:
+    import torch
+
+    from napari_hubmap.registry import ModelCard, build_module, save_model
+
+    name = args["name"]
+    card = ModelCard(
+        name=f"bench-{name}", tile=TILE, overlap=OVERLAP, downscale=float(DOWNSCALE),
+        notes="random init, for benchmarks/bench_inference.py timings only", **MODELS[name],
+    )
+    torch.manual_seed(0)
+    save_model(build_module(card), card, Path(args["target"]))
+    return {"saved": args["target"]}
+
+
+MEASURES = {"forward": measure_forward, "predict": measure_predict, "monai": measure_monai, "save_model": save_bench_model}
+
+
+def part_a(bench: Bench, slide: Path, model: Path, label: str) -> None:
+    common = dict(slide=str(slide), model=str(model), skip_background=True)
+    for readers in (2, 1):  # each predict_slide run right after its own pure-forward run (load drifts)
+        forward = bench.measure("forward", **common, pair=readers)
+        predict = bench.measure("predict", **common, readers=readers, out=str(bench.folder / "inference-out" / "a.zarr"))
+        bench.report({
+            "part": "a", "slide": label, "readers": readers, "efficiency": forward["forward_s"] / predict["wall_s"],
+            "efficiency_run_only": forward["forward_s"] / predict["run_s"], "pure_forward_s": forward["forward_s"],
+            "pure_forward_s_per_tile": forward["s_per_tile"], "pure_forward_cpu_s": forward["forward_cpu_s"],
+            "pure_forward_loadavg": forward["loadavg_before"], "pure_forward_cpu_util": forward["cpu_util"], **{f"predict_{k}": v for k, v in predict.items()},
+        })
+
+
+def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
+    monai = bench.measure("monai", slide=str(slide), model=str(model), downscale=DOWNSCALE, tile=TILE, overlap=OVERLAP, batch=BATCH)
+    bench.report({"part": "b", "slide": label, "method": "MONAI sliding_window_inference", **monai})
+    for skip in (False, True):
+        predict = bench.measure(
+            "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2,
+            out=str(bench.folder / "inference-out" / "a.zarr"),
+        )
+        bench.report({
+            "part": "b", "slide": label, "method": f"napari-hubmap predict_slide (skip_background={skip})",
+            "vs_monai_speed": monai["wall_s"] / predict["wall_s"], "vs_monai_rss": predict["peak_rss_mb"] / monai["peak_rss_mb"],
+            **predict,
+        })
+
+
+def part_c(bench: Bench, slides: list[tuple[Path, str]], model: Path, keep: bool) -> None:
+    rows = []
+    for slide, label in slides:
+        predict = bench.measure("predict", slide=str(slide), model=str(model), skip_background=True, readers=2,
+                                out=str(bench.folder / "inference-out" / "c.zarr"))
+        rows.append({"part": "c", "slide": label, **predict})
+    for row in rows:
+        row["rss_ratio_to_smallest"] = row["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+        bench.report(row)
+    if not keep:
+        for slide, _ in slides[1:]:
+            slide.unlink(missing_ok=True)
+            slide.with_suffix(".geojson").unlink(missing_ok=True)
+
+
+def print_table(results: list[dict]) -> None:
+    err = sys.stderr
+    rows_a = [r for r in results if r["part"] == "a"]
+    if rows_a:
+        print(f"\n(a) pipeline efficiency on {rows_a[0]['slide']}, {rows_a[0]['predict_tiles']} tiles, "
+              f"{rows_a[0]['predict_computed']} computed, {rows_a[0]['predict_skipped']} skipped", file=err)
+        print("    readers  pure forward (load)  predict_slide (load)  efficiency  forward in pipeline  readers' CPU  blend  write  other  peak RSS", file=err)
+        for r in rows_a:
+            print(
+                f"    {r['readers']:>7}  {r['pure_forward_s']:7.1f} s ({r['pure_forward_loadavg']:4.1f})  "
+                f"{r['predict_wall_s']:9.1f} s ({r['predict_loadavg_before']:4.1f})  {r['efficiency']:9.2f}  "
+                f"{r['predict_forward_in_pipeline_s']:17.1f} s  {r['predict_readers_cpu_s']:10.1f} s"
+                f"  {r['predict_main_blend_s']:4.1f} s {r['predict_main_write_s']:4.1f} s {r['predict_main_other_s']:4.1f} s"
+                f"  {r['predict_peak_rss_mb']:6.0f} MB", file=err)
+    rows_b = [r for r in results if r["part"] == "b"]
+    if rows_b:
+        print(f"\n(b) same image: {rows_b[0]['slide']}", file=err)
+        print("    method                                               wall     tiles computed  peak RSS  speed-up  RSS share", file=err)
+        for r in rows_b:
+            tiles = f"{r['computed']:>5}" if "computed" in r else "  all"
+            extra = f"  {r['vs_monai_speed']:6.2f}x  {r['vs_monai_rss']:7.2f}" if "vs_monai_speed" in r else ""
+            print(f"    {r['method']:<50} {r['wall_s']:7.1f} s  {tiles:>14}  {r['peak_rss_mb']:6.0f} MB{extra}", file=err)
+    rows_c = [r for r in results if r["part"] == "c"]
+    if rows_c:
+        print("\n(c) peak RSS vs slide size  slide                 tiles computed   wall     peak RSS  ratio", file=err)
+        for r in rows_c:
+            print(f"                            {r['slide']:<20} {r['tiles']:>6} {r['computed']:>8} {r['wall_s']:7.1f} s {r['peak_rss_mb']:7.0f} MB  {r['rss_ratio_to_smallest']:5.2f}", file=err)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
+    parser.add_argument("--quick", action="store_true", help="small slides (smoke run)")
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="slides, models and results (kept between runs)")
+    parser.add_argument("--keep-slides", action="store_true", help="keep the big slide of (c) (else deleted afterwards)")
+    parser.add_argument("--wait-idle", type=float, default=120.0, metavar="S",
+                        help="before each measurement wait up to S seconds for the CPUs to be >= 90%% idle (shared machines)")
+    parser.add_argument("--retries", type=int, default=2, help="repeat a measurement disturbed by other processes up to N times")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "ARGS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        kind, margs = args.measure
+        print(json.dumps(MEASURES[kind](json.loads(margs))))
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args.dir, args.wait_idle, args.retries)
+    small, big = ((4096, 3072), (8192, 6144)) if args.quick else ((16384, 12288), (49152, 36864))
+
+    def label(size):
+        return f"{size[0]}x{size[1]} @ds{DOWNSCALE} ({size[0] // DOWNSCALE}x{size[1] // DOWNSCALE})"
+
+    main_model = make_model("main", args.dir)
+    started = time.perf_counter()
+    if "a" in args.part:
+        part_a(bench, make_slide(*small, args.dir), main_model, label(small))
+    if "b" in args.part:
+        part_b(bench, make_slide(*small, args.dir), main_model, label(small))
+    if "c" in args.part:
+        slides = [(make_slide(*size, args.dir), label(size)) for size in (small, big)]
+        part_c(bench, slides, make_model("fast", args.dir), args.keep_slides)
+    print_table(bench.results)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    name = "bench_inference_quick.json" if args.quick else "bench_inference.json"
+    (args.dir / name).write_text(json.dumps(bench.results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
