@@ -11,19 +11,33 @@
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
-Every measurement runs in a fresh process (peak RSS = that process's ru_maxrss). The slide file is
-read through the page cache first, so all runs read it warm. The machine's load average and each
-process's CPU time are recorded: other work on the machine makes wall times noisy.
+Every measurement runs in a fresh process (peak RSS = that process's ru_maxrss, cross-checked with
+VmHWM; this parent process never imports torch, since Linux carries a parent's RSS at fork over into
+the child's ru_maxrss). Models are loaded before the clock starts, for every method alike. The slide
+file is read through the page cache first, so all runs read it warm; pyramid levels come from the
+file only (a private, empty NAPARI_HUBMAP_CACHE), so tiles are read at level 0 and shrunk 2x.
+Wall times on a shared machine are noisy: each measurement waits for the CPUs to be idle
+(--wait-idle), measures the CPU time other processes took meanwhile (others_cpu_share, steal
+included) and is repeated (--retries) when that exceeds 10 %; the least disturbed run is kept.
 
-Models (random init, saved and loaded through the registry; timings only):
+Models (random init, saved through the registry into bench-out/models; timings only):
   main: smp Unet, encoder resnet18, decoder_channels (128, 64, 32, 16, 16), tile 512, overlap 128,
-        downscale 2, ImageNet normalisation (~0.23 s per 512 tile on 2 CPU cores; smp's default
-        decoder (256, ..., 16) is ~0.95 s per tile there)
-  fast: smp Unet, encoder tu-mobilenetv3_small_050, decoder_channels (32, 16, 8, 8, 8) (~0.06 s/tile)
+        downscale 2, ImageNet normalisation: ~0.17 s per 512 tile in batches of 4 on 2 CPU cores with
+        the engine's (N, C, H, W) tensors, which have NHWC strides (~0.23 s for NCHW-contiguous
+        input, e.g. MONAI's patches); smp's default decoder (256, ..., 16) is ~0.95 s per tile.
+  fast: smp Unet, encoder tu-mobilenetv3_small_050, decoder_channels (32, 16, 8, 8, 8), same card
+        otherwise: ~0.035 s per tile; used for (c) only.
 
-    python benchmarks/bench_inference.py                 # all parts (~15 min on 2 cores)
+Slides: synthetic PAS kidney (napari_hubmap.synth, seed 1, flat tiled uncompressed TIFF, ~60 %
+tissue) in bench-out/, shared with bench_open.py and reused; the 49152 x 36864 slide of (c)
+(5.4 GB, ~1 min to write) is deleted afterwards unless --keep-slides.
+
+    python benchmarks/bench_inference.py                 # all parts (~12 min on 2 idle cores)
     python benchmarks/bench_inference.py --part a b      # some parts
-    python benchmarks/bench_inference.py --quick         # small slides, smoke run (~1 min)
+    python benchmarks/bench_inference.py --quick         # small slides, smoke run (~1.5 min)
+
+Results: JSON lines on stdout, a table on stderr, bench-out/bench_inference.json
+(bench_inference_quick.json with --quick).
 """
 
 from __future__ import annotations

@@ -212,3 +212,11 @@ def test_compressed_flat_slide_is_not_mistaken_for_background(tmp_path):
     tifffile.imwrite(path, render_region(spec, 0, 1400, 0, 2600), tile=(256, 256), photometric="rgb", compression="zlib")
     result, _ = run(path, tmp_path / "z.zarr", [conv_model(1, tile=128, overlap=32)], skip_background=True)
     assert result.computed > 0 and result.skipped < result.tiles
+
+
+def test_fast_2x_shrink_equals_rounded_area_mean():
+    from napari_hubmap.inference.engine import resize_rgb
+
+    tile = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    expected = tile.reshape(128, 2, 128, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    np.testing.assert_array_equal(resize_rgb(tile, 128), expected)

@@ -120,6 +120,9 @@ def exact_levels(slide) -> list[tuple[int, float]]:
 def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
     """Area-average (integer factors) or antialiased bilinear resize of an RGB tile to size x size."""
     factor = tile.shape[0] / size
+    if factor == 2:  # the common case: uint16 sums, round half to even (as np.round), 8x faster
+        s = tile[0::2, 0::2].astype(np.uint16) + tile[1::2, 0::2] + tile[0::2, 1::2] + tile[1::2, 1::2]
+        return ((s + 1 + ((s >> 2) & 1)) >> 2).astype(np.uint8)
     if factor.is_integer() and factor > 1:
         k = int(factor)
         return tile.reshape(size, k, size, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
