@@ -52,6 +52,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_open import make_slide  # the same synthetic slides (benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {
@@ -365,20 +367,6 @@ def warm_page_cache(path: Path, block: int = 64 << 20) -> None:
     with open(path, "rb", buffering=0) as f:
         while f.read(block):
             pass
-
-
-def make_slide(width: int, height: int, folder: Path) -> Path:
-    """The synthetic slide (flat tiled uncompressed TIFF, seed 1), shared with bench_open.py."""
-    path = folder / f"synth-flat-{width}x{height}.tif"
-    if not path.exists():
-        cli = Path(sys.executable).with_name("napari-hubmap")
-        t0 = time.perf_counter()
-        subprocess.run(
-            [str(cli), "synth", str(path), "--width", str(width), "--height", str(height), "--seed", "1"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        print(f"generated {path.name} ({path.stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return path
 
 
 def make_model(name: str, folder: Path) -> Path:

@@ -16,19 +16,10 @@ import numpy as np
 import zarr
 
 from ..atomic import write_text_atomic
-from ..slide.levels import level_shapes
+from ..slide.levels import downsample_mean2, level_shapes
 
 CHUNK = 512
 PROGRESS = "progress.json"
-
-
-def downsample_mean2_2d(rows: np.ndarray) -> np.ndarray:
-    """2x2 mean of a 2-D uint8 array (odd edges replicated), rounded."""
-    h, w = rows.shape
-    if h % 2 or w % 2:
-        rows = np.pad(rows, ((0, h % 2), (0, w % 2)), mode="edge")
-    acc = rows[0::2, 0::2].astype(np.uint16) + rows[1::2, 0::2] + rows[0::2, 1::2] + rows[1::2, 1::2]
-    return ((acc + 2) >> 2).astype(np.uint8)
 
 
 class ProbabilityStore:
@@ -66,7 +57,7 @@ class ProbabilityStore:
             level[y0 : y0 + rows.shape[0], :] = rows
             if level is self.levels[-1]:
                 break
-            y0, rows = y0 // 2, downsample_mean2_2d(rows)
+            y0, rows = y0 // 2, downsample_mean2(rows)
 
     def mark_rows_done(self, rows_done: int) -> None:
         self.rows_done = rows_done

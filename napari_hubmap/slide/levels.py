@@ -147,10 +147,10 @@ def level_shapes(height: int, width: int, smallest: int = 1024) -> list[tuple[in
 
 
 def downsample_mean2(block: np.ndarray) -> np.ndarray:
-    """2x2 mean of an (h, w, C) uint8 block (odd edges replicated), rounded, uint8."""
+    """2x2 mean of an (h, w) or (h, w, C) uint8 block (odd edges replicated), rounded, uint8."""
     h, w = block.shape[:2]
     if h % 2 or w % 2:
-        block = np.pad(block, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        block = np.pad(block, ((0, h % 2), (0, w % 2)) + ((0, 0),) * (block.ndim - 2), mode="edge")
     acc = block[0::2, 0::2].astype(np.uint16)
     acc += block[1::2, 0::2]
     acc += block[0::2, 1::2]
