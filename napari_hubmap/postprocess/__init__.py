@@ -1,0 +1,39 @@
+"""Post-processing: probability map -> glomerulus instances, threshold search, export.
+
+Imports neither Qt nor napari. Same result on a region in memory (:func:`postprocess_region`) and on
+a whole slide block by block (:func:`postprocess_slide`); see :mod:`.pipeline` for how.
+"""
+
+from .config import PostprocessConfig, foreground, uint8_cutoff
+from .labels_store import LabelsStoreWriter, is_labels_store, open_labels
+from .pipeline import PostprocessCancelled
+from .region import postprocess_region
+from .slide import PostprocessResult, postprocess_slide, slide_shape_of
+from .threshold import (
+    DEFAULT_THRESHOLDS,
+    ThresholdCurve,
+    read_ensemble_config,
+    save_ensemble_config,
+    save_threshold,
+    threshold_curve,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "LabelsStoreWriter",
+    "PostprocessCancelled",
+    "PostprocessConfig",
+    "PostprocessResult",
+    "ThresholdCurve",
+    "foreground",
+    "is_labels_store",
+    "open_labels",
+    "postprocess_region",
+    "postprocess_slide",
+    "read_ensemble_config",
+    "save_ensemble_config",
+    "save_threshold",
+    "slide_shape_of",
+    "threshold_curve",
+    "uint8_cutoff",
+]

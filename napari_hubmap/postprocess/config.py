@@ -1,0 +1,89 @@
+"""Post-processing settings and the one threshold rule used everywhere.
+
+The threshold rule (region, slide, threshold search, evaluation): a pixel is foreground when its
+probability is **at least** the threshold. A float map in [0, 1] is compared as ``prob >= threshold``.
+A uint8 map (0-255, value v meaning v / 255) is compared as ``v >= uint8_cutoff(threshold)``, the
+smallest integer c with c / 255 >= threshold, i.e. ``ceil(threshold * 255)`` computed so that float
+noise (0.2 * 255 = 51.000000000000007) does not push it up by one. So 0.5 -> 128, 0.05 -> 13,
+0.2 -> 51, 0.0 -> 0 (everything), 1.0 -> 255.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import HubmapInputError
+
+MARKERS = ("distance", "h-maxima")
+
+
+@dataclass
+class PostprocessConfig:
+    """How a probability map becomes glomerulus instances.
+
+    ``threshold`` on probabilities in [0, 1] (see the module doc for uint8 maps); ``min_size`` in pixels
+    at the labels' scale (objects smaller after hole filling are removed, before any watershed split);
+    ``fill_holes`` fills each object's holes (an object lying in another's hole becomes part of it);
+    ``watershed`` splits touching glomeruli on the distance transform, seeded by its peaks at least
+    ``min_distance`` apart (``markers="distance"``) or by its ``h``-maxima (``markers="h-maxima"``),
+    with ``compactness`` passed to skimage's watershed.
+    """
+
+    threshold: float = 0.5
+    min_size: int = 0
+    fill_holes: bool = True
+    watershed: bool = False
+    markers: str = "distance"
+    min_distance: int = 10
+    h: float = 2.0
+    compactness: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold)
+        self.threshold = float(self.threshold)
+        if isinstance(self.min_size, bool) or not float(self.min_size).is_integer() or self.min_size < 0:
+            raise HubmapInputError(None, f"min_size must be a whole number >= 0, got {self.min_size!r}")
+        self.min_size = int(self.min_size)
+        if self.markers not in MARKERS:
+            raise HubmapInputError(None, f"markers must be one of {', '.join(MARKERS)}, got {self.markers!r}")
+        if isinstance(self.min_distance, bool) or not float(self.min_distance).is_integer() or self.min_distance < 1:
+            raise HubmapInputError(None, f"min_distance must be a whole number >= 1, got {self.min_distance!r}")
+        self.min_distance = int(self.min_distance)
+        for name in ("h", "compactness"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or isinstance(value, bool):
+                raise HubmapInputError(None, f"{name} must be a number >= 0, got {value!r}")
+            setattr(self, name, float(value))
+        self.fill_holes, self.watershed = bool(self.fill_holes), bool(self.watershed)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_threshold(threshold) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+        raise HubmapInputError(None, f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise HubmapInputError(None, f"threshold must be in [0, 1] (a probability), got {threshold!r}")
+
+
+def uint8_cutoff(threshold: float) -> int:
+    """Smallest uint8 value v with v / 255 >= ``threshold`` (see the module doc)."""
+    check_threshold(threshold)
+    return int(min(255, max(0, math.ceil(round(float(threshold) * 255, 6)))))
+
+
+def foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Bool mask of ``prob >= threshold`` under the module's rule (uint8 or float maps)."""
+    prob = np.asarray(prob)
+    if prob.dtype == np.uint8:
+        return prob >= uint8_cutoff(threshold)
+    if prob.dtype.kind == "f":
+        return prob >= threshold
+    if prob.dtype == bool:
+        return prob.copy()
+    raise HubmapInputError(None, f"a probability map must be uint8 (0-255) or float (0-1), got {prob.dtype}")

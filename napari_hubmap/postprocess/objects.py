@@ -1,0 +1,128 @@
+"""One object at a time: hole filling, minimum size and watershed split on its bounding box.
+
+The object is cut out of the map on its bounding box padded by one pixel (zeros beyond the map's
+edge), re-thresholded and re-labelled there; only the component holding its first pixel is kept. So
+the result depends only on the object and its padded box, never on how the map was split into
+blocks: the whole-array and block-wise paths give the same labels by construction.
+
+Hole filling: holes are background regions (4-connected) that the object encloses; another object
+lying in a hole becomes part of this one (it is reported in ``absorbed`` and not processed on its
+own), which is what filling holes on the whole mask and labelling afterwards would give.
+Watershed: on the Euclidean distance transform of the filled object, seeded by peaks at least
+``min_distance`` apart (skimage ``peak_local_max``) or by the distance transform's ``h``-maxima,
+with ``compactness`` and 8-connected flooding (so every pixel of the object gets a piece); the pieces are numbered in raster order of their first pixel.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from .components import EIGHT, Components
+from .config import PostprocessConfig, foreground
+from .source import BlockSource
+
+
+@dataclass
+class ObjectResult:
+    """A processed object on its (unpadded) bounding box: local piece labels 1..n, zlib-compressed,
+    and the raster index (in the whole map) of each piece's first pixel."""
+
+    y0: int
+    x0: int
+    height: int
+    width: int
+    dtype: str
+    data: bytes
+    firsts: np.ndarray
+
+    @classmethod
+    def of(cls, y0: int, x0: int, local: np.ndarray, firsts: np.ndarray) -> "ObjectResult":
+        dtype = np.uint8 if firsts.size < 256 else np.uint16 if firsts.size < 65536 else np.uint32
+        packed = zlib.compress(np.ascontiguousarray(local, dtype=dtype).tobytes(), 1)
+        return cls(y0, x0, local.shape[0], local.shape[1], np.dtype(dtype).str, packed, firsts)
+
+    def local(self) -> np.ndarray:
+        flat = np.frombuffer(zlib.decompress(self.data), dtype=np.dtype(self.dtype))
+        return flat.reshape(self.height, self.width)
+
+
+def process_object(
+    source: BlockSource, components: Components, index: int, config: PostprocessConfig
+) -> tuple[ObjectResult | None, np.ndarray]:
+    """(result or None when removed, raster indices of objects absorbed into its holes)."""
+    height, width = components.shape
+    y0, y1, x0, x1 = (int(v) for v in components.box[index])
+    crop = foreground(source.read(y0 - 1, y1 + 1, x0 - 1, x1 + 1), config.threshold)
+    _blank_outside(crop, y0 - 1, x0 - 1, height, width)
+    labels, _ = ndimage.label(crop, structure=EIGHT)
+    fy, fx = divmod(int(components.first[index]), width)
+    mask = labels == labels[fy - y0 + 1, fx - x0 + 1]
+    absorbed = np.zeros(0, dtype=np.int64)
+    if config.fill_holes:
+        filled = ndimage.binary_fill_holes(mask)
+        absorbed = _first_pixels(labels * (filled & ~mask), y0 - 1, x0 - 1, width)
+        mask = filled
+    if int(mask.sum()) < config.min_size:
+        return None, absorbed
+    pieces = split(mask, config) if config.watershed else mask.astype(np.int32)
+    local = pieces[1:-1, 1:-1]
+    firsts = _first_pixels(local, y0, x0, width)
+    return ObjectResult.of(y0, x0, local, firsts), absorbed
+
+
+def _blank_outside(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> None:
+    """Pixels of a padded crop beyond the map are background, whatever the threshold."""
+    if y0 < 0:
+        crop[: -y0] = False
+    if x0 < 0:
+        crop[:, : -x0] = False
+    if y0 + crop.shape[0] > height:
+        crop[height - y0 :] = False
+    if x0 + crop.shape[1] > width:
+        crop[:, width - x0 :] = False
+
+
+def _first_pixels(labels: np.ndarray, y0: int, x0: int, width: int) -> np.ndarray:
+    """Raster index in the whole map of the first pixel of each label of ``labels``, in label order."""
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    if where.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first_at = np.unique(flat[where], return_index=True)
+    rows, cols = np.divmod(where[first_at], labels.shape[1])
+    return ((y0 + rows) * width + x0 + cols).astype(np.int64)
+
+
+def split(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Watershed pieces (int32, 1..n in raster order of first pixel) of one object's bool mask."""
+    distance = ndimage.distance_transform_edt(mask)
+    if config.markers == "h-maxima":
+        seeds = h_maxima(distance, config.h).astype(bool) & mask
+        markers, count = ndimage.label(seeds, structure=EIGHT)
+    else:
+        peaks = peak_local_max(distance, min_distance=config.min_distance, labels=mask.astype(np.int32), exclude_border=False)
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        count = len(peaks)
+    if count <= 1:
+        return mask.astype(np.int32)
+    pieces = watershed(-distance, markers, mask=mask, connectivity=2, compactness=config.compactness)
+    return _raster_order(pieces)
+
+
+def _raster_order(labels: np.ndarray) -> np.ndarray:
+    """Relabel 1..n by the raster order of each label's first pixel (0 stays 0)."""
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    present, first_at = np.unique(flat[where], return_index=True)
+    order = present[np.argsort(first_at)]
+    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lut[order] = np.arange(1, order.size + 1)
+    return lut[labels]

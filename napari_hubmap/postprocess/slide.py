@@ -1,0 +1,154 @@
+"""Post-processing of a whole-slide probability store into a labels store, block by block.
+
+Never loads the whole map: pass 1 reads it block by block, pass 2 reads each object's padded box
+(through a chunk cache), pass 3 writes the labels block by block into a temporary OME-Zarr that is
+renamed onto the output only when complete. Memory: the compressed object masks, a few numbers per
+object, and a few rows of decompressed chunks. A cancelled or failed run leaves no output (an older
+output at that path stays as it was).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import zarr
+
+from ..atomic import atomic_path
+from ..errors import HubmapInputError
+from .config import PostprocessConfig
+from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store
+from .pipeline import Steps, instances, paint_blocks, total_steps
+from .region import check_probability
+from .source import BlockSource
+
+
+@dataclass
+class PostprocessResult:
+    """What :func:`postprocess_slide` did: objects written, time, throughput at the labels' scale."""
+
+    out: Path
+    objects: int
+    shape: tuple[int, int]
+    downscale: float
+    seconds: float
+    megapixels_per_s: float
+    slide_shape: tuple[int, int] | None
+
+    def as_dict(self) -> dict:
+        return {
+            "out": str(self.out), "objects": self.objects, "shape": list(self.shape), "downscale": self.downscale,
+            "seconds": round(self.seconds, 3), "megapixels_per_s": round(self.megapixels_per_s, 3),
+            "slide_shape": list(self.slide_shape) if self.slide_shape else None,
+        }
+
+
+def open_probability_checked(prob_path):
+    """(levels, meta) of a probability store (as ``inference.prob_store.open_probability`` gives, read
+    here with zarr directly so post-processing never imports torch), or a clear error."""
+    prob_path = Path(prob_path)
+    if not prob_path.exists():
+        raise HubmapInputError(prob_path, "not found")
+    try:
+        group = zarr.open_group(prob_path, mode="r")
+        meta = dict(group.attrs["napari_hubmap"])
+        levels = [group[str(k)] for k in range(len(group.attrs["multiscales"][0]["datasets"]))]
+    except Exception:
+        raise HubmapInputError(prob_path, "not a probability store (<slide>.prob.zarr written by napari-hubmap predict)") from None
+    try:
+        meta["progress"] = json.loads((prob_path / "progress.json").read_text())
+    except (OSError, ValueError):
+        meta["progress"] = {}
+    if meta.get("kind") != "probability":
+        raise HubmapInputError(prob_path, f"is a {meta.get('kind', 'unknown')} store, not a probability map")
+    return levels, meta
+
+
+def slide_shape_of(meta: dict) -> tuple[int, int] | None:
+    """Full-resolution (H, W) of the slide a probability store was made from, when it can be known:
+    a recorded ``slide_shape``, else the slide file named in the settings if it is still there."""
+    shape = meta.get("slide_shape")
+    if shape:
+        return int(shape[0]), int(shape[1])
+    slide = meta.get("slide")
+    if slide and os.path.isfile(slide):
+        from ..slide import open_slide
+
+        try:
+            with open_slide(slide) as opened:
+                return int(opened.height), int(opened.width)
+        except HubmapInputError:
+            return None
+    return None
+
+
+def recorded_threshold(meta: dict) -> float | None:
+    """The models' card threshold recorded in a probability store, when they all agree."""
+    values = {float(m["threshold"]) for m in meta.get("models", []) if isinstance(m, dict) and "threshold" in m}
+    return values.pop() if len(values) == 1 else None
+
+
+def postprocess_slide(
+    prob_path,
+    out_path,
+    config: PostprocessConfig | None = None,
+    *,
+    level: int = 0,
+    block: int = 2048,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> PostprocessResult:
+    """Labels store ``out_path`` (uint32 OME-Zarr) of probability store ``prob_path`` at ``level``.
+
+    ``progress(done, total)``: units are blocks read, objects processed and blocks written (the total
+    grows by the object count once pass 1 has found them). ``cancel`` set: raises
+    :class:`PostprocessCancelled`, leaving no output.
+    """
+    start = time.perf_counter()
+    config = config or PostprocessConfig()
+    prob_path, out_path = Path(prob_path), Path(out_path)
+    levels, meta = open_probability_checked(prob_path)
+    _check_args(prob_path, out_path, levels, level, block)
+    prob = levels[level]
+    check_probability(prob)
+    if not meta.get("progress", {}).get("complete", False):
+        warnings.warn(f"{prob_path}: the probability map is not complete (a cancelled or running prediction)", stacklevel=2)
+    downscale = float(meta["downscale"]) * 2**level
+    shape = tuple(int(s) for s in prob.shape)
+    slide_shape = slide_shape_of(meta)
+    if slide_shape is not None:
+        try:
+            check_full_shape(shape, slide_shape, downscale)
+        except HubmapInputError:
+            slide_shape = None  # the slide changed since; the labels still overlay by downscale
+    steps = Steps(total_steps(shape, block), progress, cancel)
+    found = instances(BlockSource(prob), config, block, steps)
+    attrs = {"slide_shape": list(slide_shape) if slide_shape else None, "source": str(prob_path), "level": level,
+             "postprocess": config.as_dict(), "slide": meta.get("slide")}
+    with atomic_path(out_path, is_dir=True) as tmp:
+        writer = LabelsStoreWriter(tmp, shape, downscale, attrs, name=out_path.name)
+        paint_blocks(found, block, writer.write_block, steps)
+        steps.check()
+        writer.finish(objects=found.count)
+    seconds = time.perf_counter() - start
+    return PostprocessResult(out_path, found.count, shape, downscale, seconds,
+                             shape[0] * shape[1] / 1e6 / max(seconds, 1e-9), slide_shape)
+
+
+def _check_args(prob_path: Path, out_path: Path, levels, level: int, block: int) -> None:
+    if not isinstance(level, int) or not 0 <= level < len(levels):
+        raise HubmapInputError(prob_path, f"level must be 0..{len(levels) - 1}, got {level!r}")
+    if not isinstance(block, int) or block < 16:
+        raise HubmapInputError(None, f"block must be a whole number >= 16, got {block!r}")
+    if out_path.resolve() == prob_path.resolve():
+        raise HubmapInputError(out_path, "output would replace the probability map it is made from")
+    if out_path.suffix.lower() != ".zarr":
+        raise HubmapInputError(out_path, "labels output must end in .zarr")
+    if out_path.exists() and not is_labels_store(out_path):
+        raise HubmapInputError(out_path, "exists and is not a labels store; refusing to replace it")
