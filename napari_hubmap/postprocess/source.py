@@ -27,7 +27,8 @@ class BlockSource:
         self.fill = fill
         self.in_memory = isinstance(array, np.ndarray)
         chunks = getattr(array, "chunks", None)
-        self.tile = tuple(int(c) for c in chunks) if chunks and not self.in_memory else None
+        plain = chunks is not None and len(chunks) == 2 and all(isinstance(c, (int, np.integer)) for c in chunks)
+        self.tile = tuple(int(c) for c in chunks) if plain and not self.in_memory else None  # zarr, not dask
         if cache_tiles is None and self.tile is not None:
             cache_tiles = 3 * (-(-self.shape[1] // self.tile[1])) + 4  # ~3 rows of chunks
         self.cache_tiles = cache_tiles or 0
