@@ -4,10 +4,13 @@
     normalised tensors, same batch size and TTA, torch.inference_mode) / (wall time of
     ``predict_slide`` with the same config); readers=2 and readers=1.
 (b) ``predict_slide`` next to MONAI's ``sliding_window_inference`` (Gaussian mode, roi = tile,
-    overlap = overlap / tile, sw_batch_size = batch) on the same working-scale image: a
-    16384 x 12288 slide read at downscale 2 (8192 x 6144 working scale). MONAI's wall time includes
-    loading the slide and shrinking it to the working scale as one tensor (what its users do);
-    napari-hubmap runs once with skip_background=False (same tiles) and once with it on.
+    overlap = overlap / tile) on the same working-scale image: a 16384 x 12288 slide read at
+    downscale 2 (8192 x 6144 working scale). MONAI's wall time includes loading the slide and
+    shrinking it to the working scale as one tensor (what its users do). MONAI runs with
+    sw_batch_size 4 and 1; napari-hubmap with 4 tiles per forward call (skip_background=False: the
+    same tiles) and with its CPU default of 1 tile per forward call (skip_background off and on).
+    Peak RSS is reported whole and as working memory (peak less the RSS with torch, smp and the
+    model loaded, ~0.8 GB of libraries alike for every method).
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
@@ -101,6 +104,7 @@ def config_of(args: dict):
     return InferenceConfig(
         models=[args["model"]], tta=args.get("tta", TTA), tile=TILE, overlap=OVERLAP, device="cpu",
         batch=args.get("batch", BATCH), readers=args.get("readers", 2), skip_background=args.get("skip_background", True),
+        forward_batch=args.get("forward_batch"),
     )
 
 
@@ -112,7 +116,7 @@ def measure_forward(args: dict) -> dict:
     import numpy as np
     import torch
 
-    from napari_hubmap.inference.engine import TileReader, normalise, plan_slide
+    from napari_hubmap.inference.engine import TileReader, forward_batch_size, normalise, plan_slide
     from napari_hubmap.inference.tta import apply, invert, resolve_tta
     from napari_hubmap.registry import load_model
     from napari_hubmap.slide import open_slide
@@ -133,20 +137,22 @@ def measure_forward(args: dict) -> dict:
     load_s = time.perf_counter() - t0
     tta = resolve_tta(config.tta)
     module = model.module
+    chunk = forward_batch_size(config, torch.device("cpu"))  # tiles per forward call, as the engine does
     with torch.inference_mode():
-        module(batches[0][:1])  # warm-up (one-off kernel selection), not timed
+        module(batches[0][:chunk])  # warm-up (one-off kernel selection), not timed
         cpu0 = cpu_seconds()
         t0 = time.perf_counter()
-        for x in batches:
-            total = None
-            for name in tta:
-                prob = torch.sigmoid(invert(name, module(apply(name, x)))[:, 0])
-                total = prob if total is None else total + prob
+        for batch in batches:
+            for x in batch.split(chunk):
+                total = None
+                for name in tta:
+                    prob = torch.sigmoid(invert(name, module(apply(name, x)))[:, 0])
+                    total = prob if total is None else total + prob
         forward_s = time.perf_counter() - t0
         cpu_s = cpu_seconds() - cpu0
     return {
         "forward_s": forward_s, "forward_cpu_s": cpu_s, "cpu_util": cpu_s / forward_s, "tiles": len(plan.jobs), "computed": len(jobs), "skipped": plan.skipped,
-        "s_per_tile": forward_s / max(1, len(jobs)), "preload_s": load_s, "torch_threads": torch.get_num_threads(),
+        "s_per_tile": forward_s / max(1, len(jobs)), "preload_s": load_s, "torch_threads": torch.get_num_threads(), "forward_batch": chunk,
         **memory(base_rss),
     }
 
@@ -411,18 +417,38 @@ def part_a(bench: Bench, slide: Path, model: Path, label: str) -> None:
 
 
 def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
-    monai = bench.measure("monai", slide=str(slide), model=str(model), downscale=DOWNSCALE, tile=TILE, overlap=OVERLAP, batch=BATCH)
-    bench.report({"part": "b", "slide": label, "method": "MONAI sliding_window_inference", **monai})
-    for skip in (False, True):
+    """MONAI with sw_batch_size = 4 and = 1 (tiles per forward call); napari-hubmap with 4 tiles
+    per forward call (MONAI's batch) and with the engine's CPU default (1), against the MONAI run
+    of the same forward batch. RSS share is given for the peak and for the working memory (peak less
+    the RSS once torch, smp and the model are loaded: the same ~0.8 GB for every method)."""
+    monai = {}
+    for forward_batch in (BATCH, 1):
+        monai[forward_batch] = bench.measure(
+            "monai", slide=str(slide), model=str(model), downscale=DOWNSCALE, tile=TILE, overlap=OVERLAP, batch=forward_batch
+        )
+        bench.report({"part": "b", "slide": label, "method": f"MONAI sliding_window_inference (sw_batch_size={forward_batch})",
+                      "forward_batch": forward_batch, **monai[forward_batch]})
+    for skip, forward_batch in ((False, BATCH), (False, None), (True, None)):
         predict = bench.measure(
-            "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2,
+            "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2, forward_batch=forward_batch,
             out=str(bench.folder / "inference-out" / "a.zarr"),
         )
+        fb = forward_batch or 1
+        ref = monai[fb]
         bench.report({
-            "part": "b", "slide": label, "method": f"napari-hubmap predict_slide (skip_background={skip})",
-            "vs_monai_speed": monai["wall_s"] / predict["wall_s"], "vs_monai_rss": predict["peak_rss_mb"] / monai["peak_rss_mb"],
+            "part": "b", "slide": label, "forward_batch": fb,
+            "method": f"napari-hubmap predict_slide (skip_background={skip}, forward batch {fb})",
+            "vs_monai_speed": ref["wall_s"] / predict["wall_s"], "vs_monai_rss": predict["peak_rss_mb"] / ref["peak_rss_mb"],
+            "vs_monai_working_rss": working_mb(predict) / working_mb(ref),
+            "vs_monai4_rss": predict["peak_rss_mb"] / monai[BATCH]["peak_rss_mb"],
+            "vs_monai4_working_rss": working_mb(predict) / working_mb(monai[BATCH]),
             **predict,
         })
+
+
+def working_mb(row: dict) -> float:
+    """Peak RSS above the RSS once the libraries and the model are loaded."""
+    return row["peak_rss_mb"] - row["rss_model_loaded_mb"]
 
 
 def part_c(bench: Bench, slides: list[tuple[Path, str]], model: Path, keep: bool) -> None:
@@ -456,13 +482,13 @@ def print_table(results: list[dict]) -> None:
                 f"  {r['predict_peak_rss_mb']:6.0f} MB", file=err)
     rows_b = [r for r in results if r["part"] == "b"]
     if rows_b:
-        print(f"\n(b) same image: {rows_b[0]['slide']}", file=err)
-        print("    method                                               wall     tiles computed  peak RSS (above model loaded)  speed-up  RSS share", file=err)
+        print(f"\n(b) same image: {rows_b[0]['slide']}; RSS share and speed-up against MONAI with the same forward batch", file=err)
+        print("    method                                                          wall    computed  peak RSS (working)  speed-up  RSS share (working)", file=err)
         for r in rows_b:
             tiles = f"{r['computed']:>5}" if "computed" in r else "  all"
-            extra = f"  {r['vs_monai_speed']:6.2f}x  {r['vs_monai_rss']:7.2f}" if "vs_monai_speed" in r else ""
-            above = r["peak_rss_mb"] - r["rss_model_loaded_mb"]
-            print(f"    {r['method']:<50} {r['wall_s']:7.1f} s  {tiles:>14}  {r['peak_rss_mb']:6.0f} MB ({above:5.0f} MB){' ' * 11}{extra}", file=err)
+            extra = (f"  {r['vs_monai_speed']:6.2f}x  {r['vs_monai_rss']:5.2f} ({r['vs_monai_working_rss']:4.2f})"
+                     if "vs_monai_speed" in r else "")
+            print(f"    {r['method']:<62} {r['wall_s']:6.1f} s  {tiles:>8}  {r['peak_rss_mb']:6.0f} MB ({working_mb(r):5.0f} MB){extra}", file=err)
     rows_c = [r for r in results if r["part"] == "c"]
     if rows_c:
         print("\n(c) peak RSS vs slide size  slide                 tiles computed   wall     peak RSS  ratio", file=err)

@@ -220,3 +220,27 @@ def test_fast_2x_shrink_equals_rounded_area_mean():
     tile = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     expected = tile.reshape(128, 2, 128, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
     np.testing.assert_array_equal(resize_rgb(tile, 128), expected)
+
+
+def test_forward_batch_splits_calls_without_changing_the_map(tmp_path, noise_slide):
+    path, _ = noise_slide
+    model = conv_model(2)
+    sizes = []
+    model.module.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    _, whole = run(path, tmp_path / "a.zarr", [model], batch=4, forward_batch=4)
+    assert max(sizes) == 4
+    sizes.clear()
+    _, split = run(path, tmp_path / "b.zarr", [model], batch=4, forward_batch=1)
+    assert set(sizes) == {1}
+    assert np.abs(whole.astype(int) - split).max() <= 1
+
+
+def test_cpu_forwards_one_tile_at_a_time_by_default():
+    from napari_hubmap.inference.engine import forward_batch_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert forward_batch_size(InferenceConfig(batch=8), cpu) == 1
+    assert forward_batch_size(InferenceConfig(batch=8), cuda) == 8
+    assert forward_batch_size(InferenceConfig(batch=8, forward_batch=3), cpu) == 3
+    with pytest.raises(HubmapInputError, match="forward_batch"):
+        forward_batch_size(InferenceConfig(forward_batch=0), cpu)

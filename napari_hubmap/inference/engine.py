@@ -44,6 +44,7 @@ class InferenceConfig:
     device: str = "auto"
     batch: int = 4
     readers: int = 1  # reader threads; more only help when decoding (JPEG, zlib) is the bottleneck
+    forward_batch: int | None = None  # tiles per forward call; None: the whole batch on a GPU, 1 on CPU
     skip_background: bool = True
     tissue_saturation: float = 0.07
 
@@ -140,8 +141,27 @@ def normalise(tiles: np.ndarray, normalization: dict) -> np.ndarray:
     return (data - mean) / std
 
 
-def forward_probabilities(model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
-    """Mean foreground probability over TTA transforms: (N, H, W) float32."""
+def forward_batch_size(config: InferenceConfig, device: torch.device) -> int:
+    """Tiles per forward call. On CPU one tile at a time: throughput per tile does not grow with the
+    batch there, while activation memory does (a 512-tile U-Net-ResNet18 needs ~110 MB per tile)."""
+    if config.forward_batch is not None:
+        if config.forward_batch < 1:
+            raise HubmapInputError(None, f"forward_batch must be at least 1 (got {config.forward_batch})")
+        return config.forward_batch
+    return 1 if device.type == "cpu" else max(1, config.batch)
+
+
+def forward_probabilities(
+    model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device, chunk: int | None = None
+) -> np.ndarray:
+    """Mean foreground probability over TTA transforms: (N, H, W) float32, ``chunk`` tiles per forward."""
+    chunk = chunk or len(batch)
+    if len(batch) <= chunk:
+        return _forward_chunk(model, batch, tta, device)
+    return np.concatenate([_forward_chunk(model, batch[i : i + chunk], tta, device) for i in range(0, len(batch), chunk)])
+
+
+def _forward_chunk(model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
     x = torch.from_numpy(batch).to(device)
     cuda = device.type == "cuda"
     if cuda:
@@ -238,6 +258,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     start = next((b for b, batch in enumerate(plan.batches) if any(j.out_y1 > store.rows_done for j in batch)), len(plan.batches))
     accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done)
     windows = _windows(plan, config.blend)
+    chunk = forward_batch_size(config, device)
     first_rows_after = plan.first_rows_after()
     local = threading.local()
 
@@ -266,7 +287,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
             inputs = pending.pop(b).result()
             if b + lookahead < len(plan.batches):
                 pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
-            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator)
+            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk)
             computed += sum(not j.skipped for j in batch)
             for y0, rows in accumulator.finished(first_rows_after[b]):
                 store.write_rows(y0, rows)
@@ -288,12 +309,12 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     )
 
 
-def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator) -> None:
+def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None) -> None:
     probs = None
     jobs = [j for j in batch if not j.skipped]
     if jobs:
         run = plan.runs[jobs[0].run]
-        probs = forward_probabilities(run.model, inputs, tta, device)
+        probs = forward_probabilities(run.model, inputs, tta, device, chunk)
         if run.out_tile != run.tile:
             resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear", align_corners=False)
             probs = resized[:, 0].numpy()
