@@ -168,6 +168,55 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_postprocess(args) -> int:
+    from .postprocess import PostprocessConfig, postprocess_slide
+    from .postprocess.slide import open_probability_checked, recorded_threshold
+
+    threshold = args.threshold
+    if threshold is None:
+        threshold = recorded_threshold(open_probability_checked(args.prob)[1])
+    config = PostprocessConfig(
+        threshold=0.5 if threshold is None else threshold, min_size=args.min_size, fill_holes=not args.no_fill_holes,
+        watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
+    )
+    bar, update = _progress_bar(f"postprocess {Path(args.prob).name}")
+    with bar:
+        result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=update)
+    print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .annotations import parse_shape
+    from .metrics import evaluate
+    from .postprocess import threshold_curve
+    from .postprocess.inputs import load_ground_truth, load_prediction
+
+    pred = load_prediction(args.pred, parse_shape(args.shape) if args.shape else None)
+    gt = load_ground_truth(args.gt, pred, rle_id=args.id)
+    if args.curve and pred.kind != "probability":
+        raise HubmapInputError(args.pred, "--curve needs a probability map (<slide>.prob.zarr)")
+    threshold = pred.default_threshold() if args.threshold is None else args.threshold
+    scores = evaluate(np.asarray(pred.array), gt, kind=pred.kind, threshold=threshold, iou=args.iou)
+    line = {"pred": args.pred, "gt": args.gt, "kind": pred.kind, "downscale": pred.downscale, **scores}
+    if args.curve:
+        line["curve"] = threshold_curve(pred.array, gt).as_dict()
+    print(json.dumps(line))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .annotations import parse_shape
+    from .postprocess.export import export_labels
+
+    shape = parse_shape(args.shape) if args.shape else None
+    summary = export_labels(args.labels, args.format, args.out, rle_id=args.id, full_shape=shape, downscale=args.downsample)
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="napari-hubmap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -234,6 +283,40 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--downsample", type=float, default=1.0, help="write the mask at this pyramid factor")
     convert.add_argument("--id", help="row of an RLE CSV to convert (default: the only row)")
     convert.set_defaults(func=cmd_convert_annotations)
+
+    post = sub.add_parser("postprocess", help="probability map -> glomerulus instances (labels OME-Zarr), block by block")
+    post.add_argument("prob", metavar="PROB.zarr")
+    post.add_argument("--threshold", type=float, default=None, help="probability cutoff, >= (default: the models' card threshold, else 0.5)")
+    post.add_argument("--min-size", type=int, default=0, help="remove objects under N pixels at the map's scale")
+    post.add_argument("--no-fill-holes", action="store_true", help="keep holes inside objects")
+    post.add_argument("--watershed", action="store_true", help="split touching glomeruli")
+    post.add_argument("--markers", choices=["distance", "h-maxima"], default="distance")
+    post.add_argument("--min-distance", type=int, default=10, help="pixels between watershed seeds (markers=distance)")
+    post.add_argument("--h", type=float, default=2.0, help="h of the h-maxima seeds (markers=h-maxima)")
+    post.add_argument("--compactness", type=float, default=0.0)
+    post.add_argument("--block", type=int, default=2048, help="block size in pixels")
+    post.add_argument("--level", type=int, default=0, help="pyramid level of the probability map")
+    post.add_argument("--out", required=True, metavar="LABELS.zarr")
+    post.set_defaults(func=cmd_postprocess)
+
+    evaluate = sub.add_parser("evaluate", help="pixel Dice/IoU and object F1 of a prediction against ground truth (one JSON line)")
+    evaluate.add_argument("pred", metavar="PRED", help="a .prob.zarr, a labels .zarr, or a label/mask PNG/TIFF")
+    evaluate.add_argument("--gt", required=True, help="GeoJSON, RLE CSV, mask PNG/TIFF or labels .zarr")
+    evaluate.add_argument("--threshold", type=float, default=None, help="for a probability map (default: the card threshold, else 0.5)")
+    evaluate.add_argument("--iou", type=float, default=0.5, help="IoU for an object match")
+    evaluate.add_argument("--curve", action="store_true", help="add Dice for thresholds 0.05..0.95 (probability maps)")
+    evaluate.add_argument("--shape", help="full-resolution HxW of the slide when PRED does not record it")
+    evaluate.add_argument("--id", help="row of an RLE CSV ground truth")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export", help="labels -> Kaggle RLE CSV, QuPath GeoJSON, OME-Zarr labels or TIFF")
+    export.add_argument("labels", metavar="LABELS", help="a labels .zarr (from postprocess) or a label/mask PNG/TIFF")
+    export.add_argument("--format", required=True, choices=["rle-csv", "geojson", "ome-zarr", "tiff"])
+    export.add_argument("--out", required=True, metavar="OUT")
+    export.add_argument("--id", help="RLE row id (default: the slide's file stem)")
+    export.add_argument("--shape", help="full-resolution HxW of the slide when LABELS does not record it")
+    export.add_argument("--downsample", type=float, default=None, help="downscale of LABELS when it does not record it")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
