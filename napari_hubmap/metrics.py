@@ -78,28 +78,37 @@ def _as_labels(labels) -> np.ndarray:
     return labels
 
 
-def _dense(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels renumbered 1..n (n objects present), as int64."""
-    values, inverse = np.unique(labels.ravel(), return_inverse=True)
-    if values.size and values[0] == 0:
-        return inverse.reshape(labels.shape).astype(np.int64), values.size - 1
-    return (inverse + 1).reshape(labels.shape).astype(np.int64), values.size
+def _areas(labels: np.ndarray) -> np.ndarray:
+    """Pixel count per label value (index = value); labels present are those with a count."""
+    top = int(labels.max()) if labels.size else 0
+    if top > 50_000_000:  # sparse huge ids: count only the values present
+        values, counts = np.unique(labels[labels > 0], return_counts=True)
+        return dict(zip(values.tolist(), counts.tolist()))
+    return np.bincount(labels.ravel(), minlength=top + 1)
+
+
+def _count(areas) -> int:
+    return len(areas) if isinstance(areas, dict) else int(np.count_nonzero(areas[1:]))
+
+
+def _lookup(areas, ids: np.ndarray) -> np.ndarray:
+    if isinstance(areas, dict):
+        return np.array([areas[i] for i in ids.tolist()], dtype=np.int64)
+    return areas[ids]
 
 
 def match_objects(pred_labels, gt_labels, iou: float = 0.5) -> list[tuple[int, int, float]]:
-    """One-to-one matches (pred index, gt index, IoU) with IoU >= ``iou``; indices count objects
-    1..n in label order."""
-    pred, n_pred = _dense(_as_labels(pred_labels))
-    gt, n_gt = _dense(_as_labels(gt_labels))
+    """One-to-one matches (pred label, gt label, IoU) with IoU >= ``iou``."""
+    pred, gt = _as_labels(pred_labels), _as_labels(gt_labels)
     _same_shape(pred, gt)
-    if n_pred == 0 or n_gt == 0:
-        return []
     both = (pred > 0) & (gt > 0)
-    pairs, inter = np.unique(pred[both] * (n_gt + 1) + gt[both], return_counts=True)
-    p_idx, g_idx = np.divmod(pairs, n_gt + 1)
-    p_area = np.bincount(pred.ravel(), minlength=n_pred + 1)
-    g_area = np.bincount(gt.ravel(), minlength=n_gt + 1)
-    scores = inter / (p_area[p_idx] + g_area[g_idx] - inter)
+    if not both.any():
+        return []
+    p, g = pred[both].astype(np.int64), gt[both].astype(np.int64)
+    base = int(g.max()) + 1
+    pairs, inter = np.unique(p * base + g, return_counts=True)
+    p_idx, g_idx = np.divmod(pairs, base)
+    scores = inter / (_lookup(_areas(pred), p_idx) + _lookup(_areas(gt), g_idx) - inter)
     order = np.lexsort((g_idx, p_idx, -scores))
     used_p, used_g, matches = set(), set(), []
     for k in order:
@@ -119,7 +128,7 @@ def object_scores(pred_labels, gt_labels, iou: float = 0.5) -> ObjectScores:
         raise HubmapInputError(None, f"iou must be in (0, 1], got {iou!r}")
     pred, gt = _as_labels(pred_labels), _as_labels(gt_labels)
     _same_shape(pred, gt)
-    n_pred, n_gt = _dense(pred)[1], _dense(gt)[1]
+    n_pred, n_gt = _count(_areas(pred)), _count(_areas(gt))
     tp = len(match_objects(pred, gt, iou))
     fp, fn = n_pred - tp, n_gt - tp
     if n_pred == 0 and n_gt == 0:

@@ -9,6 +9,8 @@ from .config import PostprocessConfig
 from .pipeline import instances, paint_blocks
 from .source import BlockSource
 
+REGION_BLOCK = 4096
+
 
 def check_probability(prob) -> None:
     """A 2-D uint8 (0-255) or float (0-1) map, else a clear error."""
@@ -31,7 +33,7 @@ def postprocess_region(prob: np.ndarray, config: PostprocessConfig | None = None
     height, width = prob.shape
     if height == 0 or width == 0:
         return np.zeros(prob.shape, dtype=np.int32)
-    block = max(height, width)
+    block = min(max(height, width), REGION_BLOCK)  # big regions in blocks: same labels, less memory
     found = instances(BlockSource(prob), config, block)
     out = np.zeros(prob.shape, dtype=np.int32)
 
