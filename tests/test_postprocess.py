@@ -184,6 +184,8 @@ def test_slide_refuses_bad_inputs(tmp_path):
         PostprocessConfig(threshold=1.5)
     with pytest.raises(HubmapInputError, match="markers"):
         PostprocessConfig(markers="peaks")
+    with pytest.raises(HubmapInputError, match="h must be > 0"):
+        PostprocessConfig(markers="h-maxima", h=0)
 
 
 def brute_force_dice(prob_float, truth, t):

@@ -58,6 +58,8 @@ class PostprocessConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or isinstance(value, bool):
                 raise HubmapInputError(None, f"{name} must be a number >= 0, got {value!r}")
             setattr(self, name, float(value))
+        if self.h <= 0:
+            raise HubmapInputError(None, f"h must be > 0 (the depth of an h-maximum), got {self.h!r}")
         self.fill_holes, self.watershed = bool(self.fill_holes), bool(self.watershed)
 
     def as_dict(self) -> dict:
