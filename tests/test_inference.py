@@ -244,3 +244,21 @@ def test_cpu_forwards_one_tile_at_a_time_by_default():
     assert forward_batch_size(InferenceConfig(batch=8, forward_batch=3), cpu) == 3
     with pytest.raises(HubmapInputError, match="forward_batch"):
         forward_batch_size(InferenceConfig(forward_batch=0), cpu)
+
+
+def test_new_default_threshold_keeps_the_map_but_new_tiles_restart_it(tmp_path, synth_slide):
+    model = conv_model(5, tile=96, overlap=32)
+    out = tmp_path / "p.zarr"
+    first = predict_slide(synth_slide, out, InferenceConfig(batch=2), models=[model])
+    assert first.complete
+    _, meta = open_probability(out)
+    assert meta["slide_shape"] == [1024, 1536] and meta["models"][0]["threshold"] == model.card.threshold
+    model.card = model.card.replace(threshold=0.3)
+    again = predict_slide(synth_slide, out, InferenceConfig(batch=2), models=[model])
+    assert again.computed == 0 and again.resumed_rows == first_rows(out)
+    restarted = predict_slide(synth_slide, out, InferenceConfig(batch=2, overlap=16), models=[model])
+    assert restarted.resumed_rows == 0 and restarted.computed > 0
+
+
+def first_rows(out) -> int:
+    return read_progress(out)["rows_done"]

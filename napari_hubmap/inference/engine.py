@@ -200,9 +200,16 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "tissue_saturation": config.tissue_saturation,
         "out_shape": list(plan.out_shape),
         "out_downscale": plan.out_downscale,
+        "slide_shape": list(plan.slide_shape),
     }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return settings, digest
+    return settings, settings_digest(settings)
+
+
+def settings_digest(settings: dict) -> str:
+    """Hash of what changes the map; model thresholds are recorded but left out (saving a new
+    default threshold must not throw a finished or half-done map away)."""
+    keyed = {**settings, "models": [{k: v for k, v in m.items() if k != "threshold"} for m in settings["models"]]}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_slide(slide, models: list, config: InferenceConfig) -> Plan:
