@@ -9,9 +9,7 @@ only. The probability map appears as a layer as soon as its store exists and fil
 from __future__ import annotations
 
 import math
-import queue
 import threading
-import time
 import traceback
 import warnings
 from pathlib import Path
@@ -35,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import HubmapInputError
+from .background import YIELD_INTERVAL_S, yield_progress
 from .slide_panel import slide_of
 
 TTA_CHOICES = ("none", "flips", "d4")
@@ -43,8 +42,6 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PREDICTIONS_FOLDER = "predictions"
 STORE_SUFFIX = ".prob.zarr"
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the card's name (UserRole: the model folder)
-YIELD_INTERVAL_S = 0.1
-"""At most this often (after the first) the worker hands a progress event to the GUI thread."""
 
 
 # --- what runs in the worker thread (no Qt here) ------------------------------------------------
@@ -63,55 +60,15 @@ def predict_in_background(slide_path, out, config: dict, cancel: threading.Event
     """Generator for a napari worker: runs ``predict_slide`` in an inner thread, yields its Progress.
 
     ``config`` holds InferenceConfig's fields (the engine module imports torch, which takes seconds
-    the first time, so it is imported here, off the GUI thread). Events arriving faster than
-    ``interval_s`` are coalesced (only the latest is yielded), so the GUI thread is never flooded.
-    Returns the PredictionResult; re-raises the engine's error.
+    the first time, so it is imported here, off the GUI thread). Events are coalesced (see
+    :func:`.background.yield_progress`). Returns the PredictionResult; re-raises the engine's error.
     """
     from ..inference.engine import InferenceConfig, predict_slide
 
     config = InferenceConfig(**config)
-
-    events: queue.Queue = queue.Queue()
-    done = object()
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["result"] = predict_slide(slide_path, out, config, progress=events.put, cancel=cancel)
-        except BaseException as error:  # handed to the worker, which emits ``errored``
-            outcome["error"] = error
-        finally:
-            events.put(done)
-
-    thread = threading.Thread(target=target, name="napari-hubmap-predict", daemon=True)
-    thread.start()
-    try:
-        latest, last_yield, finished = None, None, False
-        while not finished:
-            try:
-                item = events.get(timeout=interval_s)
-            except queue.Empty:
-                item = None
-            while item is not None:
-                if item is done:
-                    finished = True
-                    break
-                latest = item
-                try:
-                    item = events.get_nowait()
-                except queue.Empty:
-                    item = None
-            now = time.perf_counter()
-            if latest is not None and (finished or last_yield is None or now - last_yield >= interval_s):
-                yield latest
-                latest, last_yield = None, now
-        thread.join()
-    finally:
-        if thread.is_alive():  # the worker was quit (e.g. from napari's activity dock): stop the run
-            cancel.set()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    return (yield from yield_progress(
+        lambda progress: predict_slide(slide_path, out, config, progress=progress, cancel=cancel), cancel, interval_s
+    ))
 
 
 # --- formatting ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-DOCKED_WIDGETS = ("Slide", "Inference")
+DOCKED_WIDGETS = ("Slide", "Inference", "Post-processing")
 
 
 def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True):

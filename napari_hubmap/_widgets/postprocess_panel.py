@@ -1,0 +1,567 @@
+"""Post-processing panel: threshold, minimum size, holes and watershed, live on the region in view.
+
+Thin: every slider change (and every pan or zoom) schedules one :func:`preview_labels` call on the
+probability map's region on screen, at the pyramid level napari shows, in a background thread
+(latest settings win); its labels replace the live layer's data. *Apply to slide* runs
+:func:`postprocess_slide` in a napari worker into ``<slide>.labels.zarr`` beside the map, with
+progress and cancel. *Find threshold* runs :func:`threshold_curve` against ground truth (a labels
+layer on one of the map's levels, or an annotation file), plots Dice against the threshold and can
+save the best one as the model's (or ensemble's) default.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import HubmapInputError
+from .background import yield_progress
+
+MAX_VIEW_SIDE = 2048
+"""The live preview reads at most this many map pixels per side (a coarser level if need be)."""
+DEBOUNCE_MS = 30
+LABELS_SUFFIX = ".labels.zarr"
+PROB_SUFFIX = ".prob.zarr"
+
+
+# --- what runs off the GUI thread (no Qt) --------------------------------------------------------
+
+
+def probability_meta(layer) -> dict | None:
+    """The napari_hubmap metadata of a probability image layer (made by the Inference panel)."""
+    meta = getattr(layer, "metadata", {}).get("napari_hubmap") if layer is not None else None
+    return meta if meta and meta.get("probability") else None
+
+
+def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
+    """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows
+    (or a coarser one, so that no side exceeds ``max_side``)."""
+    levels = layer.data if layer.multiscale else [layer.data]
+    level = int(layer.data_level) if layer.multiscale else 0
+    corners = np.asarray(layer.corner_pixels)[:, -2:]  # at the shown level
+    (y0, x0), (y1, x1) = corners[0].astype(int), corners[1].astype(int) + 1
+    while level + 1 < len(levels) and max(y1 - y0, x1 - x0) > max_side:
+        level, y0, x0, y1, x1 = level + 1, y0 // 2, x0 // 2, -(-y1 // 2), -(-x1 // 2)
+    height, width = levels[level].shape[-2:]
+    y0, x0 = max(0, min(y0, height)), max(0, min(x0, width))
+    y1, x1 = max(y0, min(y1, height, y0 + max_side)), max(x0, min(x1, width, x0 + max_side))
+    return level, (y0, y1, x0, x1)
+
+
+def live_labels(levels, level: int, window, config) -> np.ndarray:
+    """Preview labels of ``levels[level][window]``, the sizes in ``config`` rescaled to that level."""
+    from ..postprocess.preview import preview_labels, view_config
+
+    y0, y1, x0, x1 = window
+    region = np.asarray(levels[level][y0:y1, x0:x1])
+    return preview_labels(region, view_config(config, 2**level))
+
+
+def curve_against(prob_path, levels, gt_layer=None, gt_file=None):
+    """The threshold curve of the map against a labels layer (on one of the map's levels) or a file."""
+    from ..postprocess import threshold_curve
+
+    if gt_layer is not None:
+        gt = np.asarray(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data)
+        level = next((k for k, lvl in enumerate(levels) if tuple(lvl.shape) == gt.shape), None)
+        if level is None:
+            shapes = ", ".join(f"{h}x{w}" for h, w in (lvl.shape for lvl in levels))
+            raise HubmapInputError(None, f"ground truth layer {gt_layer.name!r} is {gt.shape[0]}x{gt.shape[1]}, "
+                                         f"no level of the map has that size ({shapes})")
+        return threshold_curve(levels[level], gt)
+    from ..postprocess.inputs import load_ground_truth, load_prediction
+
+    prediction = load_prediction(prob_path)
+    return threshold_curve(prediction.array, load_ground_truth(gt_file, prediction))
+
+
+def save_best_threshold(prob_path: Path, threshold: float) -> Path:
+    """Save into the card of the map's one model, or an ``ensemble.json`` beside the map."""
+    from ..inference.prob_store import open_probability
+    from ..postprocess import save_ensemble_config, save_threshold
+
+    models = open_probability(prob_path)[1].get("models") or []
+    if len(models) == 1:
+        return save_threshold(models[0]["path"], threshold)
+    if not models:
+        raise HubmapInputError(prob_path, "the map records no model to save a threshold for")
+    return save_ensemble_config(Path(prob_path).parent / "ensemble.json", [m["path"] for m in models], threshold)
+
+
+def camera_of(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def labels_path_for(prob_path) -> Path:
+    prob_path = Path(prob_path)
+    name = prob_path.name
+    stem = name[: -len(PROB_SUFFIX)] if name.endswith(PROB_SUFFIX) else prob_path.stem
+    return prob_path.parent / f"{stem}{LABELS_SUFFIX}"
+
+
+# --- the widget ---------------------------------------------------------------------------------
+
+
+class LabeledSlider(QWidget):
+    """A horizontal slider over integer steps showing its value as ``value * step``."""
+
+    def __init__(self, low: int, high: int, value: int, step: float = 1.0, fmt: str = "{:g}"):
+        super().__init__()
+        self.step, self.fmt = step, fmt
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(low, high)
+        self.slider.setValue(value)
+        self.label = QLabel()
+        self.label.setMinimumWidth(44)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        self.slider.valueChanged.connect(self._show)
+        self._show()
+
+    @property
+    def valueChanged(self):
+        return self.slider.valueChanged
+
+    def value(self) -> float:
+        return self.slider.value() * self.step
+
+    def setValue(self, value: float) -> None:
+        self.slider.setValue(int(round(value / self.step)))
+
+    def _show(self, *_):
+        self.label.setText(self.fmt.format(self.value()))
+
+
+class PostprocessPanel(QWidget):
+    """Dock widget: live post-processing of the view, apply to slide, threshold search."""
+
+    live_ready = Signal(object)  # (token, level, window, labels, seconds) or an error, from a thread
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.live_layer = None
+        self.slide_labels_layer = None
+        self.worker = None
+        self.cancel_event: threading.Event | None = None
+        self.result = self.error = self.curve = None
+        self.last_live: dict = {}
+        self._live_busy = False
+        self._live_pending = False
+        self._token = 0
+
+        self.source = QComboBox()
+        self.threshold = LabeledSlider(1, 99, 50, 0.01, "{:.2f}")
+        self.min_size = LabeledSlider(0, 5000, 0, 10, "{:.0f} px")
+        self.fill_holes = QCheckBox("Fill holes")
+        self.fill_holes.setChecked(True)
+        self.watershed = QCheckBox("Split touching glomeruli (watershed)")
+        self.markers = QComboBox()
+        self.markers.addItems(["distance", "h-maxima"])
+        self.min_distance = LabeledSlider(1, 100, 10, 1, "{:.0f} px")
+        self.h = LabeledSlider(1, 100, 20, 0.1, "{:.1f}")
+        self.compactness = LabeledSlider(0, 100, 0, 0.01, "{:.2f}")
+        self.live = QCheckBox("Live preview of the view")
+        self.live.setChecked(True)
+        self.live_status = QLabel("")
+        self.apply_button = QPushButton("Apply to slide")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.gt_source = QComboBox()
+        self.gt_file_button = QPushButton("File…")
+        self.curve_button = QPushButton("Find threshold")
+        self.save_button = QPushButton("Save as model default")
+        self.save_button.setEnabled(False)
+        self.canvas, self.axes = self._make_plot()
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        form.addRow("Probability map", self.source)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Minimum size", self.min_size)
+        form.addRow("", self.fill_holes)
+        form.addRow("", self.watershed)
+        form.addRow("Markers", self.markers)
+        form.addRow("Marker distance", self.min_distance)
+        form.addRow("h (h-maxima)", self.h)
+        form.addRow("Compactness", self.compactness)
+        form.addRow("", self.live)
+        layout.addLayout(form)
+        layout.addWidget(self.live_status)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        gt_row = QHBoxLayout()
+        gt_row.addWidget(QLabel("Ground truth"))
+        gt_row.addWidget(self.gt_source, 1)
+        gt_row.addWidget(self.gt_file_button)
+        layout.addLayout(gt_row)
+        curve_row = QHBoxLayout()
+        curve_row.addWidget(self.curve_button)
+        curve_row.addWidget(self.save_button)
+        layout.addLayout(curve_row)
+        layout.addWidget(self.canvas)
+        layout.addStretch(1)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.update_live)
+        for control in (self.threshold, self.min_size, self.min_distance, self.h, self.compactness):
+            control.valueChanged.connect(self.schedule_live)
+        for box in (self.fill_holes, self.watershed, self.live):
+            box.toggled.connect(self.schedule_live)
+        self.markers.currentIndexChanged.connect(self.schedule_live)
+        self.source.currentIndexChanged.connect(self.schedule_live)
+        self.live_ready.connect(self._on_live_ready)
+        self.apply_button.clicked.connect(self.apply_to_slide)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.gt_file_button.clicked.connect(self._choose_gt_file)
+        self.curve_button.clicked.connect(self.find_threshold)
+        self.save_button.clicked.connect(self.save_threshold)
+        camera_of(self.viewer).events.zoom.connect(self.schedule_live)
+        camera_of(self.viewer).events.center.connect(self.schedule_live)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.refresh_sources)
+        self.refresh_sources()
+
+    # --- sources --------------------------------------------------------------------------------
+
+    def probability_layers(self) -> list:
+        return [layer for layer in self.viewer.layers if probability_meta(layer) is not None]
+
+    def ground_truth_layers(self) -> list:
+        from napari.layers import Labels
+
+        ours = (self.live_layer, self.slide_labels_layer)
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and not any(layer is o for o in ours)]
+
+    def refresh_sources(self, *_):
+        """Re-list probability maps (newest selected when the list grows) and ground-truth layers."""
+        names = [layer.name for layer in self.probability_layers()]
+        current = self.source.currentText()
+        grew = len(names) > self.source.count()
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItems(names)
+        if names:
+            self.source.setCurrentText(names[-1] if grew or current not in names else current)
+        self.source.blockSignals(False)
+        gt_current = self.gt_source.currentText()
+        self.gt_source.clear()
+        self.gt_source.addItems([layer.name for layer in self.ground_truth_layers()])
+        if self._gt_file:
+            self.gt_source.addItem(self._gt_file_label())
+        if gt_current:
+            self.gt_source.setCurrentText(gt_current)
+        self.schedule_live()
+
+    _gt_file: str | None = None
+
+    def _gt_file_label(self) -> str:
+        return f"file: {Path(self._gt_file).name}"
+
+    def prob_layer(self):
+        name = self.source.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def config(self):
+        from ..postprocess import PostprocessConfig
+
+        return PostprocessConfig(
+            threshold=round(self.threshold.value(), 2), min_size=int(self.min_size.value()),
+            fill_holes=self.fill_holes.isChecked(), watershed=self.watershed.isChecked(),
+            markers=self.markers.currentText(), min_distance=int(self.min_distance.value()),
+            h=round(self.h.value(), 3), compactness=round(self.compactness.value(), 3),
+        )
+
+    # --- live preview ---------------------------------------------------------------------------
+
+    def schedule_live(self, *_):
+        if self.live.isChecked() and self.prob_layer() is not None:
+            self._timer.start()
+
+    def update_live(self):
+        """Start one preview of the view in a thread (or mark one pending if one is running)."""
+        layer = self.prob_layer()
+        if layer is None or not self.live.isChecked():
+            return
+        if self._live_busy:
+            self._live_pending = True
+            return
+        try:
+            config = self.config()
+            level, window = view_window(layer)
+        except HubmapInputError as error:
+            self.live_status.setText(str(error))
+            return
+        levels = layer.data if layer.multiscale else [layer.data]
+        self._live_busy, self._live_pending = True, False
+        self._token += 1
+        token = self._token
+
+        def work():
+            started = time.perf_counter()
+            try:
+                labels = live_labels(levels, level, window, config)
+                outcome = (token, layer, level, window, labels, time.perf_counter() - started)
+            except Exception as error:  # shown in the panel
+                outcome = error
+            try:
+                self.live_ready.emit(outcome)
+            except RuntimeError:  # the panel was deleted meanwhile
+                pass
+
+        threading.Thread(target=work, name="napari-hubmap-live", daemon=True).start()
+
+    def _on_live_ready(self, outcome):
+        self._live_busy = False
+        if isinstance(outcome, Exception):
+            self.live_status.setText(f"Preview failed: {outcome}")
+        else:
+            self._show_live(*outcome)
+        if self._live_pending:
+            self.update_live()
+
+    def _show_live(self, token, layer, level, window, labels, seconds):
+        y0, _, x0, _ = window
+        factor = 2**level
+        scale = tuple(float(s) * factor for s in layer.scale[-2:])
+        translate = tuple(float(t) + (o * factor + (factor - 1) / 2) * float(s)
+                          for t, o, s in zip(layer.translate[-2:], (y0, x0), layer.scale[-2:]))
+        meta = probability_meta(layer)
+        metadata = {"napari_hubmap": {"live": True, "level": level, "window": list(window),
+                                      "downscale": float(meta.get("downscale", 1.0)) * factor}}
+        if self.live_layer is None or self.live_layer not in self.viewer.layers:
+            self.live_layer = self.viewer.add_labels(labels, name="glomeruli (live)", scale=scale, translate=translate,
+                                                     opacity=0.6, metadata=metadata)
+        else:
+            self.live_layer.data = labels
+            self.live_layer.scale, self.live_layer.translate = scale, translate
+            self.live_layer.metadata = metadata
+        count = int(labels.max())
+        self.last_live = {"token": token, "level": level, "window": window, "objects": count, "seconds": seconds}
+        self.live_status.setText(f"{count} glomeruli in view · level {level} · {seconds * 1000:.0f} ms")
+
+    # --- apply to slide -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def apply_to_slide(self):
+        """Post-process the whole map into ``<slide>.labels.zarr`` in a worker; returns the worker."""
+        if self.running:
+            return self.worker
+        layer = self.prob_layer()
+        if layer is None:
+            return self._refuse("Run inference first: no probability map in the viewer")
+        from napari.qt.threading import create_worker
+
+        from ..postprocess import postprocess_slide
+
+        prob_path = Path(probability_meta(layer)["probability"])
+        out = labels_path_for(prob_path)
+        config = self.config()
+        cancel = self.cancel_event = threading.Event()
+        self.result = self.error = None
+        self._applied = {"layer": layer, "out": out}
+        self.apply_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Post-processing the slide… → {out}")
+
+        def work(progress):
+            return postprocess_slide(prob_path, out, config, progress=lambda d, t: progress((d, t)), cancel=cancel)
+
+        self.worker = create_worker(
+            yield_progress, work, cancel, _start_thread=False,
+            _connect={"yielded": self._on_progress, "returned": self._on_returned,
+                      "errored": self._on_error, "finished": self._on_finished},
+        )
+        self.worker.aborted.connect(cancel.set, Qt.ConnectionType.DirectConnection)
+        self.worker.start()
+        return self.worker
+
+    def cancel(self):
+        if self.cancel_event is not None and self.running:
+            self.cancel_event.set()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Cancelling…")
+
+    def _on_progress(self, progress):
+        done, total = progress
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_returned(self, result):
+        from ..postprocess import open_labels
+
+        self.result = result
+        levels, _ = open_labels(result.out)
+        source = self._applied["layer"]
+        name = f"{source.name.removesuffix(' probability')} glomeruli"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        meta = {"napari_hubmap": {"labels": str(result.out), "downscale": float(result.downscale),
+                                  "slide_shape": list(result.slide_shape) if result.slide_shape else None}}
+        self.slide_labels_layer = self.viewer.add_labels(
+            list(levels) if len(levels) > 1 else levels[0], name=name, multiscale=len(levels) > 1,
+            scale=tuple(source.scale[-2:]), translate=tuple(source.translate[-2:]), opacity=0.6, metadata=meta,
+        )
+        if self.live_layer is not None and self.live_layer in self.viewer.layers:
+            self.live_layer.visible = False
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        message = (f"Done: {result.objects} glomeruli in {result.seconds:.1f} s "
+                   f"({result.megapixels_per_s:.0f} Mpx/s) → {result.out}")
+        self.status.setText(message)
+        self.viewer.status = message
+
+    def _on_error(self, error):
+        from ..postprocess import PostprocessCancelled
+
+        self.error = error
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        if isinstance(error, PostprocessCancelled):
+            self.status.setText("Cancelled; nothing was written")
+            return
+        if not isinstance(error, HubmapInputError):
+            traceback.print_exception(type(error), error, error.__traceback__)
+        self._show_error(f"Post-processing failed: {error}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.apply_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    # --- threshold search -----------------------------------------------------------------------
+
+    def _choose_gt_file(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Ground truth (GeoJSON, RLE CSV, mask)")
+        if path:
+            self.set_gt_file(path)
+
+    def set_gt_file(self, path) -> None:
+        self._gt_file = str(path)
+        self.refresh_sources()
+        self.gt_source.setCurrentText(self._gt_file_label())
+
+    def find_threshold(self):
+        """Dice against ground truth for every threshold (one pass, in a worker), plotted; the best
+        becomes the threshold. Returns the worker (None if there is nothing to compare)."""
+        layer = self.prob_layer()
+        if layer is None:
+            return self._refuse("Run inference first: no probability map in the viewer")
+        choice = self.gt_source.currentText()
+        if not choice:
+            return self._refuse("Choose ground truth: a labels layer or a file")
+        from napari.qt.threading import create_worker
+
+        gt_layer = None if choice.startswith("file: ") else self.viewer.layers[choice]
+        levels = layer.data if layer.multiscale else [layer.data]
+        prob_path = probability_meta(layer)["probability"]
+        self.curve = None
+        self.curve_button.setEnabled(False)
+        self.status.setText("Computing Dice for every threshold…")
+        worker = create_worker(
+            curve_against, prob_path, levels, gt_layer, None if gt_layer else self._gt_file, _start_thread=False,
+            _connect={"returned": self._on_curve, "errored": self._on_curve_error,
+                      "finished": lambda: self.curve_button.setEnabled(True)},
+        )
+        self.curve_worker = worker
+        worker.start()
+        return worker
+
+    def _on_curve(self, curve):
+        self.curve = curve
+        self._plot(curve)
+        self.threshold.setValue(curve.best_threshold)
+        self.save_button.setEnabled(True)
+        self.status.setText(f"Best threshold {curve.best_threshold:.2f}: Dice {curve.best_dice:.3f}")
+
+    def _on_curve_error(self, error):
+        if not isinstance(error, HubmapInputError):
+            traceback.print_exception(type(error), error, error.__traceback__)
+        self._show_error(f"Threshold search failed: {error}")
+
+    def save_threshold(self):
+        layer = self.prob_layer()
+        if layer is None or self.curve is None:
+            return None
+        try:
+            path = save_best_threshold(Path(probability_meta(layer)["probability"]), float(self.curve.best_threshold))
+        except HubmapInputError as error:
+            self._show_error(f"Saving the threshold failed: {error}")
+            return None
+        self.status.setText(f"Saved threshold {self.curve.best_threshold:.2f} → {path}")
+        return path
+
+    def _make_plot(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(3.2, 2.2), tight_layout=True)
+        canvas = FigureCanvasQTAgg(figure)
+        canvas.setMinimumHeight(160)
+        axes = figure.add_subplot(111)
+        axes.set_xlabel("threshold")
+        axes.set_ylabel("Dice")
+        return canvas, axes
+
+    def _plot(self, curve):
+        axes = self.axes
+        axes.clear()
+        axes.plot(curve.thresholds, curve.dice, "-o", markersize=3)
+        axes.axvline(curve.best_threshold, color="tab:red", linestyle="--")
+        axes.annotate(f"{curve.best_threshold:.2f}: {curve.best_dice:.3f}", (curve.best_threshold, curve.best_dice),
+                      textcoords="offset points", xytext=(5, -12), fontsize=8, color="tab:red")
+        axes.set_xlabel("threshold")
+        axes.set_ylabel("Dice")
+        axes.set_ylim(0, 1.02)
+        self.canvas.draw_idle()
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def _refuse(self, message: str):
+        self.status.setText(message)
+        self.viewer.status = message
+        return None
+
+    def _show_error(self, message: str):
+        self.status.setText(message)
+        from napari.utils.notifications import show_error
+
+        show_error(message)
