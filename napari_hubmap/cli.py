@@ -133,6 +133,7 @@ def cmd_predict(args) -> int:
     config = InferenceConfig(
         models=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
         device=args.device, batch=args.batch, skip_background=not args.no_skip_background,
+        forward_batch=args.forward_batch,
     )
     out_dir = Path(args.out)
     for path in args.slides:
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--blend", choices=["gaussian", "centre"], default="gaussian")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--batch", type=int, default=4)
+    predict.add_argument("--forward-batch", type=int, default=None,
+                         help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")
     predict.add_argument("--no-skip-background", action="store_true", help="also run on tiles without tissue")
     predict.set_defaults(func=cmd_predict)
 

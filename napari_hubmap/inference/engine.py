@@ -239,6 +239,7 @@ def predict_slide(
     cancel = cancel or threading.Event()
     tta = resolve_tta(config.tta)
     device = pick_device(config.device)
+    forward_batch_size(config, device)  # bad settings fail before anything is loaded or written
     models = [_load(m, device) for m in (models or config.models)]
     slide_path = os.fspath(slide_path)
     with open_slide(slide_path) as slide:
