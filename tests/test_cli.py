@@ -158,3 +158,10 @@ def test_import_model_then_predict_prints_one_json_line_per_slide(tmp_path):
 def test_predict_with_a_missing_model_is_one_line(tmp_path, slide_file):
     result = run("predict", slide_file, "--model", "nope", "--out", tmp_path, check_code=None)
     assert_one_line_error(result, "nope")
+
+
+def test_predict_with_a_bad_forward_batch_is_one_line_and_writes_nothing(tmp_path, slide_file):
+    out = tmp_path / "out"
+    result = run("predict", slide_file, "--model", "nope", "--out", out, "--forward-batch", "0", check_code=None)
+    assert_one_line_error(result, "forward_batch must be at least 1")
+    assert not out.exists()
