@@ -130,6 +130,7 @@ def test_threshold_search_plots_marks_and_saves_the_best(make_napari_viewer, qtb
     truth = probability_map() >= uint8_cutoff(0.3)  # the map's objects at 0.3 are the "ground truth"
     viewer.add_labels(truth.astype(np.int32), name="ground truth")
     qtbot.waitUntil(lambda: panel.gt_source.findText("ground truth") >= 0, timeout=5_000)
+    assert panel.gt_source.findText("glomeruli (live)") < 0  # the panel's own layers are no ground truth
     panel.gt_source.setCurrentText("ground truth")
     panel.find_threshold()
     qtbot.waitUntil(lambda: panel.curve is not None, timeout=20_000)

@@ -106,6 +106,12 @@ def save_best_threshold(prob_path: Path, threshold: float) -> Path:
     return save_ensemble_config(Path(prob_path).parent / "ensemble.json", [m["path"] for m in models], threshold)
 
 
+def made_here(layer) -> bool:
+    """A labels layer this panel made (the live preview or a slide's post-processed labels)."""
+    meta = getattr(layer, "metadata", {}).get("napari_hubmap") or {}
+    return bool(meta.get("live") or meta.get("labels"))
+
+
 def camera_of(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
@@ -264,8 +270,7 @@ class PostprocessPanel(QWidget):
     def ground_truth_layers(self) -> list:
         from napari.layers import Labels
 
-        ours = (self.live_layer, self.slide_labels_layer)
-        return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and not any(layer is o for o in ours)]
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and not made_here(layer)]
 
     def refresh_sources(self, *_):
         """Re-list probability maps (newest selected when the list grows) and ground-truth layers."""
