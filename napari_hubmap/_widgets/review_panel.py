@@ -1,0 +1,278 @@
+"""Review panel: open a curation project, walk its review queue, paint edits that autosave.
+
+Thin: *Open* calls :func:`open_project`, then for the chosen slide :func:`open_edits` (the edits
+store, kept durable by an :class:`Autosaver`: at most 2 s after an edit, and on close) and
+:func:`project_layers` (slide, prediction, ground truth, pseudo-labels, edits, review grid); the
+queue is :func:`review_queue` (tiles ranked by ground-truth/prediction disagreement and
+uncertainty). Next / Previous move the camera to a tile; Accept, Drop and Corrected call
+:func:`set_state` and move on. napari writes every paint, fill, erase, undo and redo into the edits
+layer's data, which *is* the store, so the store mirrors the layer with nothing else to hook.
+Keys (anywhere in the window): Alt+Right / Alt+Left next / previous, Alt+A accept, Alt+D drop,
+Alt+C corrected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QShortcut,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import HubmapInputError
+from .postprocess_panel import camera_of
+
+AUTOSAVE_WINDOW_S = 2.0
+SHORTCUTS = {"next": "Alt+Right", "previous": "Alt+Left", "accepted": "Alt+A", "dropped": "Alt+D", "corrected": "Alt+C"}
+
+
+def describe_entry(entry) -> str:
+    dice = "—" if entry.dice is None else f"{entry.dice:.2f}"
+    return f"{entry.tile:>7} · Dice {dice} · uncertainty {entry.uncertainty:.2f} · {entry.state}"
+
+
+def tile_centre_world(entry, downscale: float) -> tuple[float, float]:
+    """Centre of a working-scale tile in slide (world) pixels, as the layers are placed."""
+    d = float(downscale)
+    return tuple((lo + hi - 1) / 2 * d + (d - 1) / 2 for lo, hi in ((entry.y0, entry.y1), (entry.x0, entry.x1)))
+
+
+class ReviewPanel(QWidget):
+    """Dock widget: project folder, slide, ranked tiles, navigation and review buttons, save state."""
+
+    saved = Signal(int)  # durable edit sequence, from the autosave thread
+    save_failed = Signal(object)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project = None
+        self.slide_id: str | None = None
+        self.store = self.saver = None
+        self.queue: list = []
+        self.index = -1
+        self.layers: dict = {}
+
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("project folder (napari-hubmap project init)")
+        self.browse_button = QToolButton()
+        self.browse_button.setText("…")
+        self.open_button = QPushButton("Open")
+        self.slide = QComboBox()
+        self.tiles = QListWidget()
+        self.tiles.setMinimumHeight(140)
+        self.previous_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.accept_button = QPushButton("Accept pseudo-label")
+        self.drop_button = QPushButton("Drop ground truth (noisy)")
+        self.corrected_button = QPushButton("Mark corrected")
+        self.counts = QLabel("")
+        self.save_status = QLabel("")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(self.browse_button)
+        row.addWidget(self.open_button)
+        layout.addLayout(row)
+        layout.addWidget(self.slide)
+        layout.addWidget(QLabel("Tiles, most suspicious first"))
+        layout.addWidget(self.tiles)
+        nav = QHBoxLayout()
+        nav.addWidget(self.previous_button)
+        nav.addWidget(self.next_button)
+        layout.addLayout(nav)
+        for button in (self.accept_button, self.drop_button, self.corrected_button):
+            layout.addWidget(button)
+        layout.addWidget(self.counts)
+        layout.addWidget(self.save_status)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.browse_button.clicked.connect(self._choose_folder)
+        self.open_button.clicked.connect(lambda: self.open(self.folder.text()))
+        self.slide.currentTextChanged.connect(self._slide_chosen)
+        self.tiles.currentRowChanged.connect(self._row_chosen)
+        self.previous_button.clicked.connect(self.previous)
+        self.next_button.clicked.connect(self.next)
+        self.accept_button.clicked.connect(lambda: self.mark("accepted"))
+        self.drop_button.clicked.connect(lambda: self.mark("dropped"))
+        self.corrected_button.clicked.connect(lambda: self.mark("corrected"))
+        self.saved.connect(lambda seq: self.save_status.setText(f"All edits saved (#{seq})"))
+        self.save_failed.connect(lambda error: self._show_error(f"Autosave failed: {error}"))
+        actions = {"next": self.next, "previous": self.previous, "accepted": lambda: self.mark("accepted"),
+                   "dropped": lambda: self.mark("dropped"), "corrected": lambda: self.mark("corrected")}
+        self.shortcuts = {}
+        for name, keys in SHORTCUTS.items():
+            shortcut = QShortcut(QKeySequence(keys), self.viewer.window._qt_window)
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+            shortcut.activated.connect(actions[name])
+            self.shortcuts[name] = shortcut
+        self.viewer.layers.events.removed.connect(self._layer_removed)
+
+    # --- project and slide ----------------------------------------------------------------------
+
+    def _choose_folder(self):
+        folder = QFileDialog.getExistingDirectory(self, "Project folder", self.folder.text() or "")
+        if folder:
+            self.open(folder)
+
+    def open(self, folder) -> bool:
+        """Open the project in ``folder`` and its first slide; False (and a message) on bad input."""
+        from ..project import open_project
+
+        try:
+            project = open_project(Path(str(folder)).expanduser())
+        except HubmapInputError as error:
+            self._show_error(f"Cannot open the project: {error}")
+            return False
+        self.close_project()
+        self.project = project
+        self.folder.setText(str(project.root))
+        self.slide.blockSignals(True)
+        self.slide.clear()
+        self.slide.addItems([s.id for s in project.slides])
+        self.slide.blockSignals(False)
+        if project.slides:
+            self.show_slide(project.slides[0].id)
+        else:
+            self.status.setText("The project has no slides yet (napari-hubmap project add-slide)")
+        return True
+
+    def _slide_chosen(self, slide_id: str):
+        if slide_id and self.project is not None and slide_id != self.slide_id:
+            self.show_slide(slide_id)
+
+    def show_slide(self, slide_id: str) -> None:
+        """Layers of one slide (edits autosaved), its queue, the first tile."""
+        import napari
+
+        from ..project import Autosaver, open_edits, project_layers, review_queue
+
+        self._close_slide()
+        project = self.project
+        self.slide_id = slide_id
+        self.store = open_edits(project, slide_id)
+        self.saver = Autosaver(self.store, AUTOSAVE_WINDOW_S, on_saved=self.saved.emit, on_error=self.save_failed.emit)
+        self.layers = {}
+        for data, kwargs, kind in project_layers(project, slide_id, edits=self.store):
+            layer = self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
+            self.layers[kwargs["metadata"]["napari_hubmap"]["role"]] = layer
+        self.viewer.layers.selection.active = self.layers["edits"]
+        self.queue = review_queue(project, slide_id, include_reviewed=True)
+        self.tiles.blockSignals(True)
+        self.tiles.clear()
+        self.tiles.addItems([describe_entry(e) for e in self.queue])
+        self.tiles.blockSignals(False)
+        self.save_status.setText("Edits are saved within 2 s")
+        self._show_counts()
+        self.index = -1
+        if self.queue:
+            self.go_to(0)
+
+    # --- navigation and review ------------------------------------------------------------------
+
+    def go_to(self, index: int) -> None:
+        if not self.queue:
+            return
+        self.index = max(0, min(index, len(self.queue) - 1))
+        entry = self.queue[self.index]
+        camera = camera_of(self.viewer)
+        camera.center = tile_centre_world(entry, self.project.downscale)
+        side = max(entry.y1 - entry.y0, entry.x1 - entry.x0) * float(self.project.downscale)
+        camera.zoom = 600 / (1.3 * side)
+        self.tiles.blockSignals(True)
+        self.tiles.setCurrentRow(self.index)
+        self.tiles.blockSignals(False)
+        self.status.setText(f"Tile {entry.tile} ({self.index + 1}/{len(self.queue)}): {describe_entry(entry)}")
+
+    def _row_chosen(self, row: int):
+        if row >= 0:
+            self.go_to(row)
+
+    def current(self):
+        return self.queue[self.index] if 0 <= self.index < len(self.queue) else None
+
+    def next(self):
+        self.go_to(self.index + 1)
+
+    def previous(self):
+        self.go_to(self.index - 1)
+
+    def mark(self, state: str) -> None:
+        """Set the current tile's state, persist it, move to the next tile."""
+        from ..project import set_state
+
+        entry = self.current()
+        if entry is None:
+            return
+        if state == "corrected":
+            self.store.flush()  # the corrections this state vouches for are on disk first
+        try:
+            set_state(self.project, self.slide_id, entry.tile, state)
+        except HubmapInputError as error:
+            self._show_error(f"Cannot mark {entry.tile} {state}: {error}")
+            return
+        entry.state = state
+        self.tiles.item(self.index).setText(describe_entry(entry))
+        self._refresh_review_layer()
+        self._show_counts()
+        if self.index + 1 < len(self.queue):
+            self.next()
+
+    def _refresh_review_layer(self):
+        from ..project.layers import STATE_COLOURS, review_rectangles
+
+        layer = self.layers.get("review")
+        if layer is None:
+            return
+        rects, states = review_rectangles(self.project, self.slide_id)
+        layer.data = rects
+        if states:
+            layer.edge_color = [STATE_COLOURS[s] for s in states]
+
+    def _show_counts(self):
+        counts = self.project.review.counts(self.slide_id)
+        self.counts.setText(" · ".join(f"{state} {n}" for state, n in counts.items()))
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def _layer_removed(self, event):
+        if self.layers.get("edits") is event.value:
+            self._close_slide()
+
+    def _close_slide(self):
+        """Save and close the edits of the current slide (nothing is lost: flushed, then closed)."""
+        if self.saver is not None:
+            self.saver.close()
+        if self.store is not None:
+            self.store.close()
+        self.saver = self.store = None
+
+    def close_project(self, *_):
+        self._close_slide()
+        for layer in list(self.layers.values()):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = {}
+        self.project = self.slide_id = None
+
+    def _show_error(self, message: str):
+        self.status.setText(message)
+        from napari.utils.notifications import show_error
+
+        show_error(message)

@@ -1,0 +1,97 @@
+"""The Review panel in a real viewer (Xvfb + Mesa): open a project, walk the queue, review, autosave edits."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_hubmap.project import add_slide, init_project, open_edits, open_project
+from test_project_manifest import make_inputs
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def project_root(tmp_path):
+    inputs = make_inputs(tmp_path / "inputs")
+    project = init_project(tmp_path / "project", tile=128, downscale=1)
+    add_slide(project, inputs["slide"], ground_truth=inputs["gt"], predictions=[inputs["prob"]])
+    return tmp_path / "project"
+
+
+def open_panel(make_napari_viewer, root):
+    from napari_hubmap._widgets.review_panel import ReviewPanel
+
+    viewer = make_napari_viewer(show=True)
+    panel = ReviewPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Review")
+    assert panel.open(root)
+    return viewer, panel
+
+
+def test_open_restores_layers_and_the_camera_walks_the_queue(make_napari_viewer, qtbot, project_root):
+    from napari_hubmap._widgets.postprocess_panel import camera_of
+    from napari_hubmap._widgets.review_panel import tile_centre_world
+
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["kidney", "kidney prediction", "kidney ground truth", "kidney pseudo-labels", "kidney edits", "kidney review"]
+    assert panel.tiles.count() == len(panel.queue) > 3 and panel.index == 0
+    scores = [e.score for e in panel.queue]
+    assert scores == sorted(scores, reverse=True)  # most suspicious first
+    camera = camera_of(viewer)
+    first = tuple(camera.center[-2:])
+    assert first == pytest.approx(tile_centre_world(panel.queue[0], 1))
+    panel.next()
+    assert panel.index == 1 and panel.tiles.currentRow() == 1
+    assert tuple(camera.center[-2:]) == pytest.approx(tile_centre_world(panel.queue[1], 1)) != first
+    panel.previous()
+    assert panel.index == 0 and tuple(camera.center[-2:]) == pytest.approx(first)
+
+
+def test_accept_and_drop_persist_move_on_and_count(make_napari_viewer, qtbot, project_root):
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    first, second = panel.queue[0].tile, panel.queue[1].tile
+    panel.drop_button.click()
+    assert panel.index == 1 and "dropped 1" in panel.counts.text()
+    panel.shortcuts["accepted"].activated.emit()  # Alt+A
+    assert panel.index == 2 and "accepted 1" in panel.counts.text()
+    assert len(panel.layers["review"].data) == 2
+    reopened = open_project(project_root)
+    assert reopened.review.state("kidney", first) == "dropped" and reopened.review.state("kidney", second) == "accepted"
+    assert {name: s.key().toString() for name, s in panel.shortcuts.items()}["next"] == "Alt+Right"
+
+
+def test_painting_is_autosaved_within_two_seconds_and_kept_on_close(make_napari_viewer, qtbot, project_root):
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    edits = panel.layers["edits"]
+    edits.selected_label = 7
+    edits.brush_size = 9
+    before = np.asarray(edits.data[140:160, 20:40]).copy()
+    edits.paint((150, 30), 7)
+    painted_at = time.monotonic()
+    assert (np.asarray(edits.data[148:153, 28:33]) == 7).all() and not (before == 7).all()  # a disc brush
+    qtbot.waitUntil(lambda: panel.save_status.text().startswith("All edits saved"), timeout=5_000)
+    assert time.monotonic() - painted_at < 2.5
+    edits.paint((60, 200), 7)
+    edits.undo()  # napari's undo goes through the layer's data, so into the store
+    assert (np.asarray(edits.data[58:63, 198:203]) != 7).all()
+    edits.redo()
+    edits.undo()
+    edits.paint((20, 300), 7)  # unsaved when the slide is closed: close flushes it
+    panel.close_project()
+    store = open_edits(open_project(project_root), "kidney", read_only=True)
+    assert store.read(150, 151, 30, 31)[0, 0] == 7 and store.read(20, 21, 300, 301)[0, 0] == 7
+    assert store.read(60, 61, 200, 201)[0, 0] != 7  # the undone stroke is not there
+    store.close()
+
+
+def test_a_bad_project_folder_is_one_clear_message(make_napari_viewer, qtbot, tmp_path):
+    from napari_hubmap._widgets.review_panel import ReviewPanel
+
+    viewer = make_napari_viewer()
+    panel = ReviewPanel(viewer)
+    assert not panel.open(tmp_path / "nowhere")
+    assert panel.status.text().startswith("Cannot open the project:") and len(viewer.layers) == 0
