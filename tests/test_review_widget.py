@@ -95,3 +95,38 @@ def test_a_bad_project_folder_is_one_clear_message(make_napari_viewer, qtbot, tm
     panel = ReviewPanel(viewer)
     assert not panel.open(tmp_path / "nowhere")
     assert panel.status.text().startswith("Cannot open the project:") and len(viewer.layers) == 0
+
+
+def test_a_large_slide_edits_the_window_around_the_tile(make_napari_viewer, qtbot, project_root, monkeypatch):
+    from napari_hubmap._widgets import review_panel
+
+    monkeypatch.setattr(review_panel, "WHOLE_EDITS_MAX_PIXELS", 100)
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    edits = panel.layers["edits"]
+    assert panel.windowed
+    for index in (0, 5):
+        panel.go_to(index)
+        entry = panel.queue[index]
+        oy, ox = edits.data.origin
+        assert (oy, ox) == (max(0, entry.y0 - 128), max(0, entry.x0 - 128)) and tuple(edits.translate[-2:]) == (oy, ox)
+    edits.paint((entry.y0 - oy + 10, entry.x0 - ox + 10), 9)  # layer coordinates inside the window
+    panel.close_project()
+    store = open_edits(open_project(project_root), "kidney", read_only=True)
+    assert store.read(entry.y0 + 10, entry.y0 + 11, entry.x0 + 10, entry.x0 + 11)[0, 0] == 9
+    store.close()
+
+
+def test_new_project_from_the_open_slide(make_napari_viewer, qtbot, tmp_path):
+    from napari_hubmap._widgets.review_panel import ReviewPanel
+
+    inputs = make_inputs(tmp_path / "inputs")
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(inputs["slide"]), plugin="napari-hubmap")
+    panel = ReviewPanel(viewer)
+    assert not panel.create("") and "folder" in panel.status.text()
+    assert panel.create(tmp_path / "new")
+    project = open_project(tmp_path / "new")
+    assert [s.id for s in project.slides] == ["kidney"] and panel.slide_id == "kidney"
+    assert [l.name for l in viewer.layers].count("kidney") == 1 and "kidney edits" in viewer.layers
+    assert panel.queue == [] and "no prediction" in panel.status.text()  # the slide had no map yet
+    assert not panel.create(tmp_path / "new") and "already a project" in panel.status.text()

@@ -35,6 +35,9 @@ from ..errors import HubmapInputError
 from .postprocess_panel import camera_of
 
 AUTOSAVE_WINDOW_S = 2.0
+WHOLE_EDITS_MAX_PIXELS = 64 * 2**20
+"""Above this (working-scale pixels) the edits layer shows the current tile and one tile around it
+(napari reads a single-scale labels layer's whole plane), moving with the queue."""
 SHORTCUTS = {"next": "Alt+Right", "previous": "Alt+Left", "accepted": "Alt+A", "dropped": "Alt+D", "corrected": "Alt+C"}
 
 
@@ -63,6 +66,7 @@ class ReviewPanel(QWidget):
         self.store = self.saver = None
         self.queue: list = []
         self.index = -1
+        self.windowed = False
         self.layers: dict = {}
 
         self.folder = QLineEdit()
@@ -70,6 +74,7 @@ class ReviewPanel(QWidget):
         self.browse_button = QToolButton()
         self.browse_button.setText("…")
         self.open_button = QPushButton("Open")
+        self.new_button = QPushButton("New from the open slide")
         self.slide = QComboBox()
         self.tiles = QListWidget()
         self.tiles.setMinimumHeight(140)
@@ -89,6 +94,7 @@ class ReviewPanel(QWidget):
         row.addWidget(self.browse_button)
         row.addWidget(self.open_button)
         layout.addLayout(row)
+        layout.addWidget(self.new_button)
         layout.addWidget(self.slide)
         layout.addWidget(QLabel("Tiles, most suspicious first"))
         layout.addWidget(self.tiles)
@@ -105,6 +111,7 @@ class ReviewPanel(QWidget):
 
         self.browse_button.clicked.connect(self._choose_folder)
         self.open_button.clicked.connect(lambda: self.open(self.folder.text()))
+        self.new_button.clicked.connect(lambda: self.create(self.folder.text()))
         self.slide.currentTextChanged.connect(self._slide_chosen)
         self.tiles.currentRowChanged.connect(self._row_chosen)
         self.previous_button.clicked.connect(self.previous)
@@ -153,6 +160,31 @@ class ReviewPanel(QWidget):
             self.status.setText("The project has no slides yet (napari-hubmap project add-slide)")
         return True
 
+    def create(self, folder, *, tile: int = 512, downscale: float = 2.0) -> bool:
+        """``napari-hubmap project init`` from the GUI: a project in ``folder`` holding the viewer's
+        slide (the one opened with napari-hubmap) and its probability maps, then opened."""
+        from ..project import add_slide, init_project
+        from .postprocess_panel import probability_meta
+        from .slide_panel import slide_of
+
+        slide = next((slide_of(l) for l in reversed(self.viewer.layers) if slide_of(l) is not None), None)
+        if not str(folder).strip():
+            self._show_error("Type a folder for the new project first")
+            return False
+        if slide is None:
+            self._show_error("Open a slide with napari-hubmap first: the new project starts with it")
+            return False
+        maps = [probability_meta(l)["probability"] for l in self.viewer.layers if probability_meta(l)]
+        try:
+            project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale)
+            add_slide(project, slide.path, predictions=maps)
+        except HubmapInputError as error:
+            self._show_error(f"Cannot make the project: {error}")
+            return False
+        for layer in [l for l in self.viewer.layers if slide_of(l) is slide or probability_meta(l)]:
+            self.viewer.layers.remove(layer)  # the project's own layers replace them
+        return self.open(project.root)
+
     def _slide_chosen(self, slide_id: str):
         if slide_id and self.project is not None and slide_id != self.slide_id:
             self.show_slide(slide_id)
@@ -169,11 +201,18 @@ class ReviewPanel(QWidget):
         self.store = open_edits(project, slide_id)
         self.saver = Autosaver(self.store, AUTOSAVE_WINDOW_S, on_saved=self.saved.emit, on_error=self.save_failed.emit)
         self.layers = {}
+        self.windowed = self.store.size > WHOLE_EDITS_MAX_PIXELS
         for data, kwargs, kind in project_layers(project, slide_id, edits=self.store):
+            if kind == "labels" and kwargs["metadata"]["napari_hubmap"]["role"] == "edits" and self.windowed:
+                data = self.store.window(0, project.tile_size, 0, project.tile_size)
             layer = self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
             self.layers[kwargs["metadata"]["napari_hubmap"]["role"]] = layer
         self.viewer.layers.selection.active = self.layers["edits"]
-        self.queue = review_queue(project, slide_id, include_reviewed=True)
+        try:
+            self.queue = review_queue(project, slide_id, include_reviewed=True)
+        except HubmapInputError as error:  # e.g. no prediction yet: the layers are there, no queue
+            self.queue = []
+            self.status.setText(f"No review queue: {error}")
         self.tiles.blockSignals(True)
         self.tiles.clear()
         self.tiles.addItems([describe_entry(e) for e in self.queue])
@@ -183,6 +222,8 @@ class ReviewPanel(QWidget):
         self.index = -1
         if self.queue:
             self.go_to(0)
+        elif not self.status.text().startswith("No review queue"):
+            self.status.setText("No tiles to review")
 
     # --- navigation and review ------------------------------------------------------------------
 
@@ -191,6 +232,8 @@ class ReviewPanel(QWidget):
             return
         self.index = max(0, min(index, len(self.queue) - 1))
         entry = self.queue[self.index]
+        if self.windowed:
+            self._show_edits_around(entry)
         camera = camera_of(self.viewer)
         camera.center = tile_centre_world(entry, self.project.downscale)
         side = max(entry.y1 - entry.y0, entry.x1 - entry.x0) * float(self.project.downscale)
@@ -199,6 +242,15 @@ class ReviewPanel(QWidget):
         self.tiles.setCurrentRow(self.index)
         self.tiles.blockSignals(False)
         self.status.setText(f"Tile {entry.tile} ({self.index + 1}/{len(self.queue)}): {describe_entry(entry)}")
+
+    def _show_edits_around(self, entry) -> None:
+        """Large slide: the edits layer becomes the store's window around ``entry`` (one tile margin)."""
+        margin = self.project.tile_size
+        window = self.store.window(entry.y0 - margin, entry.y1 + margin, entry.x0 - margin, entry.x1 + margin)
+        layer = self.layers["edits"]
+        d = float(self.project.downscale)
+        layer.data = window
+        layer.translate = tuple(o * d + (d - 1) / 2 for o in window.origin)
 
     def _row_chosen(self, row: int):
         if row >= 0:
