@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench_inference import hwm_rss_mb
 from bench_open import make_slide  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,9 @@ CONFIGS = {
 
 
 def peak_rss_mb() -> float:
-    """VmHWM, the peak RSS of this process's own address space (unlike ru_maxrss, it does not carry
-    over the parent's RSS at fork: this script's parent process makes the maps)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """VmHWM (see bench_inference.hwm_rss_mb): unlike ru_maxrss it does not carry over the parent's
+    RSS at fork, and this script's parent process makes the maps."""
+    return hwm_rss_mb()
 
 
 def make_map(slide: Path, out: Path, tiles: int = 1) -> Path:

@@ -25,7 +25,7 @@ from napari_hubmap.postprocess import (
     threshold_curve,
     uint8_cutoff,
 )
-from napari_hubmap.postprocess.pipeline import instances, paint_blocks
+from napari_hubmap.postprocess.pipeline import labels_array
 from napari_hubmap.postprocess.source import BlockSource
 
 
@@ -36,14 +36,7 @@ def two_touching_and_one_lone(shape=(120, 200)) -> np.ndarray:
 
 
 def blockwise(prob, config, block) -> np.ndarray:
-    found = instances(BlockSource(prob), config, block)
-    out = np.zeros(prob.shape, dtype=np.int32)
-
-    def write(y0, x0, labels):
-        out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
-
-    paint_blocks(found, block, write, dtype=np.int32)
-    return out
+    return labels_array(BlockSource(prob), config, block)
 
 
 @pytest.mark.parametrize("markers", ["distance", "h-maxima"])

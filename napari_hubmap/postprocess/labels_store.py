@@ -78,20 +78,26 @@ def is_labels_store(path) -> bool:
         return False
 
 
-def open_labels(path) -> tuple[list[zarr.Array], dict]:
-    """(levels, metadata) of a labels store; anything else is a clear error."""
+def open_store(path, kind: str, not_a_store: str, not_this_kind: str) -> tuple[list[zarr.Array], dict]:
+    """(levels, ``napari_hubmap`` attrs) of one of napari-hubmap's OME-Zarr stores of ``kind``
+    (``labels``, ``probability``); a missing path, another zarr or another kind is a clear error."""
     path = Path(path)
     if not path.exists():
         raise HubmapInputError(path, "not found")
     try:
         group = zarr.open_group(path, mode="r")
         meta = dict(group.attrs["napari_hubmap"])
-        count = len(group.attrs["multiscales"][0]["datasets"])
+        levels = [group[str(k)] for k in range(len(group.attrs["multiscales"][0]["datasets"]))]
     except Exception:
-        raise HubmapInputError(path, "not a napari-hubmap labels store (OME-Zarr with napari_hubmap attrs)") from None
-    if meta.get("kind") != KIND:
-        raise HubmapInputError(path, f"is a {meta.get('kind', 'unknown')} store, not labels")
-    return [group[str(k)] for k in range(count)], meta
+        raise HubmapInputError(path, not_a_store) from None
+    if meta.get("kind") != kind:
+        raise HubmapInputError(path, f"is a {meta.get('kind', 'unknown')} store, not {not_this_kind}")
+    return levels, meta
+
+
+def open_labels(path) -> tuple[list[zarr.Array], dict]:
+    """(levels, metadata) of a labels store; anything else is a clear error."""
+    return open_store(path, KIND, "not a napari-hubmap labels store (OME-Zarr with napari_hubmap attrs)", "labels")
 
 
 def check_full_shape(shape: tuple[int, int], full_shape, downscale: float, source=None) -> tuple[int, int] | None:

@@ -114,13 +114,15 @@ def split(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     if count <= 1:
         return mask.astype(np.int32)
     pieces = watershed(-distance, markers, mask=mask, connectivity=2, compactness=config.compactness)
-    return _raster_order(pieces)
+    return raster_order(pieces)
 
 
-def _raster_order(labels: np.ndarray) -> np.ndarray:
+def raster_order(labels: np.ndarray) -> np.ndarray:
     """Relabel 1..n by the raster order of each label's first pixel (0 stays 0)."""
     flat = labels.ravel()
     where = np.flatnonzero(flat)
+    if where.size == 0:
+        return np.zeros(labels.shape, dtype=np.int32)
     present, first_at = np.unique(flat[where], return_index=True)
     order = present[np.argsort(first_at)]
     lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)

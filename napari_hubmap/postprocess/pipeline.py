@@ -119,6 +119,18 @@ def paint_blocks(found: Instances, block: int, write: Callable[[int, int, np.nda
             steps()
 
 
+def labels_array(source: BlockSource, config: PostprocessConfig, block: int) -> np.ndarray:
+    """All three passes over ``source`` into one int32 array (the in-memory path)."""
+    found = instances(source, config, block)
+    out = np.zeros(source.shape, dtype=np.int32)
+
+    def write(y0, x0, labels):
+        out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
+
+    paint_blocks(found, block, write, dtype=np.int32)
+    return out
+
+
 def total_steps(shape: tuple[int, int], block: int) -> int:
     """Units known before pass 1 (blocks of passes 1 and 3); pass 2 adds one per object."""
     return 2 * block_count(shape, block)

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from .components import EIGHT
 from .config import PostprocessConfig, foreground
-from .objects import split
+from .objects import raster_order, split
 from .region import check_probability
 
 
@@ -85,19 +85,6 @@ def split_all(labels: np.ndarray, count: int, config: PostprocessConfig) -> np.n
             target[mask] = pieces[mask] + (next_id - 1)
             next_id += n
     return raster_order(out[1:-1, 1:-1])
-
-
-def raster_order(labels: np.ndarray) -> np.ndarray:
-    """Relabel 1..n by the raster order of each label's first pixel (0 stays 0)."""
-    flat = labels.ravel()
-    where = np.flatnonzero(flat)
-    if where.size == 0:
-        return np.zeros(labels.shape, dtype=np.int32)
-    present, first_at = np.unique(flat[where], return_index=True)
-    order = present[np.argsort(first_at)]
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
-    lut[order] = np.arange(1, order.size + 1)
-    return lut[labels]
 
 
 def view_config(config: PostprocessConfig, factor: float) -> PostprocessConfig:

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import HubmapInputError
 from .config import PostprocessConfig
-from .pipeline import instances, paint_blocks
+from .pipeline import labels_array
 from .source import BlockSource
 
 REGION_BLOCK = 4096
@@ -34,11 +34,4 @@ def postprocess_region(prob: np.ndarray, config: PostprocessConfig | None = None
     if height == 0 or width == 0:
         return np.zeros(prob.shape, dtype=np.int32)
     block = min(max(height, width), REGION_BLOCK)  # big regions in blocks: same labels, less memory
-    found = instances(BlockSource(prob), config, block)
-    out = np.zeros(prob.shape, dtype=np.int32)
-
-    def write(y0, x0, labels):
-        out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
-
-    paint_blocks(found, block, write, dtype=np.int32)
-    return out
+    return labels_array(BlockSource(prob), config, block)

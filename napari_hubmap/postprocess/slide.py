@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import zarr
-
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from .config import PostprocessConfig
-from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store
+from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store, open_store
 from .pipeline import Steps, instances, paint_blocks, total_steps
 from .region import check_probability
 from .source import BlockSource
@@ -53,20 +51,12 @@ def open_probability_checked(prob_path):
     """(levels, meta) of a probability store (as ``inference.prob_store.open_probability`` gives, read
     here with zarr directly so post-processing never imports torch), or a clear error."""
     prob_path = Path(prob_path)
-    if not prob_path.exists():
-        raise HubmapInputError(prob_path, "not found")
-    try:
-        group = zarr.open_group(prob_path, mode="r")
-        meta = dict(group.attrs["napari_hubmap"])
-        levels = [group[str(k)] for k in range(len(group.attrs["multiscales"][0]["datasets"]))]
-    except Exception:
-        raise HubmapInputError(prob_path, "not a probability store (<slide>.prob.zarr written by napari-hubmap predict)") from None
+    levels, meta = open_store(prob_path, "probability",
+                              "not a probability store (<slide>.prob.zarr written by napari-hubmap predict)", "a probability map")
     try:
         meta["progress"] = json.loads((prob_path / "progress.json").read_text())
     except (OSError, ValueError):
         meta["progress"] = {}
-    if meta.get("kind") != "probability":
-        raise HubmapInputError(prob_path, f"is a {meta.get('kind', 'unknown')} store, not a probability map")
     return levels, meta
 
 
