@@ -481,12 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     _add_project_parser(sub)
+    from .cli_train import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = lambda message, category, *a, **k: f"napari-hubmap: warning: {message}\n"
     try:
         return args.func(args)

@@ -1,0 +1,175 @@
+"""``napari-hubmap train``: the bundled trainer from the command line (and the Training panel's process).
+
+``--events`` prints one JSON object per line on stdout (see :mod:`napari_hubmap.training`), ending
+with ``done``, ``cancelled`` (exit 130, after SIGTERM/SIGINT: the run stops at the next step and saves a
+resume checkpoint) or ``error`` (exit 2 for bad input). ``--nproc N`` > 1 runs N processes of
+DistributedDataParallel through torchrun (gloo on CPU, nccl on CUDA); rank 0 reports and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from .errors import HubmapInputError
+
+
+def add_train_parser(sub) -> None:
+    from .training.config import LOSSES, TrainConfig
+    from .training.presets import PRESETS
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train or fine-tune a model on data folders or a curation project")
+    p.add_argument("--data", action="append", required=True, metavar="DIR",
+                   help="images/ + annotations/ (GeoJSON) or masks/, a folder of such folders, or a project; repeatable")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS), help=f"architecture to train from scratch (default {d.preset})")
+    base.add_argument("--base", metavar="MODEL", help="registry model (name or folder) to fine-tune")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="the new model folder (card.json + model.safetensors)")
+    p.add_argument("--name", default="", help="model name in its card (default: the folder name)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
+    p.add_argument("--batch", type=int, default=d.batch, help="tiles per step and process")
+    p.add_argument("--tile", type=int, default=d.tile, help="training tile side at the working scale")
+    p.add_argument("--infer-tile", type=int, default=d.infer_tile, help="inference tile recorded in the card")
+    p.add_argument("--target-mpp", type=float, default=d.target_mpp, help="working scale in µm/px (with a preset)")
+    p.add_argument("--downscale", type=float, default=d.downscale, help="working scale when µm/px is unknown")
+    p.add_argument("--mpp", action="append", default=[], metavar="FOLDER=MPP",
+                   help="µm/px of a data folder's images (default: its dataset.json, else 0.5); repeatable")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic regions (PAS and H&E)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--loss", choices=LOSSES, default=d.loss)
+    p.add_argument("--positive-fraction", type=float, default=d.positive_fraction,
+                   help="share of tiles centred on a glomerulus (the rest: anywhere in tissue)")
+    p.add_argument("--folds", type=int, default=d.folds)
+    p.add_argument("--fold", type=int, default=d.fold)
+    p.add_argument("--split", choices=["group", "image"], default=d.split, help="k-fold by patient/slide or image")
+    p.add_argument("--val-groups", default="", help="comma-separated groups or images always held out for validation")
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--nproc", type=int, default=1, help="processes (DDP through torchrun)")
+    p.add_argument("--events", action="store_true", help="JSON lines on stdout")
+    p.set_defaults(func=cmd_train)
+
+
+def _mpp_overrides(values: list[str]) -> dict[str, float]:
+    out = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        try:
+            out[name] = float(number)
+        except ValueError:
+            raise HubmapInputError(None, f"--mpp {value!r}: expected FOLDER=MPP, e.g. kidney-he=0.45") from None
+    return out
+
+
+def config_of(args):
+    from .training import TrainConfig
+
+    return TrainConfig(
+        preset=None if args.base else (args.preset or TrainConfig().preset), base=args.base, name=args.name,
+        tile=args.tile, infer_tile=args.infer_tile, downscale=args.downscale, target_mpp=args.target_mpp,
+        epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch=args.batch, lr=args.lr, loss=args.loss,
+        positive_fraction=args.positive_fraction, folds=args.folds, fold=args.fold, split=args.split,
+        val_groups=[g for g in args.val_groups.split(",") if g], patience=args.patience, workers=args.workers,
+        device=args.device, seed=args.seed)
+
+
+def _emitter(enabled: bool):
+    def emit(event: dict) -> None:
+        if enabled and os.environ.get("RANK", "0") == "0":
+            print(json.dumps(event), flush=True)
+    return emit
+
+
+def _reporter(emit, events: bool):
+    if events:
+        return emit
+    from tqdm import tqdm
+
+    bar = {}
+
+    def report(event: dict) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            return
+        kind = event["event"]
+        if kind == "start":
+            bar["tqdm"] = tqdm(total=event["epochs"] * event["steps_per_epoch"], desc="training", unit="step",
+                               initial=event["resumed_at"] * event["steps_per_epoch"], file=sys.stderr)
+        elif kind == "step":
+            bar["tqdm"].update(1)
+            bar["tqdm"].set_postfix(loss=f"{event['loss']:.3f}")
+        elif kind == "epoch":
+            dice = "-" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
+            bar["tqdm"].write(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.3f}, "
+                              f"validation Dice {dice}{' (best, saved)' if event['best'] else ''}")
+    return report
+
+
+def _strip_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def _run_torchrun(args) -> int:
+    """Re-run this command as ``args.nproc`` DDP processes; SIGTERM/SIGINT reach every rank."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "napari_hubmap.cli", *_strip_nproc(args.argv)]
+    child = subprocess.Popen(command, start_new_session=True)
+
+    def forward(signum, frame):
+        os.killpg(child.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    return child.wait()
+
+
+def cmd_train(args) -> int:
+    if args.nproc < 1:
+        raise HubmapInputError(None, f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _run_torchrun(args)
+    from .training import train
+
+    emit = _emitter(args.events)
+    stop = {"asked": False}
+
+    def ask_stop(signum, frame):
+        stop["asked"] = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, ask_stop)
+    try:
+        config = config_of(args)
+        result = train(config, args.data, args.out, mpp=_mpp_overrides(args.mpp), synthetic=args.synthetic,
+                       progress=_reporter(emit, args.events), cancel=lambda: stop["asked"],
+                       resume=not args.no_resume, overwrite=args.overwrite)
+    except HubmapInputError as error:
+        emit({"event": "error", "message": str(error)})
+        raise
+    if result.cancelled:
+        emit({"event": "cancelled", "checkpoint": str(result.checkpoint), "epochs_run": result.epochs_run})
+        print(f"napari-hubmap: cancelled; checkpoint {result.checkpoint} (run again to resume)", file=sys.stderr)
+        return 130
+    card = result.card
+    emit({"event": "done", "model": str(result.model), "metrics": card.metrics if card else {},
+          "parent": card.parent if card else None, "cancelled": False, "epochs_run": result.epochs_run,
+          "rank_digests": result.rank_digests})
+    if not args.events and os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"model": str(result.model), "best": {k: v for k, v in result.best.items() if k != "by_source"}}))
+    return 0

@@ -1,0 +1,32 @@
+"""The bundled trainer: learn glomerulus segmentation from data folders or a curation project.
+
+``train(TrainConfig(...), data_paths, out)`` samples tiles at the model's working scale (biased to
+glomeruli, empty tissue kept), augments them with albumentations, optimises BCE + Dice (or Lovász
+hinge, focal) with AdamW, warm-up and a cosine schedule, keeps an EMA of the weights, validates whole
+images (Dice, object F1, threshold chosen), and registers the best weights atomically in the model
+registry (``card.json`` + ``model.safetensors``). It resumes from ``<out>.checkpoint`` and runs as
+DistributedDataParallel under torchrun (``napari-hubmap train --nproc N``).
+
+Progress events (dicts; ``napari-hubmap train --events`` prints them as JSON lines):
+``start`` {epochs, steps_per_epoch, train_samples, val_images, out, resumed_at, device, world},
+``step`` {epoch, step, steps, loss, lr}, ``epoch`` {epoch, epochs, train_loss, val_dice,
+val_object_f1, threshold, lr, best, seconds}; the CLI adds ``done``, ``cancelled`` and ``error``.
+"""
+
+from .config import LOSSES, TrainConfig
+from .presets import DEFAULT_PRESET, PRESETS, Preset, preset_card
+
+_LAZY = {"TrainingCancelled": "loop", "TrainResult": "loop", "train": "loop", "Sample": "sources",
+         "load_sources": "sources"}
+
+
+def __getattr__(name: str):
+    """torch-heavy names load on first use, so ``napari-hubmap --help`` stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["DEFAULT_PRESET", "LOSSES", "PRESETS", "Preset", "Sample", "TrainConfig", "TrainResult",
+           "TrainingCancelled", "load_sources", "preset_card", "train"]

@@ -1,0 +1,37 @@
+"""Training augmentation (albumentations): geometry, stain and noise, image and mask kept aligned.
+
+The set follows the seed notebooks: flips and 90° rotations, shift-scale-rotate, brightness/contrast,
+HSV and gamma (stain variation between labs and scanners), CLAHE, Gaussian noise, grid distortion and
+GridDropout. Border pixels are reflected so that a rotated tile has no black corners.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+
+def training_augmentation(tile: int, strength: float = 1.0):
+    """The albumentations pipeline for ``tile`` px crops; ``strength`` 0 gives flips only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # albumentations' version check and pydantic notes
+        import albumentations as A
+        import cv2
+
+    p = max(0.0, min(1.0, strength))
+    reflect = cv2.BORDER_REFLECT_101
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(scale=(0.8, 1.25), translate_percent=(-0.0625, 0.0625), rotate=(-30, 30),
+                 border_mode=reflect, p=0.6 * p),
+        A.OneOf([
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2),
+            A.RandomGamma(gamma_limit=(80, 120)),
+            A.CLAHE(clip_limit=2.0),
+        ], p=0.6 * p),
+        A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=12, p=0.6 * p),
+        A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
+        A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
+        A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p),
+    ])

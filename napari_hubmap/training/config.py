@@ -1,0 +1,106 @@
+"""Training settings as one dataclass, checked once, recorded in the model card and the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ..errors import HubmapInputError
+
+LOSSES = ("bce_dice", "lovasz", "focal")
+SPLITS = ("group", "image")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run learns.
+
+    Scale: images are resampled to ``target_mpp`` µm/px when their source's µm/px is known, else by
+    ``downscale``. Tiles of ``tile`` px are drawn ``samples_per_epoch`` times an epoch; a share
+    ``positive_fraction`` is centred on a glomerulus, the rest are anywhere in tissue (empty tiles are
+    kept, so the model learns what is not a glomerulus). Validation predicts whole images.
+    """
+
+    preset: str | None = "effnet-unet"
+    base: str | None = None
+    """A registry model to fine-tune (its card fixes architecture and scale); overrides ``preset``."""
+    name: str = ""
+    tile: int = 256
+    infer_tile: int = 512
+    downscale: float = 4.0
+    target_mpp: float | None = 2.0
+    epochs: int = 30
+    samples_per_epoch: int = 256
+    batch: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    loss: str = "bce_dice"
+    ema_decay: float = 0.99
+    positive_fraction: float = 0.6
+    folds: int = 1
+    fold: int = 0
+    split: str = "group"
+    val_groups: list = field(default_factory=list)
+    """Groups (patients/slides) always validated on, never trained on; with folds > 1, on top of the fold."""
+    val_fraction: float = 0.2
+    """With folds == 1 and no val_groups: this share of the groups validates (at least one)."""
+    patience: int = 10
+    min_epochs: int = 3
+    seed: int = 0
+    workers: int = 1
+    device: str = "auto"
+    amp: bool = True
+    thresholds: list = field(default_factory=lambda: [round(0.2 + 0.05 * i, 2) for i in range(13)])
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.samples_per_epoch / self.batch))
+
+
+def _bad(problem: str) -> HubmapInputError:
+    return HubmapInputError(None, f"training settings: {problem}")
+
+
+def _check(c: TrainConfig) -> None:
+    if c.preset is None and c.base is None:
+        raise _bad("give a preset or a base model")
+    for name in ("tile", "infer_tile", "epochs", "samples_per_epoch", "batch", "folds", "patience", "workers"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "workers" else 1):
+            raise _bad(f"{name} must be a positive integer, got {value!r}")
+    if c.tile % 32 or c.infer_tile % 32:
+        raise _bad(f"tile ({c.tile}) and infer_tile ({c.infer_tile}) must be multiples of 32")
+    if not 0 <= c.fold < c.folds:
+        raise _bad(f"fold must be in 0..{c.folds - 1}, got {c.fold}")
+    if c.loss not in LOSSES:
+        raise _bad(f"loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
+    if c.split not in SPLITS:
+        raise _bad(f"split must be one of {', '.join(SPLITS)}, got {c.split!r}")
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        raise _bad(f"lr must be > 0, got {c.lr!r}")
+    for name, low, high in (("positive_fraction", 0, 1), ("ema_decay", 0, 1), ("val_fraction", 0, 1)):
+        value = getattr(c, name)
+        if not low <= value <= high:
+            raise _bad(f"{name} must be in [{low}, {high}], got {value!r}")
+    if not c.downscale > 0 or (c.target_mpp is not None and not c.target_mpp > 0):
+        raise _bad("downscale and target_mpp must be > 0")
+    if c.batch < 2:
+        raise _bad("batch must be at least 2 (batch normalisation needs two samples)")
+    if not c.thresholds or not all(0 < t < 1 for t in c.thresholds):
+        raise _bad("thresholds must be probabilities in (0, 1)")

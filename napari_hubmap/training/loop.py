@@ -1,0 +1,331 @@
+"""The training run: plan (data, split, model) -> epochs of steps -> validate -> register the best.
+
+``train`` is the one entry point (the CLI, the widget's subprocess and torchrun ranks all call it). It
+reports through ``progress`` (dicts, see :mod:`napari_hubmap.training` for the events), stops when
+``cancel()`` is true (at the next step, after saving a resume checkpoint), and returns a
+:class:`TrainResult`. The best weights (EMA, by validation Dice) are saved to the registry folder
+``out`` whenever they improve, atomically, so an interruption never leaves an unloadable model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import HubmapInputError
+from ..registry import ModelCard, build_module, load_model, save_model
+from . import distributed
+from .augment import training_augmentation
+from .checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import loss_function
+from .presets import preset_card
+from .sampling import TileDataset, TileSampler
+from .sources import Sample, describe, load_sources, manifest_hash
+from .split import split_samples
+from .validate import validation_scores
+
+
+class TrainingCancelled(Exception):
+    """Raised inside the loop when ``cancel()`` turned true; the checkpoint has been saved."""
+
+
+@dataclass
+class TrainResult:
+    model: Path | None
+    card: ModelCard | None
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    cancelled: bool = False
+    checkpoint: Path | None = None
+    epochs_run: int = 0
+    rank_digests: list = field(default_factory=list)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers (what is validated and saved)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are forgotten fast
+        ema_state = self.module.state_dict()
+        for name, value in module.state_dict().items():
+            target = ema_state[name]
+            if value.dtype.is_floating_point:
+                target.mul_(decay).add_(value.detach(), alpha=1 - decay)
+            else:
+                target.copy_(value)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine down to 1 % of the peak learning rate."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def pick_device(name: str) -> torch.device:
+    from ..inference.engine import pick_device as engine_pick
+
+    return engine_pick(name)
+
+
+def _never() -> bool:
+    return False
+
+
+def starting_card(config: TrainConfig, out: Path) -> tuple[ModelCard, dict | None]:
+    """The new model's card (from the preset, or the base model's card) and the base weights if any."""
+    name = config.name or out.name
+    if config.base:
+        base = load_model(config.base)
+        card = base.card.replace(name=name, parent=base.card.name, metrics={}, training_data={},
+                                 weights_sha256="", created="")
+        return card, {k: v.detach().clone() for k, v in base.module.state_dict().items()}
+    return preset_card(config.preset, name, tile=config.infer_tile, downscale=config.downscale,
+                       target_mpp=config.target_mpp), None
+
+
+@dataclass
+class _Run:
+    """What a run holds between its stages."""
+
+    config: TrainConfig
+    out: Path
+    card: ModelCard
+    train: list
+    val: list
+    data: dict
+    device: torch.device
+    world: distributed.World
+    module: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0  # steps finished of the epoch under way (resume mid-epoch)
+    loss_sum: float = 0.0
+    stale: int = 0  # epochs since the best
+
+
+def _state(run: _Run) -> dict:
+    return {"epoch": run.epoch, "step_in_epoch": run.step_in_epoch, "loss_sum": run.loss_sum,
+            "history": run.history, "best": run.best, "stale": run.stale, "config": run.config.as_dict(),
+            "card": run.card.to_json(), "data_sha256": run.data["manifest_sha256"],
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {}}
+
+
+def _same_settings(saved: dict, config: TrainConfig) -> list[str]:
+    """Settings that differ between a checkpoint and now (epochs, patience and workers may change)."""
+    free = {"epochs", "patience", "workers", "device", "min_epochs"}
+    now = config.as_dict()
+    return sorted(k for k in now if k not in free and saved.get(k) != now[k])
+
+
+def _save_checkpoint(run: _Run) -> Path:
+    folder = checkpoint_folder(run.out)
+    save_checkpoint(folder, model=_plain(run.module).state_dict(), ema=run.ema.module.state_dict(),
+                    optimizer=run.optimizer.state_dict(), state=_state(run))
+    return folder
+
+
+def _plain(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
+def _resume(run: _Run, folder: Path) -> None:
+    model, ema, optimizer, state = load_checkpoint(folder)
+    changed = _same_settings(state["config"], run.config)
+    if changed:
+        raise HubmapInputError(folder, f"checkpoint was made with other settings ({', '.join(changed)}); "
+                                       "use the same settings or start over with --no-resume")
+    if state["data_sha256"] != run.data["manifest_sha256"]:
+        raise HubmapInputError(folder, "checkpoint was made from other training data; start over with --no-resume")
+    _plain(run.module).load_state_dict(model)
+    run.ema.module.load_state_dict(ema)
+    run.optimizer.load_state_dict(optimizer)
+    if state.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step_in_epoch, run.loss_sum = state["epoch"], state["step_in_epoch"], state["loss_sum"]
+    run.history, run.best, run.stale = state["history"], state["best"], state["stale"]
+    run.card = ModelCard.from_json(state["card"], folder)
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    ckpt = checkpoint_folder(out)
+    if out.exists() and not (resume and ckpt.exists()) and not overwrite:
+        raise HubmapInputError(out, "already exists; choose another --out, or --overwrite to replace it")
+    if not resume and ckpt.exists():
+        shutil.rmtree(ckpt)
+
+
+def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, world, device) -> _Run:
+    torch.manual_seed(config.seed)
+    card, base_weights = starting_card(config, out)
+    if samples is None:
+        samples = load_sources(data_paths, downscale=card.downscale, target_mpp=card.target_mpp,
+                               mpp_overrides=mpp, synthetic=synthetic)
+    train, val = split_samples(samples, config)
+    data = {"sources": describe(samples), "manifest_sha256": manifest_hash(samples),
+            "train_images": [s.name for s in train], "validation_images": [s.name for s in val],
+            "paths": [str(p) for p in data_paths or []], "synthetic": synthetic, "mpp": dict(mpp or {})}
+    module = build_module(card)
+    if base_weights is not None:
+        module.load_state_dict(base_weights)
+    module = module.to(device)
+    if device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    ema = EMA(module, config.ema_decay)
+    if world.distributed:
+        module = torch.nn.parallel.DistributedDataParallel(module, device_ids=[world.local_rank] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    return _Run(config, out, card, train, val, data, device, world, module, ema, optimizer, scaler)
+
+
+def _loader(run: _Run, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
+    c = run.config
+    per_rank = c.steps_per_epoch * c.batch
+    dataset = TileDataset(TileSampler(run.train, c.tile, c.positive_fraction), per_rank, run.card.normalization,
+                          training_augmentation(c.tile), seed=c.seed, rank=run.world.rank)
+    dataset.set_epoch(epoch)
+    indices = list(range(start_step * c.batch, per_rank))
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,
+                                       num_workers=c.workers, shuffle=False, drop_last=False,
+                                       pin_memory=run.device.type == "cuda", persistent_workers=False)
+
+
+def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
+    """Steps of one epoch (from where a resumed run stopped); the mean loss over its steps."""
+    c = run.config
+    loss_fn = loss_function(c.loss)
+    steps = c.steps_per_epoch
+    total = c.epochs * steps
+    warmup = round(c.warmup_epochs * steps)
+    run.module.train()
+    step = run.step_in_epoch
+    for images, masks in _loader(run, epoch, step):
+        if distributed.broadcast(run.world, bool(cancel())):
+            _save_checkpoint(run) if run.world.main else None
+            raise TrainingCancelled()
+        global_step = epoch * steps + step
+        for group in run.optimizer.param_groups:
+            group["lr"] = c.lr * lr_factor(global_step, total, warmup)
+        images = images.to(run.device, non_blocking=True)
+        masks = masks.to(run.device, non_blocking=True)
+        if run.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=run.device.type, enabled=run.scaler.is_enabled()):
+            loss = loss_fn(run.module(images).float(), masks)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.ema.update(_plain(run.module), global_step)
+        value = distributed.mean(run.world, float(loss.detach()), run.device)
+        run.loss_sum += value
+        step += 1
+        run.step_in_epoch = step
+        progress({"event": "step", "epoch": epoch + 1, "step": step, "steps": steps, "loss": value,
+                  "lr": run.optimizer.param_groups[0]["lr"]})
+    mean_loss = run.loss_sum / max(1, step)
+    run.step_in_epoch, run.loss_sum = 0, 0.0
+    return mean_loss
+
+
+def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: float, progress) -> bool:
+    """Rank 0: validate the EMA weights, save them if best; every rank: whether to stop now."""
+    c = run.config
+    stop = False
+    if run.world.main:
+        scores = validation_scores(run.ema.module, run.val, run.card.normalization, run.device, c.thresholds)
+        improved = not run.val or not run.best or scores["dice"] > run.best["dice"]
+        entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": scores.get("dice"),
+                 "val_object_f1": scores.get("object_f1"), "threshold": scores.get("threshold"),
+                 "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds}
+        run.history.append(entry)
+        if improved:
+            run.best = {**scores, "epoch": epoch + 1, "train_loss": train_loss}
+            run.stale = 0
+            _register(run)
+        else:
+            run.stale += 1
+        stop = bool(run.val) and epoch + 1 >= c.min_epochs and run.stale >= c.patience
+        progress({"event": "epoch", "epochs": c.epochs, "best": improved, **entry})
+    return bool(distributed.broadcast(run.world, stop))
+
+
+def _register(run: _Run) -> None:
+    c = run.config
+    metrics = {"validation": {k: v for k, v in run.best.items() if k != "by_source"},
+               "validation_by_source": run.best.get("by_source", {})}
+    training = {**run.data, "config": c.as_dict(), "epoch": run.best["epoch"],
+                "note": "metrics are on whole validation images at the working scale"}
+    card = run.card.replace(threshold=float(run.best.get("threshold", run.card.threshold)), metrics=metrics,
+                            training_data=training, created="")
+    save_model(run.ema.module, card, run.out)
+
+
+def train(config: TrainConfig, data_paths=None, out=None, *, mpp: dict | None = None, synthetic: int = 0,
+          samples: list[Sample] | None = None, progress=None, cancel=None, resume: bool = True,
+          overwrite: bool = False) -> TrainResult:
+    """Train (or resume) a model and register its best weights in ``out``; see the module doc."""
+    progress = progress or (lambda event: None)
+    cancel = cancel or _never
+    out = Path(out)
+    world = distributed.world_from_env()
+    device = pick_device(config.device)
+    distributed.start(world, device)
+    try:
+        if world.main:
+            _check_out(out, resume, overwrite)
+        distributed.broadcast(world, True)  # the others wait until rank 0 has checked and cleaned up
+        return _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, progress, cancel, resume)
+    finally:
+        distributed.stop(world)
+
+
+def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, progress, cancel, resume) -> TrainResult:
+    run = _plan(config, out, data_paths, mpp, synthetic, samples, world, device)
+    ckpt = checkpoint_folder(out)
+    if resume and ckpt.exists():
+        _resume(run, ckpt)
+    progress({"event": "start", "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
+              "train_samples": len(run.train), "val_images": len(run.val), "out": str(out),
+              "resumed_at": run.epoch, "device": str(run.device), "world": world.size})
+    try:
+        while run.epoch < config.epochs:
+            started = time.perf_counter()
+            loss = _train_epoch(run, run.epoch, progress, cancel)
+            stop = _validate_and_register(run, run.epoch, loss, time.perf_counter() - started, progress)
+            run.epoch += 1
+            if world.main:
+                _save_checkpoint(run)
+            if stop:
+                break
+    except TrainingCancelled:
+        return TrainResult(out if out.exists() else None, None, run.history, run.best, True, ckpt, run.epoch)
+    digests = distributed.gather(world, distributed.weights_digest(_plain(run.module)))
+    if world.main and ckpt.exists():
+        shutil.rmtree(ckpt)
+    card = None
+    if world.main and out.exists():
+        from ..registry import read_card
+
+        card = read_card(out)
+    return TrainResult(out, card, run.history, run.best, False, None, run.epoch, digests)
