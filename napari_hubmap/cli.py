@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .defaults import DEFAULT_MODEL
 from .errors import HubmapInputError
 
 EXIT_BAD_INPUT = 2
@@ -113,7 +114,8 @@ def cmd_convert_annotations(args) -> int:
 def cmd_view(args) -> int:
     from ._widgets.launch import run_viewer
 
-    run_viewer(args.slides, sample=None if args.slides else args.sample, screenshot=args.screenshot)
+    run_viewer(args.slides, sample=None if args.slides else args.sample, screenshot=args.screenshot,
+               predict=args.predict or None)
     return 0
 
 
@@ -385,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("slides", nargs="*", metavar="SLIDE")
     view.add_argument("--sample", default="synthetic-pas", choices=["synthetic-pas", "synthetic-he"])
     view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after start-up and quit")
+    view.add_argument("--predict", nargs="?", const=DEFAULT_MODEL, default="", metavar="MODEL",
+                      help=f"run this model on the slide at start-up (default {DEFAULT_MODEL}, shipped in models/)")
     view.set_defaults(func=cmd_view)
 
     info = sub.add_parser("info", help="print a slide's size, levels, mpp and layout as one JSON line")

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ -n "${DISPLAY:-}" ]; then
-  exec .venv/bin/napari-hubmap view "$@"
+  exec .venv/bin/napari-hubmap view --predict "$@"
 fi
 echo "run: no screen found; running napari on Xvfb and saving a screenshot to napari-hubmap.png" >&2
-xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/napari-hubmap view --screenshot napari-hubmap.png "$@"
+xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/napari-hubmap view --predict --screenshot napari-hubmap.png "$@"
 echo "run: screenshot saved to $(pwd)/napari-hubmap.png" >&2

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import HubmapInputError
+from ..defaults import DEFAULT_MODEL
 from .background import YIELD_INTERVAL_S, yield_progress
 from .slide_panel import slide_of
 
@@ -144,6 +145,7 @@ class InferencePanel(QWidget):
         self.prob_layer = None
         self._refreshed_rows = -1
         self._run_info: dict = {}
+        self._run_once_listed: list[str] | None = None
 
         self.models = QListWidget()
         self.models.setMinimumHeight(80)
@@ -246,6 +248,22 @@ class InferencePanel(QWidget):
             self._show_error(outcome)
         else:
             self._fill_models(outcome)
+            self._start_requested_run()
+
+    def run_when_listed(self, names) -> None:
+        """Tick ``names`` and run as soon as the model list is loaded (``napari-hubmap view --predict``)."""
+        self._run_once_listed = [str(n) for n in names]
+        if self.model_items():
+            self._start_requested_run()
+
+    def _start_requested_run(self) -> None:
+        names, self._run_once_listed = self._run_once_listed, None
+        if names is None:
+            return
+        self.set_checked(names)
+        if not self.checked_models():
+            return self._refuse(f"Model {', '.join(names)} not found (see NAPARI_HUBMAP_MODELS)")
+        self.run()
 
     def refresh_models(self):
         """Re-read the model search path (keeps the ticks of models still there)."""
@@ -268,7 +286,7 @@ class InferencePanel(QWidget):
             item.setData(NAME_ROLE, card.name)
             item.setToolTip(f"{folder}\n{card.notes}".strip())
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            tick = str(folder) in checked or (first and len(models) == 1)
+            tick = str(folder) in checked or (first and (len(models) == 1 or card.name == DEFAULT_MODEL == folder.name))
             item.setCheckState(Qt.CheckState.Checked if tick else Qt.CheckState.Unchecked)
             self.models.addItem(item)
         if not models:

@@ -5,8 +5,12 @@ from __future__ import annotations
 DOCKED_WIDGETS = ("Slide", "Inference", "Post-processing")
 
 
-def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True):
-    """A napari viewer showing ``slides`` (else the sample), with this plugin's widgets docked."""
+def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True,
+                predict: str | None = None):
+    """A napari viewer showing ``slides`` (else the sample), with this plugin's widgets docked.
+
+    ``predict``: a model name to run on the (last) slide once the Inference panel has listed the models.
+    """
     import napari
 
     viewer = napari.Viewer(title="napari-hubmap", show=show)
@@ -17,19 +21,44 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas
     elif sample:
         viewer.open_sample("napari-hubmap", sample)
     for name in DOCKED_WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-hubmap", name)
+        _, widget = viewer.window.add_plugin_dock_widget("napari-hubmap", name)
+        if name == "Inference" and predict:
+            widget.run_when_listed([predict])
     return viewer
 
 
-def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", screenshot: str | None = None) -> None:
-    """Open the viewer and run the Qt event loop (or save a screenshot and quit)."""
+def inference_panel(viewer):
+    """The docked Inference panel, or None."""
+    from .inference_panel import InferencePanel
+
+    for dock in list(viewer.window.dock_widgets.values()):
+        if isinstance(dock, InferencePanel):
+            return dock
+    return None
+
+
+def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", screenshot: str | None = None,
+               predict: str | None = None, wait_s: float = 600.0) -> None:
+    """Open the viewer and run the Qt event loop (or save a screenshot and quit).
+
+    With ``predict`` and ``screenshot``, the screenshot waits for the inference to finish (at most ``wait_s``).
+    """
+    import time
+
     import napari
 
-    viewer = make_viewer(slides, sample=sample)
+    viewer = make_viewer(slides, sample=sample, predict=predict)
     if screenshot:
         from qtpy.QtCore import QTimer
 
+        started = time.monotonic()
+
         def snap():
+            panel = inference_panel(viewer) if predict else None
+            busy = panel is not None and (panel.running or panel._run_once_listed is not None)
+            if busy and time.monotonic() - started < wait_s:
+                QTimer.singleShot(1000, snap)
+                return
             viewer.reset_view()
             viewer.screenshot(screenshot, canvas_only=False, flash=False)
             viewer.close()

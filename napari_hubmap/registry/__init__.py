@@ -7,6 +7,7 @@ nothing is downloaded: every network is built by ``smp.create_model(..., encoder
 from .card import FORMAT_VERSION, ModelCard
 from .legacy import import_checkpoint
 from .store import (
+    DEFAULT_MODEL,
     LoadedModel,
     build_module,
     find_model,
@@ -18,6 +19,7 @@ from .store import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
     "FORMAT_VERSION",
     "LoadedModel",
     "ModelCard",

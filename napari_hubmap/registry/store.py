@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from ..defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from ..errors import HubmapInputError
 from .card import ModelCard, utc_now
 from .weights import mismatch_summary, sha256_file, state_dict_for_saving
@@ -34,6 +35,7 @@ class LoadedModel:
 
 
 # --- where models live ---------------------------------------------------------------------------
+
 
 
 def user_models_folder() -> Path:

@@ -1,7 +1,7 @@
 """Resume checkpoints: every tensor in safetensors, the rest in JSON, the folder written atomically.
 
 A checkpoint folder (``<model folder>.checkpoint``, beside the model) holds ``tensors.safetensors``
-(model, EMA and optimizer tensors, flattened to names) and ``state.json`` (where the run stands: epoch
+(model, EMA and optimizer tensors flattened to names, torch's RNG state) and ``state.json`` (where the run stands: epoch
 and step done, history, best score, settings, optimizer groups). Nothing is pickled. The folder is
 replaced as a whole (temp folder + rename), so an interruption leaves the previous one intact.
 """
@@ -60,11 +60,12 @@ def _unprefixed(prefix: str, tensors: dict) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, *, model: dict, ema: dict, optimizer: dict, state: dict) -> None:
-    """Write a checkpoint folder atomically (``state`` must be JSON-able)."""
+    """Write a checkpoint folder atomically (``state`` must be JSON-able), with torch's RNG state."""
     from safetensors.torch import save_file
 
     opt_tensors, opt_rest = flatten_optimizer(optimizer)
-    tensors = {**_prefixed("model", model), **_prefixed("ema", ema), **opt_tensors}
+    tensors = {**_prefixed("model", model), **_prefixed("ema", ema), **opt_tensors,
+               "rng.torch": torch.get_rng_state()}
     with atomic_path(folder, is_dir=True) as tmp:
         save_file(tensors, os.fspath(tmp / TENSORS_FILE))
         (tmp / STATE_FILE).write_text(json.dumps({**state, "optimizer": opt_rest}, indent=1), encoding="utf-8")
@@ -81,4 +82,6 @@ def load_checkpoint(folder: Path) -> tuple[dict, dict, dict, dict]:
         raise HubmapInputError(folder, f"unreadable training checkpoint ({type(error).__name__}: {error}); "
                                        "start over with --no-resume") from None
     optimizer = unflatten_optimizer(tensors, state.pop("optimizer"))
+    if "rng.torch" in tensors:  # dropout / stochastic depth continue as if never interrupted
+        torch.set_rng_state(tensors["rng.torch"])
     return _unprefixed("model", tensors), _unprefixed("ema", tensors), optimizer, state

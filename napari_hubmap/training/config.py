@@ -70,7 +70,11 @@ class TrainConfig:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(self.samples_per_epoch / self.batch))
+        return self.steps_for(1)
+
+    def steps_for(self, processes: int) -> int:
+        """Steps an epoch takes when ``processes`` DDP ranks share its samples."""
+        return max(1, math.ceil(self.samples_per_epoch / (self.batch * processes)))
 
 
 def _bad(problem: str) -> HubmapInputError:

@@ -192,7 +192,9 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
         module = module.to(memory_format=torch.channels_last)
     ema = EMA(module, config.ema_decay)
     if world.distributed:
-        module = torch.nn.parallel.DistributedDataParallel(module, device_ids=[world.local_rank] if device.type == "cuda" else None)
+        # some encoders hold layers the decoder never uses (EfficientNet's head): let DDP skip them
+        module = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[world.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     return _Run(config, out, card, train, val, data, device, world, module, ema, optimizer, scaler)
@@ -200,21 +202,22 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
 
 def _loader(run: _Run, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
     c = run.config
-    per_rank = c.steps_per_epoch * c.batch
+    per_rank = c.steps_for(run.world.size) * c.batch
     dataset = TileDataset(TileSampler(run.train, c.tile, c.positive_fraction), per_rank, run.card.normalization,
                           training_augmentation(c.tile), seed=c.seed, rank=run.world.rank)
     dataset.set_epoch(epoch)
     indices = list(range(start_step * c.batch, per_rank))
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,
                                        num_workers=c.workers, shuffle=False, drop_last=False,
-                                       pin_memory=run.device.type == "cuda", persistent_workers=False)
+                                       pin_memory=run.device.type == "cuda", persistent_workers=False,
+                                       generator=torch.Generator().manual_seed(c.seed * 100003 + epoch))
 
 
 def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
     """Steps of one epoch (from where a resumed run stopped); the mean loss over its steps."""
     c = run.config
     loss_fn = loss_function(c.loss)
-    steps = c.steps_per_epoch
+    steps = c.steps_for(run.world.size)
     total = c.epochs * steps
     warmup = round(c.warmup_epochs * steps)
     run.module.train()
@@ -305,7 +308,7 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
     ckpt = checkpoint_folder(out)
     if resume and ckpt.exists():
         _resume(run, ckpt)
-    progress({"event": "start", "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
+    progress({"event": "start", "epochs": config.epochs, "steps_per_epoch": config.steps_for(world.size),
               "train_samples": len(run.train), "val_images": len(run.val), "out": str(out),
               "resumed_at": run.epoch, "device": str(run.device), "world": world.size})
     try:

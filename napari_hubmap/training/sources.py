@@ -188,7 +188,7 @@ def project_samples(folder: Path, *, factor_of) -> list[Sample]:
         labels = read_tile_labels(project, item) != 0
         y0, x0, y1, x1 = item.box
         d = project.downscale
-        factor = factor_of(slide.mpp) if slide.mpp else d
+        factor = factor_of(slide.mpp)  # the slide's µm/px, else the model's downscale
         full_box = (round(y0 * d), round(x0 * d), round(y1 * d), round(x1 * d))
         shape = working_shape((full_box[2] - full_box[0], full_box[3] - full_box[1]), factor)
         image = _read_region(slide, full_box, shape)

@@ -1,0 +1,233 @@
+"""The bundled trainer: learning, the registered card, resume, interruption, DDP, splits and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hubmap.errors import HubmapInputError
+from napari_hubmap.registry import list_models, load_model, read_card
+from napari_hubmap.training import TrainConfig, load_sources, train
+from napari_hubmap.training.checkpoint import checkpoint_folder
+from napari_hubmap.training.losses import LOSS_FUNCTIONS
+from napari_hubmap.training.sampling import TileSampler
+from napari_hubmap.training.split import split_samples
+
+from training_data import write_disc_folder
+
+CLI = [sys.executable, "-m", "napari_hubmap.cli"]
+
+
+def tiny(**changes) -> TrainConfig:
+    settings = dict(preset="effnet-unet", tile=64, infer_tile=64, epochs=3, samples_per_epoch=8, batch=4,
+                    workers=0, lr=3e-3, warmup_epochs=0.5, val_groups=["pC"], thresholds=[0.3, 0.5, 0.7])
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_disc_folder(tmp_path / "discs")
+
+
+def state_of(folder: Path) -> dict:
+    return {k: v.clone() for k, v in load_model(folder).module.state_dict().items()}
+
+
+def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
+    events = []
+    result = train(tiny(epochs=6, samples_per_epoch=16), [data], tmp_path / "m", progress=events.append)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 6 and events[0]["event"] == "start" and events[0]["val_images"] == 2
+    assert epochs[-1]["train_loss"] < 0.8 * epochs[0]["train_loss"]
+    card = read_card(tmp_path / "m")
+    assert card.architecture == "Unet" and card.encoder == "efficientnet-b0" and card.parent is None
+    assert card.threshold in (0.3, 0.5, 0.7) and card.weights_sha256 and card.target_mpp == 2.0
+    val = card.metrics["validation"]
+    assert 0 <= val["dice"] <= 1 and 0 <= val["object_f1"] <= 1 and val["threshold"] == card.threshold
+    assert val["dice"] == max(e["val_dice"] for e in epochs)  # the best epoch is what was saved
+    td = card.training_data
+    assert len(td["manifest_sha256"]) == 64 and td["config"]["tile"] == 64 and td["config"]["loss"] == "bce_dice"
+    assert sorted(td["validation_images"]) == ["discs/pC_2", "discs/pC_5"] and len(td["train_images"]) == 4
+    assert td["sources"]["discs"]["images"] == 6
+    loaded = load_model(tmp_path / "m")
+    assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert not checkpoint_folder(tmp_path / "m").exists() and result.cancelled is False
+
+
+def test_fine_tuning_records_the_parent(tmp_path, data):
+    train(tiny(epochs=1), [data], tmp_path / "first")
+    result = train(tiny(epochs=1, preset=None, base=str(tmp_path / "first")), [data], tmp_path / "second")
+    assert result.card.parent == read_card(tmp_path / "first").name and result.card.architecture == "Unet"
+
+
+def test_resume_continues_from_the_last_checkpoint_exactly(tmp_path, data):
+    config = tiny(epochs=2)
+    train(config, [data], tmp_path / "straight")
+    steps = []
+
+    def cancel_after_three() -> bool:
+        return len(steps) >= 3
+
+    first = train(config, [data], tmp_path / "resumed", progress=lambda e: steps.append(e) if e["event"] == "step" else None,
+                  cancel=cancel_after_three)
+    assert first.cancelled and checkpoint_folder(tmp_path / "resumed").is_dir()
+    saved = json.loads((checkpoint_folder(tmp_path / "resumed") / "state.json").read_text())
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
+    load_model(tmp_path / "resumed")  # epoch 1's best is registered and loads
+    events = []
+    second = train(config, [data], tmp_path / "resumed", progress=events.append)
+    assert events[0]["resumed_at"] == 1 and [e["step"] for e in events if e["event"] == "step"] == [2]
+    assert not second.cancelled and second.epochs_run == 2
+    a, b = state_of(tmp_path / "straight"), state_of(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(tmp_path, data):
+    train(tiny(epochs=2), [data], tmp_path / "m", cancel=lambda: True)
+    with pytest.raises(HubmapInputError, match="other settings.*lr"):
+        train(tiny(epochs=2, lr=1e-2), [data], tmp_path / "m")
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "notes.txt").write_text("keep me")
+    with pytest.raises(HubmapInputError, match="already exists"):
+        train(tiny(epochs=2), [data], tmp_path / "users")
+    assert (tmp_path / "users" / "notes.txt").read_text() == "keep me"
+
+
+def _run_until(command, stop_when, timeout=240):
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+                if stop_when(lines[-1]):
+                    break
+    finally:
+        return process, lines
+
+
+def test_killed_run_leaves_a_loadable_registry_and_resumes(tmp_path, data, monkeypatch):
+    out = tmp_path / "models" / "killed"
+    command = [*CLI, "train", "--data", str(data), "--out", str(out), "--epochs", "3", "--samples-per-epoch", "8",
+               "--batch", "4", "--tile", "64", "--infer-tile", "64", "--workers", "0", "--val-groups", "pC", "--events"]
+    process, lines = _run_until(command, lambda e: e["event"] == "step" and e["epoch"] == 2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+    assert load_model(out).card.metrics["validation"]["epoch"] == 1
+    assert [p.name for p in out.parent.iterdir()] and all(not p.name.startswith(".") for p in out.parent.iterdir())
+    monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(out.parent))
+    assert [card.name for card, _ in list_models() if card.name == "killed"] == ["killed"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert events[0]["resumed_at"] == 1 and events[-1]["event"] == "done" and events[-1]["epochs_run"] == 3
+
+
+def test_sigterm_cancels_with_a_checkpoint(tmp_path, data):
+    out = tmp_path / "m"
+    command = [*CLI, "train", "--data", str(data), "--out", str(out), "--epochs", "50", "--samples-per-epoch", "8",
+               "--batch", "4", "--tile", "64", "--workers", "0", "--events"]
+    process, lines = _run_until(command, lambda e: e["event"] == "step" and e["step"] >= 1)
+    process.terminate()
+    rest, _ = process.communicate(timeout=60)
+    events = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    assert process.returncode == 130 and events[-1]["event"] == "cancelled"
+    assert Path(events[-1]["checkpoint"]) == checkpoint_folder(out) and checkpoint_folder(out).is_dir()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_trains_and_ranks_agree(tmp_path, data):
+    out = tmp_path / "ddp"
+    command = [*CLI, "train", "--data", str(data), "--out", str(out), "--epochs", "2", "--samples-per-epoch", "16",
+               "--batch", "4", "--tile", "64", "--infer-tile", "64", "--workers", "0", "--val-groups", "pC",
+               "--nproc", "2", "--events"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    start, final = events[0], events[-1]
+    assert start["world"] == 2 and start["steps_per_epoch"] == 2  # 16 samples / (4 per step x 2 ranks)
+    assert final["event"] == "done" and len(final["rank_digests"]) == 2
+    assert final["rank_digests"][0] == final["rank_digests"][1]
+    assert sum(e["event"] == "epoch" for e in events) == 2  # rank 0 alone reports
+    load_model(out)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, data):
+    for args, needle in [(["--data", str(tmp_path / "missing")], "training data folder not found"),
+                         (["--data", str(data), "--val-groups", "nobody"], "nobody"),
+                         (["--data", str(data), "--tile", "50"], "multiples of 32")]:
+        done = subprocess.run([*CLI, "train", *args, "--out", str(tmp_path / "x"), "--epochs", "1"],
+                              capture_output=True, text=True, timeout=120)
+        errors = [line for line in done.stderr.splitlines() if "napari-hubmap" in line]
+        assert done.returncode == 2 and len(errors) == 1 and needle in errors[0], done.stderr
+        assert not (tmp_path / "x").exists()
+
+
+def test_split_keeps_patients_together_and_folds_cover_all(data):
+    samples = load_sources([data], downscale=1, target_mpp=None)
+    train_set, val = split_samples(samples, tiny(val_groups=["pB"]))
+    assert {s.group for s in val} == {"pB"} and "pB" not in {s.group for s in train_set}
+    held = []
+    for fold in range(3):
+        train_set, val = split_samples(samples, tiny(val_groups=[], folds=3, fold=fold))
+        assert not {s.group for s in val} & {s.group for s in train_set}
+        held += [s.name for s in val]
+    assert sorted(held) == sorted(s.name for s in samples)
+
+
+def test_sources_scale_to_the_working_mpp(tmp_path, data):
+    samples = load_sources([data], downscale=1, target_mpp=4.0)  # dataset.json says 2 µm/px
+    assert samples[0].image.shape == (48, 48, 3) and samples[0].mask.shape == (48, 48)
+    assert set(np.unique(samples[0].mask)) <= {0, 1}
+    samples = load_sources([data], downscale=1, target_mpp=4.0, mpp_overrides={"discs": 4.0})
+    assert samples[0].image.shape == (96, 96, 3)
+
+
+def test_sampler_prefers_glomeruli_but_keeps_empty_tissue(data):
+    samples = load_sources([data], downscale=1, target_mpp=None)
+    sampler = TileSampler(samples, 32, positive_fraction=0.5)
+    rng = np.random.default_rng(0)
+    has_glomerulus = [sampler.draw(rng)[1].any() for _ in range(300)]
+    assert 0.5 <= np.mean(has_glomerulus) < 0.95
+
+
+def test_dropped_tiles_never_reach_the_loader(tmp_path):
+    from napari_hubmap.project import add_slide, init_project
+    from napari_hubmap.project.review import set_state
+    from napari_hubmap.project.manifest import Project
+
+    from test_project_manifest import make_inputs
+
+    inputs = make_inputs(tmp_path / "inputs")
+    project = init_project(tmp_path / "project", tile=128, downscale=1)
+    add_slide(project, inputs["slide"], ground_truth=inputs["gt"], predictions=[inputs["prob"]])
+    everything = load_sources([tmp_path / "project"], downscale=1, target_mpp=None)
+    dropped = everything[1].name.split("/", 1)[1]
+    set_state(Project.open(tmp_path / "project"), "kidney", dropped, "dropped")
+    kept = load_sources([tmp_path / "project"], downscale=1, target_mpp=None)
+    assert len(kept) == len(everything) - 1 and f"kidney/{dropped}" not in {s.name for s in kept}
+    sampler = TileSampler(kept, 64, positive_fraction=0.5)
+    rng = np.random.default_rng(1)
+    drawn = {sampler.names[sampler.draw(rng)[2]] for _ in range(200)}
+    assert f"kidney/{dropped}" not in drawn and drawn <= {s.name for s in kept}
+    original = {s.name: s for s in everything}
+    for s in kept:  # the pixels are the slide's and the labels its ground truth
+        assert np.array_equal(s.image, original[s.name].image) and np.array_equal(s.mask, original[s.name].mask)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_FUNCTIONS))
+def test_losses_prefer_the_right_answer(name):
+    target = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    right = (target * 2 - 1) * 4
+    wrong = -right
+    loss = LOSS_FUNCTIONS[name]
+    assert loss(right, target) < loss(torch.zeros_like(right), target) < loss(wrong, target)
