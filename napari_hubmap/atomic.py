@@ -34,6 +34,9 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
     try:
         yield tmp
         if is_dir and target.exists():
+            if _exchange(tmp, target):  # the new folder is in place; tmp now holds the old one
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
@@ -43,6 +46,26 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported.
+
+    Replacing a folder otherwise needs delete-then-rename, and a crash between the two would leave
+    neither the old folder nor the new one.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _default_permissions(path: Path, is_dir: bool) -> None:

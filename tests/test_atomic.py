@@ -32,3 +32,20 @@ def test_written_files_get_umask_permissions_not_0600(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d.zarr").stat().st_mode) == 0o755
     assert (tmp_path / "d.zarr" / "x").read_text() == "1"
+
+
+def test_folder_replaced_in_one_step_without_leftovers(tmp_path):
+    from napari_hubmap.atomic import _exchange, atomic_path
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x").write_text("a")
+    if _exchange(a, b):  # Linux: both names exist throughout, contents swapped
+        assert (b / "x").read_text() == "a" and not any(a.iterdir())

@@ -38,6 +38,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     loss: str = "bce_dice"
     ema_decay: float = 0.99
+    bn_momentum: float = 0.1
     positive_fraction: float = 0.6
     folds: int = 1
     fold: int = 0
@@ -98,7 +99,7 @@ def _check(c: TrainConfig) -> None:
         raise _bad(f"split must be one of {', '.join(SPLITS)}, got {c.split!r}")
     if not (c.lr > 0 and math.isfinite(c.lr)):
         raise _bad(f"lr must be > 0, got {c.lr!r}")
-    for name, low, high in (("positive_fraction", 0, 1), ("ema_decay", 0, 1), ("val_fraction", 0, 1)):
+    for name, low, high in (("positive_fraction", 0, 1), ("ema_decay", 0, 1), ("val_fraction", 0, 1), ("bn_momentum", 0, 1)):
         value = getattr(c, name)
         if not low <= value <= high:
             raise _bad(f"{name} must be in [{low}, {high}], got {value!r}")

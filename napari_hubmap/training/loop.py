@@ -69,6 +69,14 @@ class EMA:
                 target.copy_(value)
 
 
+def set_batchnorm_momentum(module: torch.nn.Module, momentum: float) -> None:
+    """EfficientNet ports keep TensorFlow's 0.01: running statistics then lag hundreds of steps behind
+    the weights, and the eval-mode model that is validated and saved predicts nothing for a while."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.momentum = momentum
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine down to 1 % of the peak learning rate."""
     if warmup and step < warmup:
@@ -187,6 +195,7 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
     module = build_module(card)
     if base_weights is not None:
         module.load_state_dict(base_weights)
+    set_batchnorm_momentum(module, config.bn_momentum)
     module = module.to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)

@@ -16,11 +16,12 @@ TISSUE_MIN_FRACTION = 0.2
 
 
 def tissue_fraction(tile: np.ndarray) -> float:
-    """Share of pixels that are not glass (bright and unsaturated)."""
+    """Share of pixels that are neither glass (bright, unsaturated) nor padding (black)."""
     rgb = tile.astype(np.int16)
     spread = rgb.max(axis=-1) - rgb.min(axis=-1)
     glass = (rgb.min(axis=-1) > 200) & (spread < 18)
-    return 1.0 - float(glass.mean())
+    black = rgb.max(axis=-1) < 30
+    return 1.0 - float((glass | black).mean())
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
