@@ -63,3 +63,24 @@ def yield_progress(work: Callable, cancel: threading.Event, interval_s: float = 
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def emit_from_daemon(work: Callable, signal, name: str) -> None:
+    """Run ``work()`` in a daemon thread and emit its result (or its exception) through a Qt ``signal``.
+
+    A daemon thread rather than a napari worker: a panel closed (or a test ended) during a slow
+    import must not leave a Qt worker emitting into deleted objects, which aborts the process.
+    The signal is queued to the GUI thread; if the panel was deleted meanwhile, nothing happens.
+    """
+
+    def target():
+        try:
+            outcome = work()
+        except Exception as error:  # shown by the panel
+            outcome = error
+        try:
+            signal.emit(outcome)
+        except RuntimeError:  # the panel was deleted meanwhile
+            pass
+
+    threading.Thread(target=target, name=name, daemon=True).start()

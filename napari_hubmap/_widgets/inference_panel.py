@@ -32,9 +32,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import HubmapInputError
 from ..defaults import DEFAULT_MODEL
-from .background import YIELD_INTERVAL_S, yield_progress
+from ..errors import HubmapInputError
+from .background import YIELD_INTERVAL_S, emit_from_daemon, yield_progress
 from .slide_panel import slide_of
 
 TTA_CHOICES = ("none", "flips", "d4")
@@ -224,24 +224,9 @@ class InferencePanel(QWidget):
     # --- models ---------------------------------------------------------------------------------
 
     def _load_models_in_background(self):
-        """List the models in a daemon thread the first time (torch import), handing them to the GUI thread.
-
-        A daemon thread rather than a napari worker: a panel closed (or a test ended) during the
-        import must not leave a Qt worker emitting into deleted objects, which aborts the process.
-        """
+        """List the models in a daemon thread the first time (torch import), handing them to the GUI thread."""
         self.models.addItem(QListWidgetItem("loading models…"))
-
-        def work():
-            try:
-                outcome = list_models_slowly_once()
-            except Exception as error:  # shown in the panel
-                outcome = error
-            try:
-                self.models_listed.emit(outcome)  # queued to the GUI thread
-            except RuntimeError:  # the panel was deleted meanwhile
-                pass
-
-        threading.Thread(target=work, name="napari-hubmap-list-models", daemon=True).start()
+        emit_from_daemon(list_models_slowly_once, self.models_listed, "napari-hubmap-list-models")
 
     def _on_models_listed(self, outcome):
         if isinstance(outcome, Exception):

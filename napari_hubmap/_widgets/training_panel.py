@@ -18,7 +18,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -42,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import HubmapInputError
+from .background import emit_from_daemon
 
 KILL_AFTER_S = 10.0
 """After Cancel (SIGTERM), a trainer still running this long is killed."""
@@ -342,18 +342,11 @@ class TrainingPanel(QWidget):
         """Presets and registry models from a daemon thread (the first import of torch takes seconds)."""
 
         def work():
-            try:
-                from ..registry.store import user_models_folder
+            from ..registry.store import user_models_folder
 
-                outcome = (*list_bases(), user_models_folder())
-            except Exception as error:  # shown in the panel
-                outcome = error
-            try:
-                self.bases_listed.emit(outcome)  # queued to the GUI thread
-            except RuntimeError:  # the panel was deleted meanwhile
-                pass
+            return (*list_bases(), user_models_folder())
 
-        threading.Thread(target=work, name="napari-hubmap-list-bases", daemon=True).start()
+        emit_from_daemon(work, self.bases_listed, "napari-hubmap-list-bases")
 
     def _on_bases_listed(self, outcome):
         if isinstance(outcome, Exception):
