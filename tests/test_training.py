@@ -231,3 +231,13 @@ def test_losses_prefer_the_right_answer(name):
     wrong = -right
     loss = LOSS_FUNCTIONS[name]
     assert loss(right, target) < loss(torch.zeros_like(right), target) < loss(wrong, target)
+
+
+def test_sampler_balances_sources(tmp_path):
+    small = write_disc_folder(tmp_path / "small", count=3, size=64)
+    large = write_disc_folder(tmp_path / "large", count=3, size=256, seed=1)
+    samples = load_sources([small, large], downscale=1, target_mpp=None)
+    sampler = TileSampler(samples, 32, positive_fraction=0.0)
+    rng = np.random.default_rng(0)
+    drawn = [samples[sampler.draw(rng)[2]].source for _ in range(400)]
+    assert 0.4 < drawn.count("small") / len(drawn) < 0.6  # by area alone it would be 1/17

@@ -269,6 +269,7 @@ def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: fl
         improved = not run.val or not run.best or scores["dice"] > run.best["dice"]
         entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": scores.get("dice"),
                  "val_object_f1": scores.get("object_f1"), "threshold": scores.get("threshold"),
+                 "val_dice_by_source": {k: v["dice"] for k, v in scores.get("by_source", {}).items()},
                  "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds}
         run.history.append(entry)
         if improved:

@@ -34,8 +34,21 @@ def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, 
     return np.pad(image, pads + ((0, 0),), mode=mode), np.pad(mask, pads, mode=mode)
 
 
+def source_balanced_weights(samples: list[Sample], areas) -> np.ndarray:
+    """Each source (data folder) drawn equally often, its images by area: a folder of large images
+    (or upsampled ones) must not drown a folder of small ones, nor one stain the other."""
+    areas = np.asarray(areas, dtype=float)
+    sources = [s.source for s in samples]
+    totals = {name: areas[[i for i, n in enumerate(sources) if n == name]].sum() for name in set(sources)}
+    weights = np.array([a / totals[n] for a, n in zip(areas, sources)]) / len(totals)
+    return weights / weights.sum()
+
+
 class TileSampler:
-    """Draws (image tile, mask tile) pairs from samples; glomerulus-centred with ``positive_fraction``."""
+    """Draws (image tile, mask tile) pairs from samples; glomerulus-centred with ``positive_fraction``.
+
+    Sources are balanced (see :func:`source_balanced_weights`).
+    """
 
     def __init__(self, samples: list[Sample], tile: int, positive_fraction: float):
         self.tile = tile
@@ -46,8 +59,7 @@ class TileSampler:
             self.images.append(image)
             self.masks.append(mask)
             self.names.append(s.name)
-        areas = np.array([m.size for m in self.masks], dtype=float)
-        self.weights = areas / areas.sum()
+        self.weights = source_balanced_weights(samples, [m.size for m in self.masks])
         self.foreground = [np.flatnonzero(m.ravel()) for m in self.masks]
         self.with_glomeruli = np.array([f.size > 0 for f in self.foreground])
 
