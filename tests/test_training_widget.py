@@ -191,3 +191,15 @@ def test_a_failing_trainer_shows_its_error(make_napari_viewer, qtbot, isolated_m
     assert panel.process.exitCode() == 2 and panel.result is None
     assert panel.status.text().startswith("Training failed: ") and "no-such-data" in panel.status.text()
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_inference_list_shows_a_trained_model_beside_its_parent():
+    from napari_hubmap._widgets.inference_panel import describe_card
+    from napari_hubmap.registry import ModelCard
+
+    parent = ModelCard(name="base", architecture="Unet", encoder="resnet18",
+                       metrics={"validation": {"dice": 0.7, "object_f1": 0.6}})
+    child = parent.replace(name="base-trained", parent="base", metrics={"validation": {"dice": 0.8125, "object_f1": 0.75}})
+    line = describe_card(child, parent)
+    assert "val Dice 0.812, F1 0.75" in line and "from base (val Dice 0.7, F1 0.6)" in line
+    assert "from base" in describe_card(child) and "(val" not in describe_card(child).split("from base")[1]

@@ -75,15 +75,28 @@ def predict_in_background(slide_path, out, config: dict, cancel: threading.Event
 # --- formatting ---------------------------------------------------------------------------------
 
 
-def describe_card(card) -> str:
-    """One line per model: name, network, working scale, tile, metrics."""
+def describe_metrics(metrics: dict) -> str:
+    """``val Dice 0.81, F1 0.77`` for a card the trainer wrote; flat numeric metrics as they are."""
+    validation = metrics.get("validation")
+    if isinstance(validation, dict):
+        parts = [f"{label} {validation[key]:.3g}" for key, label in (("dice", "val Dice"), ("object_f1", "F1"))
+                 if isinstance(validation.get(key), (int, float))]
+        return ", ".join(parts)
+    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
+def describe_card(card, parent=None) -> str:
+    """One line per model: name, network, working scale, tile, metrics (and its parent's beside them)."""
     text = f"{card.name} — {card.architecture}/{card.encoder}, ×{card.downscale:g}"
     if card.target_mpp is not None:
         text += f" ({card.target_mpp:g} µm/px)"
     text += f", tile {card.tile}/{card.overlap}"
-    metrics = [f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in card.metrics.items()]
+    metrics = describe_metrics(card.metrics)
     if metrics:
-        text += " · " + ", ".join(metrics)
+        text += " · " + metrics
+    if card.parent:
+        before = describe_metrics(parent.metrics) if parent is not None else ""
+        text += f" · from {card.parent}" + (f" ({before})" if before else "")
     return text
 
 
@@ -265,8 +278,9 @@ class InferencePanel(QWidget):
         checked = set(self.checked_models())
         first = self.models.count() == 0 or self.models.item(0).data(Qt.ItemDataRole.UserRole) is None
         self.models.clear()
+        by_name = {card.name: card for card, _ in models}
         for card, folder in models:
-            item = QListWidgetItem(describe_card(card))
+            item = QListWidgetItem(describe_card(card, by_name.get(card.parent)))
             item.setData(Qt.ItemDataRole.UserRole, str(folder))
             item.setData(NAME_ROLE, card.name)
             item.setToolTip(f"{folder}\n{card.notes}".strip())
