@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MPP = {"kidney-he": 0.45, "pas-tiles": 0.5, "hubmap-16x": 8.0}
+MPP = {"kidney-he": 0.94, "pas-tiles": 0.5, "hubmap-16x": 8.0}
 
 
 class FlipAverage(torch.nn.Module):
