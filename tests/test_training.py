@@ -241,3 +241,25 @@ def test_sampler_balances_sources(tmp_path):
     rng = np.random.default_rng(0)
     drawn = [samples[sampler.draw(rng)[2]].source for _ in range(400)]
     assert 0.4 < drawn.count("small") / len(drawn) < 0.6  # by area alone it would be 1/17
+
+
+def test_validation_dice_weighs_each_source_once():
+    from napari_hubmap.training.sources import Sample
+    from napari_hubmap.training.validate import validation_scores
+
+    class FromRed(torch.nn.Module):  # logit +10 where the red channel is high, else -10
+        def forward(self, x):
+            return torch.where(x[:, :1] > 0, 10.0, -10.0)
+
+    def sample(source, size, right):
+        mask = np.zeros((size, size), np.uint8)
+        mask[: size // 2] = 1
+        image = np.zeros((size, size, 3), np.uint8)
+        image[..., 0] = 255 * (mask if right else 1 - mask)
+        return Sample(f"{source}/x", source, source, image, mask)
+
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3, "max_pixel_value": 255.0}
+    scores = validation_scores(FromRed(), [sample("big", 256, True), sample("small", 32, False)], norm,
+                               torch.device("cpu"), [0.5])
+    assert scores["by_source"]["big"]["dice"] > 0.99 and scores["by_source"]["small"]["dice"] < 0.01
+    assert abs(scores["dice"] - 0.5) < 0.01 and scores["dice_pooled"] > 0.98

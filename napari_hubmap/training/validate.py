@@ -1,7 +1,11 @@
-"""Whole-image validation: Dice (pooled over all pixels) and object F1 (IoU >= 0.5), threshold chosen.
+"""Whole-image validation: Dice and object F1 (IoU >= 0.5), threshold chosen.
+
+``dice`` is the mean over sources (data folders) of each source's Dice pooled over its pixels, so a
+source of large images does not decide alone which epoch and threshold win; ``dice_pooled`` pools
+every validation pixel.
 
 Each validation image is predicted whole (reflect-padded to a multiple of 32) with the weights being
-validated (the EMA copy during training). The threshold that maximises pooled Dice over
+validated (the EMA copy during training). The threshold that maximises ``dice`` over
 ``thresholds`` is what the model card records; object F1 is computed at that threshold on connected
 components (holes filled, objects under ``MIN_OBJECT_PX`` dropped), against the mask's components.
 """
@@ -51,17 +55,21 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     probs = [predict_image(module, s.image, normalization, device) for s in samples]
     module.train(was_training)
     thresholds = sorted(float(t) for t in thresholds)
-    inter = np.zeros(len(thresholds))
-    total = np.zeros(len(thresholds))
-    truth = sum(int(s.mask.sum()) for s in samples)
+    sources = sorted({s.source for s in samples})
+    inter = np.zeros((len(sources), len(thresholds)))
+    total = np.zeros((len(sources), len(thresholds)))
     for s, p in zip(samples, probs):
         m = s.mask.astype(bool)
+        row = sources.index(s.source)
+        total[row] += np.count_nonzero(m)
         for i, t in enumerate(thresholds):
             pred = p >= t
-            inter[i] += np.count_nonzero(pred & m)
-            total[i] += np.count_nonzero(pred)
-    dice = (2 * inter + 1e-9) / (total + truth + 1e-9)
-    best = int(np.argmax(dice))
+            inter[row, i] += np.count_nonzero(pred & m)
+            total[row, i] += np.count_nonzero(pred)
+    source_dice = (2 * inter + 1e-9) / (total + 1e-9)
+    balanced = source_dice.mean(axis=0)  # each source counts once, however many pixels it has
+    pooled = (2 * inter.sum(0) + 1e-9) / (total.sum(0) + 1e-9)
+    best = int(np.argmax(balanced))
     threshold = thresholds[best]
     tp = fp = fn = 0
     per_source: dict = {}
@@ -76,7 +84,8 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
         acc[2:5] = [acc[2] + scores.tp, acc[3] + scores.fp, acc[4] + scores.fn]
         acc[5] += 1
     return {
-        "dice": float(dice[best]),
+        "dice": float(balanced[best]),
+        "dice_pooled": float(pooled[best]),
         "threshold": threshold,
         "object_f1": _f1(tp, fp, fn),
         "object_precision": tp / (tp + fp) if tp + fp else 0.0,
