@@ -11,15 +11,18 @@ Both sides run the same step as loop.py ``_train_epoch``: the preset's network (
 update, batch 8 of 256 px tiles; 2 warm-up steps (worker start-up, first batches, AdamW's state) are
 not timed, then 20 steps are. Data: ``load_sources`` on ../shared/data (beside the repository) at
 2 µm/px (kidney-he 0.45, pas-tiles 0.5, hubmap-16x 8 µm/px unless --mpp says otherwise), the
-training split of the trainer's default settings.
+training split of the trainer's default settings. The pre-loaded batches are drawn through the same
+loader with 0 workers (that also times loading and augmenting alone). Loader workers fill their
+prefetch queue during the warm-up, so ``ratio_with_startup`` is given too: every step counted from
+the loader's creation, as an epoch of the trainer pays it (its workers are not persistent).
 
 The measurements alternate (ABBA: real, pre-loaded, pre-loaded, real, ... over ``--rounds``) and the
 median of each is kept, so that CPU frequency drift does not bias the ratio. Before each one the
 script waits for the CPUs to be idle (--wait-idle), measures the CPU time other processes took
 meanwhile (others_cpu_share, steal included) and repeats it (--retries) when that exceeds 10 %.
 
-    python benchmarks/bench_training.py                    # default workers (~4 min on 2 cores)
-    python benchmarks/bench_training.py --workers 0,1,2    # the ratio for each loader setting
+    python benchmarks/bench_training.py                    # default workers (~7 min on 2 cores)
+    python benchmarks/bench_training.py --workers 0,1,2    # the ratio for each setting (~15 min)
 
 Results: a JSON summary line on stdout, a table on stderr, bench-out/bench_training.json.
 """
