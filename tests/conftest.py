@@ -1,4 +1,5 @@
-"""Shared fixtures: the ../shared data folder, an isolated pyramid cache, slide file factories."""
+"""Shared fixtures: the ../shared data folder, an isolated pyramid cache and model search path, slide
+file factories."""
 
 from __future__ import annotations
 
@@ -26,3 +27,20 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     root = tmp_path_factory.mktemp("pyramid-cache")
     monkeypatch.setenv("NAPARI_HUBMAP_CACHE", str(root))
     return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_models_search(tmp_path_factory, monkeypatch) -> None:
+    """Tests see neither the user's models nor the shipped ones (``models/``), unless they ask for
+    them with :func:`bundled_models`; the setting reaches subprocesses through the environment."""
+    monkeypatch.setenv("NAPARI_HUBMAP_BUNDLED_MODELS", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
+@pytest.fixture
+def bundled_models(monkeypatch) -> Path:
+    """The repository's shipped ``models/`` folder, back on the search path."""
+    from napari_hubmap.registry.store import repository_models_folder
+
+    monkeypatch.delenv("NAPARI_HUBMAP_BUNDLED_MODELS")
+    return repository_models_folder()

@@ -22,8 +22,8 @@ def model():
     return load_model(folder)
 
 
-def test_shipped_model_is_small_and_its_card_complete(model):
-    folder = repository_models_folder() / DEFAULT_MODEL
+def test_shipped_model_is_small_and_its_card_complete(model, bundled_models):
+    folder = bundled_models / DEFAULT_MODEL
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 30 * 2**20
     assert find_model(DEFAULT_MODEL) == folder
     card = read_card(folder)

@@ -147,14 +147,17 @@ def test_find_model_accepts_the_card_file_path(saved):
     assert find_model(str(folder)) == folder
 
 
-def test_search_order_env_then_user_then_repository(tmp_path, monkeypatch):
+def test_search_order_env_then_user_then_bundled(tmp_path, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
     monkeypatch.setenv("NAPARI_HUBMAP_MODELS", f"{first}:{second}")
     user = tmp_path / "xdg" / "napari-hubmap" / "models"
-    path = model_search_path()
-    assert path[:3] == [first, second, user]
+    assert model_search_path() == [first, second, user]  # tests hide the bundled models (conftest)
+    monkeypatch.setenv("NAPARI_HUBMAP_BUNDLED_MODELS", str(tmp_path / "shipped"))
+    assert model_search_path() == [first, second, user, tmp_path / "shipped"]
+    monkeypatch.delenv("NAPARI_HUBMAP_BUNDLED_MODELS")
     repository = repository_models_folder()
-    assert path[3:] == ([repository] if repository.is_dir() else [])
+    assert model_search_path()[3:] == ([repository] if repository.is_dir() else [])
+    monkeypatch.setenv("NAPARI_HUBMAP_BUNDLED_MODELS", "")
 
     for root, seed in ((second, 1), (user, 2), (first, 3)):
         save_model(tiny_model(seed=seed), tiny_card(notes=root.name), root / "tiny")

@@ -23,6 +23,7 @@ from .weights import mismatch_summary, sha256_file, state_dict_for_saving
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 MODELS_ENV = "NAPARI_HUBMAP_MODELS"
+BUNDLED_ENV = "NAPARI_HUBMAP_BUNDLED_MODELS"
 
 
 @dataclass
@@ -35,7 +36,6 @@ class LoadedModel:
 
 
 # --- where models live ---------------------------------------------------------------------------
-
 
 
 def user_models_folder() -> Path:
@@ -51,17 +51,27 @@ def repository_models_folder() -> Path:
     return Path(napari_hubmap.__file__).resolve().parents[1] / "models"
 
 
+def bundled_models_folder() -> Path | None:
+    """The folder of shipped models: ``$NAPARI_HUBMAP_BUNDLED_MODELS`` when set (empty: none), else the
+    repository's ``models/`` folder when it exists."""
+    override = os.environ.get(BUNDLED_ENV)
+    if override is not None:
+        return Path(override).expanduser() if override else None
+    repository = repository_models_folder()
+    return repository if repository.is_dir() else None
+
+
 def model_search_path() -> list[Path]:
     """Folders searched for models by name, first match wins.
 
     ``$NAPARI_HUBMAP_MODELS`` entries (``os.pathsep`` separated), then the user folder, then the
-    repository's ``models/`` folder when it exists.
+    bundled models (:func:`bundled_models_folder`).
     """
     entries = [Path(entry).expanduser() for entry in os.environ.get(MODELS_ENV, "").split(os.pathsep) if entry]
     entries.append(user_models_folder())
-    repository = repository_models_folder()
-    if repository.is_dir():
-        entries.append(repository)
+    bundled = bundled_models_folder()
+    if bundled is not None:
+        entries.append(bundled)
     return _unique(entries)
 
 
