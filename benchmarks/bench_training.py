@@ -1,16 +1,16 @@
 """Trainer data-loader efficiency: training steps fed by the real loader vs by pre-loaded batches.
 
 Efficiency = samples/s of training steps whose batches come from the trainer's own loader (loop.py
-``_loader``: ``TileDataset`` + ``TileSampler`` + ``training_augmentation`` through a DataLoader with
+``tile_loader``: ``TileDataset`` + ``TileSampler`` + ``training_augmentation`` through a DataLoader with
 the trainer's default workers, reading and augmenting while the model trains) divided by samples/s of
 the same steps on pre-loaded batches (the same batches, drawn and augmented once beforehand and kept
 in memory as tensors). Target: >= 0.9, i.e. loading costs the training loop at most 10 %.
 
-Both sides run the same step as loop.py ``_train_epoch``: the preset's network (default effnet-unet,
+Both sides run loop.py ``training_step``, as ``_train_epoch`` does: the preset's network (default effnet-unet,
 ``build_module(preset_card(...))``), AdamW, ``bce_dice_loss``, zero_grad/backward/step and the EMA
 update, batch 8 of 256 px tiles; 2 warm-up steps (worker start-up, first batches, AdamW's state) are
 not timed, then 20 steps are. Data: ``load_sources`` on ../shared/data (beside the repository) at
-2 µm/px (kidney-he 0.45, pas-tiles 0.5, hubmap-16x 8 µm/px unless --mpp says otherwise), the
+2 µm/px (kidney-he 0.94 by its scale bar, pas-tiles 0.5, hubmap-16x 8 µm/px unless --mpp says otherwise), the
 training split of the trainer's default settings. The pre-loaded batches are drawn through the same
 loader with 0 workers (that also times loading and augmenting alone). Loader workers fill their
 prefetch queue during the warm-up, so ``ratio_with_startup`` is given too: every step counted from
@@ -38,13 +38,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 from bench_inference import MAX_OTHERS, cpu_busy_seconds, wait_for_idle  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-MPP = {"kidney-he": 0.45, "pas-tiles": 0.5, "hubmap-16x": 8.0}
+MPP = {"kidney-he": 0.94, "pas-tiles": 0.5, "hubmap-16x": 8.0}
 TARGET = 0.9
 
 
@@ -66,24 +65,14 @@ class Trainer:
     steps_done: int = 0
 
     def step(self, images, masks) -> float:
-        """One step as loop.py ``_train_epoch`` takes it (learning-rate schedule and events aside)."""
-        import torch
-
+        """One step of loop.py ``training_step`` with the EMA update (no learning-rate schedule)."""
         from napari_hubmap.training.losses import bce_dice_loss
+        from napari_hubmap.training.loop import training_step
 
-        images = images.to(self.device, non_blocking=True)
-        masks = masks.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, enabled=self.scaler.is_enabled()):
-            loss = bce_dice_loss(self.module(images).float(), masks)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        loss = training_step(self.module, self.optimizer, self.scaler, bce_dice_loss, images, masks, self.device)
         self.ema.update(self.module, self.steps_done)
         self.steps_done += 1
-        return float(loss.detach())  # waits for the device, as the loop's loss report does
+        return float(loss)  # waits for the device, as the loop's loss report does
 
 
 def make_trainer(config, card, device) -> Trainer:
@@ -102,13 +91,10 @@ def make_trainer(config, card, device) -> Trainer:
 
 
 def trainer_loader(config, card, train, device, workers: int):
-    """The trainer's own loader (loop.py ``_loader``, epoch 0) with ``workers`` loader processes."""
-    from napari_hubmap.training.distributed import World
-    from napari_hubmap.training.loop import _loader
+    """The trainer's own loader (loop.py ``tile_loader``, epoch 0) with ``workers`` loader processes."""
+    from napari_hubmap.training.loop import tile_loader
 
-    run = SimpleNamespace(config=config.replace(workers=workers), train=train, card=card, device=device,
-                          world=World())  # one process, rank 0
-    return _loader(run, 0, 0)
+    return tile_loader(config.replace(workers=workers), train, card.normalization, device, epoch=0)
 
 
 def preload(loader) -> tuple[list, float]:

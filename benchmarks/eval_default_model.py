@@ -4,7 +4,7 @@ The default model is trained by ``benchmarks/train_default_model.sh`` twice with
 fold A trains on patient C003 and validates on C004, fold B the reverse; both hold back the same four
 PAS tiles (10025, 10102, 10149, 10165). This script reloads each fold's registered weights and scores
 its validation images again (not trusting the numbers in the card): pooled Dice at the card's
-threshold and object F1 (IoU >= 0.5), per source, on whole images at the working scale (2 µm/px),
+threshold and object F1 (IoU >= 0.5), per source, on whole images at the card's working scale (3 µm/px),
 with and without flip TTA.
 
     python benchmarks/eval_default_model.py [--models bench-out/models] [--data ../shared/data]

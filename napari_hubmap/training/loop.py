@@ -209,17 +209,36 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
     return _Run(config, out, card, train, val, data, device, world, module, ema, optimizer, scaler)
 
 
-def _loader(run: _Run, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
-    c = run.config
-    per_rank = c.steps_for(run.world.size) * c.batch
-    dataset = TileDataset(TileSampler(run.train, c.tile, c.positive_fraction), per_rank, run.card.normalization,
-                          training_augmentation(c.tile), seed=c.seed, rank=run.world.rank)
+def tile_loader(config: TrainConfig, train: list, normalization: dict, device: torch.device, epoch: int,
+                start_step: int = 0, rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+    """The batches of one epoch for one rank: seeded tiles of ``train``, augmented and normalised, from
+    step ``start_step`` on (a resumed run skips the steps it took)."""
+    c = config
+    per_rank = c.steps_for(world_size) * c.batch
+    dataset = TileDataset(TileSampler(train, c.tile, c.positive_fraction), per_rank, normalization,
+                          training_augmentation(c.tile), seed=c.seed, rank=rank)
     dataset.set_epoch(epoch)
     indices = list(range(start_step * c.batch, per_rank))
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,
                                        num_workers=c.workers, shuffle=False, drop_last=False,
-                                       pin_memory=run.device.type == "cuda", persistent_workers=False,
+                                       pin_memory=device.type == "cuda", persistent_workers=False,
                                        generator=torch.Generator().manual_seed(c.seed * 100003 + epoch))
+
+
+def training_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  loss_fn, images: torch.Tensor, masks: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One optimiser step on a batch (AMP and channels_last on CUDA); the batch loss, detached."""
+    images = images.to(device, non_blocking=True)
+    masks = masks.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=device.type, enabled=scaler.is_enabled()):
+        loss = loss_fn(module(images).float(), masks)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
@@ -231,25 +250,18 @@ def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
     warmup = round(c.warmup_epochs * steps)
     run.module.train()
     step = run.step_in_epoch
-    for images, masks in _loader(run, epoch, step):
+    loader = tile_loader(c, run.train, run.card.normalization, run.device, epoch, step, run.world.rank,
+                         run.world.size)
+    for images, masks in loader:
         if distributed.broadcast(run.world, bool(cancel())):
             _save_checkpoint(run) if run.world.main else None
             raise TrainingCancelled()
         global_step = epoch * steps + step
         for group in run.optimizer.param_groups:
             group["lr"] = c.lr * lr_factor(global_step, total, warmup)
-        images = images.to(run.device, non_blocking=True)
-        masks = masks.to(run.device, non_blocking=True)
-        if run.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=run.device.type, enabled=run.scaler.is_enabled()):
-            loss = loss_fn(run.module(images).float(), masks)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        loss = training_step(run.module, run.optimizer, run.scaler, loss_fn, images, masks, run.device)
         run.ema.update(_plain(run.module), global_step)
-        value = distributed.mean(run.world, float(loss.detach()), run.device)
+        value = distributed.mean(run.world, float(loss), run.device)
         run.loss_sum += value
         step += 1
         run.step_in_epoch = step
