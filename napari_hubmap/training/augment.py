@@ -2,7 +2,10 @@
 
 The set follows the seed notebooks: flips and 90° rotations, shift-scale-rotate, brightness/contrast,
 HSV and gamma (stain variation between labs and scanners), CLAHE, Gaussian noise, grid distortion and
-GridDropout. Border pixels are reflected so that a rotated tile has no black corners.
+GridDropout. Two more make the model lean on shape rather than colour, so that it carries across stains
+and patients: stain jitter in the tile's own stain space (``HEStain``, Macenko, in :mod:`.stain`: each stain's amount
+scaled and shifted; it serves PAS as well, whose haematoxylin/PAS pair it separates the same way) and,
+now and then, a grey tile. Border pixels are reflected so that a rotated tile has no black corners.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ def training_augmentation(tile: int, strength: float = 1.0):
         warnings.simplefilter("ignore")  # albumentations' version check and pydantic notes
         import albumentations as A
         import cv2
+
+        from .stain import StainJitter
 
     p = max(0.0, min(1.0, strength))
     reflect = cv2.BORDER_REFLECT_101
@@ -31,6 +36,8 @@ def training_augmentation(tile: int, strength: float = 1.0):
             A.CLAHE(clip_limit=2.0),
         ], p=0.6 * p),
         A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=12, p=0.6 * p),
+        StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
+        A.ToGray(p=0.1 * p),
         A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
         A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
         A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p),

@@ -1,0 +1,32 @@
+"""Stain jitter that never fails: albumentations' ``HEStain`` (Macenko) leaving glass-only tiles alone.
+
+``HEStain`` fits the stain matrix of each tile; on a tile without tissue (glass, black padding, a flat
+colour) the fit raises. Such a tile has no stain to jitter, so it is returned unchanged. Imported
+lazily by :mod:`.augment` (albumentations is slow to import); defined at module level so that loader
+workers can pickle it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # albumentations' version check and pydantic notes
+    import albumentations as A
+
+
+class StainJitter(A.HEStain):
+    """``HEStain`` whose stain fit may fail: then the tile passes through unchanged."""
+
+    def _get_stain_matrix(self, img: np.ndarray):
+        try:
+            return super()._get_stain_matrix(img)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+
+    def apply(self, img: np.ndarray, stain_matrix=None, **params) -> np.ndarray:
+        if stain_matrix is None:
+            return img
+        return super().apply(img, stain_matrix=stain_matrix, **params)

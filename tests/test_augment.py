@@ -1,0 +1,69 @@
+"""Training augmentation: image and mask stay aligned, shapes and values hold, stain jitter is safe."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from napari_hubmap.training.augment import training_augmentation
+from napari_hubmap.training.stain import StainJitter
+
+TILE = 96
+
+
+def disk_tile(rng) -> tuple[np.ndarray, np.ndarray]:
+    """A pink tissue-like tile with one dark purple disk (the 'glomerulus') and its mask."""
+    yy, xx = np.mgrid[:TILE, :TILE]
+    cy, cx = rng.integers(30, 66, 2)
+    mask = (np.hypot(yy - cy, xx - cx) < 16).astype(np.uint8)
+    image = np.empty((TILE, TILE, 3), np.uint8)
+    image[:] = (235, 170, 200)
+    image += rng.integers(0, 12, image.shape, dtype=np.uint8)
+    image[mask > 0] = (90, 40, 120)
+    return image, mask
+
+
+def test_the_mask_follows_the_image_through_every_transform():
+    aug = training_augmentation(TILE)
+    aug.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        image, mask = disk_tile(rng)
+        out = aug(image=image, mask=mask)
+        img, msk = out["image"], out["mask"]
+        assert img.shape == image.shape and img.dtype == np.uint8
+        assert msk.shape == mask.shape and set(np.unique(msk)) <= {0, 1}
+        darkness = 255 - img.astype(float).mean(-1)
+        inside, outside = msk > 0, msk == 0
+        if inside.sum() > 50 and outside.sum() > 50:  # GridDropout may blank much of it
+            assert np.median(darkness[inside]) > np.median(darkness[outside]) + 20
+
+
+def test_strength_zero_is_geometry_only():
+    aug = training_augmentation(TILE, strength=0)
+    aug.set_random_seed(0)
+    image, mask = disk_tile(np.random.default_rng(2))
+    for _ in range(10):
+        out = aug(image=image, mask=mask)
+        assert sorted(map(tuple, out["image"].reshape(-1, 3))) == sorted(map(tuple, image.reshape(-1, 3)))
+        assert out["mask"].sum() == mask.sum()
+
+
+@pytest.mark.parametrize("value", [255, 0, 128])
+def test_stain_jitter_leaves_tiles_without_stain_alone_or_in_range(value):
+    flat = np.full((TILE, TILE, 3), value, np.uint8)
+    out = StainJitter(method="macenko", p=1)(image=flat)["image"]
+    assert out.shape == flat.shape and out.dtype == np.uint8
+    if value == 255:  # glass: no tissue pixels to fit the stains on
+        assert (out == flat).all()
+
+
+def test_stain_jitter_changes_stained_tissue_and_pickles_for_loader_workers():
+    image, _ = disk_tile(np.random.default_rng(3))
+    jitter = StainJitter(method="macenko", intensity_scale_range=(0.5, 0.6), p=1)
+    out = jitter(image=image)["image"]
+    assert np.abs(out.astype(int) - image).mean() > 1
+    again = pickle.loads(pickle.dumps(training_augmentation(TILE)))
+    assert again(image=image, mask=np.zeros(image.shape[:2], np.uint8))["image"].shape == image.shape
