@@ -33,9 +33,8 @@ def probability_map() -> np.ndarray:
     return np.rint(prob * 255).astype(np.uint8)
 
 
-@pytest.fixture
-def prob_store(tmp_path):
-    """``kidney.prob.zarr`` as the engine writes it, made by a real (tiny) registered model."""
+def open_store(tmp_path):
+    """An empty ``kidney.prob.zarr`` as the engine starts it, for a real (tiny) registered model."""
     card = ModelCard(name="tiny", architecture="Unet", encoder="tu-test_resnet", tile=64, overlap=16,
                      architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
     torch.manual_seed(0)
@@ -44,9 +43,22 @@ def prob_store(tmp_path):
                 "models": [{"name": "tiny", "path": str(model_dir), "threshold": 0.5}]}
     path = tmp_path / "kidney.prob.zarr"
     store = ProbabilityStore.open_for_run(path, (SIZE, SIZE), 1.0, settings, "test")
+    store.save_progress(complete=False)
+    return store, path, model_dir
+
+
+def fill(store) -> None:
+    """What a finished run leaves: every row of :func:`probability_map` final."""
     store.write_rows(0, probability_map())
     store.mark_rows_done(SIZE)
     store.save_progress(complete=True)
+
+
+@pytest.fixture
+def prob_store(tmp_path):
+    """``kidney.prob.zarr`` as the engine writes it, made by a real (tiny) registered model."""
+    store, path, model_dir = open_store(tmp_path)
+    fill(store)
     return path, model_dir
 
 
@@ -105,6 +117,18 @@ def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtb
     y0, _, x0, _ = panel.last_live["window"]
     assert panel.last_live["objects"] == 0 and tuple(layer.translate[-2:]) == (y0, x0)
     assert tuple(layer.scale[-2:]) == (1, 1)
+
+
+def test_the_preview_runs_again_when_inference_fills_the_map(make_napari_viewer, qtbot, tmp_path):
+    store, path, _ = open_store(tmp_path)
+    viewer, panel = open_panel(make_napari_viewer, qtbot, path)  # the map is still empty
+    assert panel.last_live["objects"] == 0
+    token = panel.last_live["token"]
+    fill(store)
+    viewer.layers["kidney probability"].refresh()  # what the Inference panel does as rows land
+    qtbot.waitUntil(lambda: panel.last_live["token"] > token and not panel._live_busy and not panel._live_pending,
+                    timeout=20_000)
+    assert panel.last_live["objects"] == 3 and "3 glomeruli in view" in panel.live_status.text()
 
 
 def test_apply_to_slide_writes_the_labels_store_and_shows_it(make_napari_viewer, qtbot, prob_store):

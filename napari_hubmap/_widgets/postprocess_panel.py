@@ -249,7 +249,7 @@ class PostprocessPanel(QWidget):
         for box in (self.fill_holes, self.watershed, self.live):
             box.toggled.connect(self.schedule_live)
         self.markers.currentIndexChanged.connect(self.schedule_live)
-        self.source.currentIndexChanged.connect(self.schedule_live)
+        self.source.currentIndexChanged.connect(self._follow_source)
         self.live_ready.connect(self._on_live_ready)
         self.apply_button.clicked.connect(self.apply_to_slide)
         self.cancel_button.clicked.connect(self.cancel)
@@ -290,6 +290,20 @@ class PostprocessPanel(QWidget):
             self.gt_source.addItem(self._gt_file_label())
         if gt_current:
             self.gt_source.setCurrentText(gt_current)
+        self._follow_source()
+
+    _followed = None  # the probability layer whose redraws re-run the preview
+
+    def _follow_source(self, *_):
+        """Re-run the preview when the chosen map is redrawn: a map that inference is still filling
+        (its layer refreshed as rows land) is previewed again, not left at '0 glomeruli'."""
+        layer = self.prob_layer()
+        if layer is not self._followed:
+            if self._followed is not None:
+                self._followed.events.set_data.disconnect(self.schedule_live)
+            if layer is not None:
+                layer.events.set_data.connect(self.schedule_live)
+            self._followed = layer
         self.schedule_live()
 
     _gt_file: str | None = None
