@@ -10,7 +10,7 @@ Both sides run loop.py ``training_step``, as ``_train_epoch`` does: the preset's
 ``build_module(preset_card(...))``), AdamW, ``bce_dice_loss``, zero_grad/backward/step and the EMA
 update, batch 8 of 256 px tiles; 2 warm-up steps (worker start-up, first batches, AdamW's state) are
 not timed, then 20 steps are. Data: ``load_sources`` on ../shared/data (beside the repository) at
-2 µm/px (kidney-he 0.94 by its scale bar, pas-tiles 0.5, hubmap-16x 8 µm/px unless --mpp says otherwise), the
+2 µm/px (each folder's and image's µm/px from benchmarks/shared-data-mpp.json unless --mpp says otherwise), the
 training split of the trainer's default settings. The pre-loaded batches are drawn through the same
 loader with 0 workers (that also times loading and augmenting alone). Loader workers fill their
 prefetch queue during the warm-up, so ``ratio_with_startup`` is given too: every step counted from
@@ -43,7 +43,7 @@ from bench_inference import MAX_OTHERS, cpu_busy_seconds, wait_for_idle  # bench
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-MPP = {"kidney-he": 0.94, "pas-tiles": 0.5, "hubmap-16x": 8.0}
+MPP = json.loads((Path(__file__).with_name("shared-data-mpp.json")).read_text())
 TARGET = 0.9
 
 
@@ -233,7 +233,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="training data (default: ../shared/data beside the repository)")
     parser.add_argument("--mpp", action="append", default=[], metavar="NAME=VALUE",
-                        help="µm per pixel of a data folder, on top of " + ", ".join(f"{k}={v}" for k, v in MPP.items()))
+                        help="µm per pixel of a data folder or image, on top of benchmarks/shared-data-mpp.json")
     parser.add_argument("--preset", default="effnet-unet")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tile", type=int, default=256)

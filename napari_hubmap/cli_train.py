@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from .errors import HubmapInputError
 
@@ -38,7 +39,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--target-mpp", type=float, default=d.target_mpp, help="working scale in µm/px (with a preset)")
     p.add_argument("--downscale", type=float, default=d.downscale, help="working scale when µm/px is unknown")
     p.add_argument("--mpp", action="append", default=[], metavar="FOLDER=MPP",
-                   help="µm/px of a data folder's images (default: its dataset.json, else 0.5); repeatable")
+                   help="µm/px of a data folder's images (default: its dataset.json, else 0.5), or of one "
+                        "image (FOLDER/STEM=MPP); repeatable")
+    p.add_argument("--mpp-file", type=Path, metavar="JSON",
+                   help='µm/px by folder or image, {"FOLDER": MPP, "FOLDER/STEM": MPP}; --mpp wins')
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic regions (PAS and H&E)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
@@ -59,8 +63,23 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _mpp_overrides(values: list[str]) -> dict[str, float]:
-    out = {}
+def _mpp_file(path: Path | None) -> dict[str, float]:
+    """The ``--mpp-file`` table: a JSON object of positive numbers."""
+    if path is None:
+        return {}
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise HubmapInputError(path, f"cannot read: {error.strerror or error}") from None
+    except ValueError as error:
+        raise HubmapInputError(path, f"not valid JSON: {error}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in table.values()):
+        raise HubmapInputError(path, 'expected {"FOLDER" or "FOLDER/STEM": µm per pixel > 0, ...}')
+    return {str(k): float(v) for k, v in table.items()}
+
+
+def _mpp_overrides(values: list[str], table: dict[str, float] | None = None) -> dict[str, float]:
+    out = dict(table or {})
     for value in values:
         name, _, number = value.partition("=")
         try:
@@ -156,7 +175,8 @@ def cmd_train(args) -> int:
         signal.signal(signum, ask_stop)
     try:
         config = config_of(args)
-        result = train(config, args.data, args.out, mpp=_mpp_overrides(args.mpp), synthetic=args.synthetic,
+        mpp = _mpp_overrides(args.mpp, _mpp_file(args.mpp_file))
+        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic,
                        progress=_reporter(emit, args.events), cancel=lambda: stop["asked"],
                        resume=not args.no_resume, overwrite=args.overwrite)
     except HubmapInputError as error:

@@ -192,6 +192,30 @@ def test_sources_scale_to_the_working_mpp(tmp_path, data):
     assert samples[0].image.shape == (96, 96, 3)
 
 
+def test_one_image_can_have_its_own_mpp(data):
+    names = [s.name for s in load_sources([data], downscale=1, target_mpp=None)]
+    first, other = names[0], names[1]
+    samples = {s.name: s for s in load_sources([data], downscale=1, target_mpp=4.0,
+                                               mpp_overrides={"discs": 4.0, first: 1.0})}
+    assert samples[first].image.shape == (24, 24, 3) and samples[first].mask.shape == (24, 24)
+    assert samples[first].mask.any()  # its discs shrink with it
+    assert samples[other].image.shape == (96, 96, 3)  # the folder's µm/px
+
+
+def test_cli_reads_an_mpp_file_and_refuses_a_bad_one(tmp_path, data):
+    from napari_hubmap.cli_train import _mpp_file, _mpp_overrides
+
+    table = tmp_path / "mpp.json"
+    table.write_text(json.dumps({"discs": 4.0, "discs/pA_0": 1.0}))
+    assert _mpp_overrides(["discs=3"], _mpp_file(table)) == {"discs": 3.0, "discs/pA_0": 1.0}
+    table.write_text(json.dumps({"discs": -1}))
+    done = subprocess.run([*CLI, "train", "--data", str(data), "--mpp-file", str(table), "--out", str(tmp_path / "x"),
+                           "--epochs", "1"], capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if "napari-hubmap" in line]
+    assert done.returncode == 2 and len(errors) == 1 and "mpp.json" in errors[0], done.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_sampler_prefers_glomeruli_but_keeps_empty_tissue(data):
     samples = load_sources([data], downscale=1, target_mpp=None)
     sampler = TileSampler(samples, 32, positive_fraction=0.5)

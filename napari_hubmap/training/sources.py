@@ -156,9 +156,11 @@ def _mask_at(label_file: Path, full_shape, shape, factor: float) -> np.ndarray:
 
 
 def folder_samples(folder: Path, *, factor_of, mpp_overrides: dict[str, float]) -> list[Sample]:
-    """Every image of a data folder with its mask; an image without labels is a clear error."""
-    mpp, stain = folder_settings(folder, mpp_overrides)
-    factor = factor_of(mpp)
+    """Every image of a data folder with its mask; an image without labels is a clear error.
+
+    An image's µm/px is ``mpp_overrides["<folder>/<stem>"]`` when given (regions exported at different
+    zooms), else its folder's."""
+    folder_mpp, stain = folder_settings(folder, mpp_overrides)
     images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise HubmapInputError(folder / "images", "holds no images (.png, .jpg, .tif)")
@@ -167,6 +169,7 @@ def folder_samples(folder: Path, *, factor_of, mpp_overrides: dict[str, float]) 
         label_file = _label_file(folder, path.stem)
         if label_file is None:
             raise HubmapInputError(path, "has no annotations/<stem>.geojson or masks/<stem>.png beside it")
+        factor = factor_of(mpp_overrides.get(f"{folder.name}/{path.stem}", folder_mpp))
         full = read_rgb(path)
         shape = working_shape(full.shape[:2], factor)
         mask = _mask_at(label_file, full.shape[:2], shape, factor)
