@@ -33,14 +33,14 @@ def probability_map() -> np.ndarray:
     return np.rint(prob * 255).astype(np.uint8)
 
 
-def open_store(tmp_path):
+def open_store(tmp_path, threshold: float = 0.5):
     """An empty ``kidney.prob.zarr`` as the engine starts it, for a real (tiny) registered model."""
     card = ModelCard(name="tiny", architecture="Unet", encoder="tu-test_resnet", tile=64, overlap=16,
                      architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
     torch.manual_seed(0)
     model_dir = save_model(build_module(card).eval(), card, tmp_path / "models" / "tiny")
     settings = {"slide": str(tmp_path / "kidney.tif"), "slide_shape": [SIZE, SIZE], "out_shape": [SIZE, SIZE],
-                "models": [{"name": "tiny", "path": str(model_dir), "threshold": 0.5}]}
+                "models": [{"name": "tiny", "path": str(model_dir), "threshold": threshold}]}
     path = tmp_path / "kidney.prob.zarr"
     store = ProbabilityStore.open_for_run(path, (SIZE, SIZE), 1.0, settings, "test")
     store.save_progress(complete=False)
@@ -129,6 +129,17 @@ def test_the_preview_runs_again_when_inference_fills_the_map(make_napari_viewer,
     qtbot.waitUntil(lambda: panel.last_live["token"] > token and not panel._live_busy and not panel._live_pending,
                     timeout=20_000)
     assert panel.last_live["objects"] == 3 and "3 glomeruli in view" in panel.live_status.text()
+
+
+def test_a_map_starts_at_its_models_threshold(make_napari_viewer, qtbot, tmp_path):
+    store, path, _ = open_store(tmp_path, threshold=0.7)
+    fill(store)
+    viewer, panel = open_panel(make_napari_viewer, qtbot, path)
+    assert panel.threshold.value() == pytest.approx(0.7)
+    qtbot.waitUntil(lambda: not panel._live_busy and not panel._live_pending, timeout=20_000)
+    level, (y0, y1, x0, x1) = panel.last_live["level"], panel.last_live["window"]
+    shown = np.asarray(open_probability(path)[0][level][y0:y1, x0:x1])
+    assert np.array_equal(panel.live_layer.data > 0, shown >= uint8_cutoff(0.7))  # the preview used it
 
 
 def test_apply_to_slide_writes_the_labels_store_and_shows_it(make_napari_viewer, qtbot, prob_store):

@@ -51,6 +51,18 @@ def probability_meta(layer) -> dict | None:
     return meta if meta and meta.get("probability") else None
 
 
+def map_threshold(layer) -> float | None:
+    """The card threshold of the model(s) that made a probability layer's map, when they agree."""
+    from ..inference.prob_store import open_probability
+    from ..postprocess.slide import recorded_threshold
+
+    meta = probability_meta(layer)
+    try:
+        return recorded_threshold(open_probability(Path(meta["probability"]))[1]) if meta else None
+    except (HubmapInputError, OSError, ValueError, KeyError):
+        return None  # an unreadable map shows its own error on preview
+
+
 def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
     """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows
     (or a coarser one, so that no side exceeds ``max_side``)."""
@@ -295,14 +307,17 @@ class PostprocessPanel(QWidget):
     _followed = None  # the probability layer whose redraws re-run the preview
 
     def _follow_source(self, *_):
-        """Re-run the preview when the chosen map is redrawn: a map that inference is still filling
-        (its layer refreshed as rows land) is previewed again, not left at '0 glomeruli'."""
+        """Follow the chosen map: start at its model's threshold, and re-run the preview when it is
+        redrawn (a map that inference is still filling is previewed again, not left at '0 glomeruli')."""
         layer = self.prob_layer()
         if layer is not self._followed:
             if self._followed is not None:
                 self._followed.events.set_data.disconnect(self.schedule_live)
             if layer is not None:
                 layer.events.set_data.connect(self.schedule_live)
+                threshold = map_threshold(layer)
+                if threshold is not None:  # a newly chosen map starts at its model's threshold
+                    self.threshold.setValue(threshold)
             self._followed = layer
         self.schedule_live()
 
