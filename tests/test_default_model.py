@@ -35,6 +35,9 @@ def test_shipped_model_is_small_and_its_card_complete(model, bundled_models):
     assert not any(name.split("/")[-1] in HELD_BACK_PAS for name in td["train_images"])
     by_source = card.metrics["validation_by_source"]
     assert {"kidney-he", "pas-tiles"} <= set(by_source)
+    folds = card.metrics["cross_validation"]  # both patient-wise folds, scored by eval_default_model.py
+    assert len(folds) == 2 and all({"kidney-he", "pas-tiles"} <= set(fold["plain"]) for fold in folds.values())
+    assert {"kidney-he/C003_region16", "kidney-he/C004_region1"} <= set(td["mpp"])  # per-image µm/px
 
 
 def test_default_model_finds_glomeruli_in_held_back_pas(model, shared_data):
@@ -42,7 +45,7 @@ def test_default_model_finds_glomeruli_in_held_back_pas(model, shared_data):
     from napari_hubmap.training.validate import validation_scores
 
     card = model.card
-    mpp = {"kidney-he": 0.94, "pas-tiles": 0.5}
+    mpp = card.training_data["mpp"]  # the µm/px it was trained with
     held = set(card.training_data["validation_images"])
     samples = [s for s in load_sources([shared_data / "pas-tiles"], downscale=card.downscale,
                                        target_mpp=card.target_mpp, mpp_overrides=mpp) if s.name in held]
