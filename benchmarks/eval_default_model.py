@@ -1,18 +1,17 @@
 """Validation figures of the default model's recipe: patient-wise folds and held-back PAS tiles.
 
-``benchmarks/train_default_model.sh`` trains the recipe three times with the same settings: fold A
-trains on patient C003 and validates on C004, fold B the reverse, and ``all`` (the shipped model) trains
-on both patients; all three hold back the same four PAS tiles (10025, 10102, 10149, 10165). This script
-reloads each run's registered weights and scores its validation images again (not trusting the numbers
-in the card): pooled Dice at the card's threshold and object F1 (IoU >= 0.5), per source, on whole
-images at the card's working scale (3 µm/px; each image's µm/px as the card's training data records
-it), with and without flip TTA.
+``benchmarks/train_default_model.sh`` trains the recipe twice with the same settings: fold A trains on
+patient C003 and validates on C004 (it is the shipped model), fold B the reverse; both hold back the
+same four PAS tiles (10025, 10102, 10149, 10165). This script reloads each fold's registered weights and
+scores its validation images again (not trusting the numbers in the card): pooled Dice at the card's
+threshold and object F1 (IoU >= 0.5), per source, on whole images at the card's working scale (3 µm/px;
+each image's µm/px as the card's training data records it), with and without flip TTA.
 
     python benchmarks/eval_default_model.py [--models bench-out/models] [--data ../shared/data]
-                                            [--ship bench-out/models/fold-all]
+                                            [--ship bench-out/models/fold-A]
 
 Prints a table and writes bench-out/eval_default_model.json. ``--ship FOLDER`` also installs that model
-as models/hubmap-default (one atomic folder swap), with the folds' figures added to its card as
+as models/hubmap-default (one atomic folder swap), with both folds' figures added to its card as
 ``metrics["cross_validation"]``: how the recipe does on an H&E patient it never saw.
 """
 
@@ -65,6 +64,7 @@ def ship(folder: Path, results: dict) -> Path:
 
     from napari_hubmap.atomic import atomic_path
     from napari_hubmap.registry import load_model, read_card
+    from napari_hubmap.registry.store import CARD_FILE, WEIGHTS_FILE
 
     card = read_card(folder)
     card.metrics["cross_validation"] = {
@@ -72,12 +72,11 @@ def ship(folder: Path, results: dict) -> Path:
             tta: {source: {k: r[tta][source][k] for k in ("dice", "object_f1", "images")}
                   for source in ("kidney-he", "pas-tiles")}
             for tta in ("plain", "flips")}
-        for fold, r in results.items() if fold in ("A", "B")}
+        for fold, r in results.items()}
     target = ROOT / "models" / card.name
     with atomic_path(target, is_dir=True) as tmp:
-        for name in ("model.safetensors",):
-            shutil.copy2(folder / name, tmp / name)
-        (tmp / "card.json").write_text(card.to_json(), encoding="utf-8")
+        shutil.copy2(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        (tmp / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         load_model(tmp)  # the weights still match the card
     return target
 
@@ -89,16 +88,14 @@ def main() -> None:
     parser.add_argument("--ship", type=Path, help="model folder to install as models/hubmap-default")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    runs = [run for run in ("A", "B", "all") if (args.models / f"fold-{run}").is_dir()]
-    results = {run: score_fold(args.models / f"fold-{run}", args.data) for run in runs}
-    print(f"{'run':5} {'validated on':22} {'TTA':6} {'Dice':>6} {'obj F1':>7} {'images':>6}")
-    for run, r in results.items():
-        patient = {"A": "C004", "B": "C003"}.get(run)
+    results = {fold: score_fold(args.models / f"fold-{fold}", args.data) for fold in ("A", "B")}
+    print(f"{'fold':5} {'validated on':22} {'TTA':6} {'Dice':>6} {'obj F1':>7} {'images':>6}")
+    for fold, r in results.items():
+        patient = "C004" if fold == "A" else "C003"
         for tta in ("plain", "flips"):
             for source, label in (("kidney-he", f"H&E {patient}"), ("pas-tiles", "PAS held-back")):
-                if source in r[tta]:
-                    s = r[tta][source]
-                    print(f"{run:5} {label:22} {tta:6} {s['dice']:6.3f} {s['object_f1']:7.3f} {s['images']:6d}")
+                s = r[tta][source]
+                print(f"{fold:5} {label:22} {tta:6} {s['dice']:6.3f} {s['object_f1']:7.3f} {s['images']:6d}")
     (ROOT / "bench-out").mkdir(exist_ok=True)
     (ROOT / "bench-out" / "eval_default_model.json").write_text(json.dumps(results, indent=1, default=float))
     if args.ship:

@@ -72,17 +72,12 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     best = int(np.argmax(balanced))
     threshold = thresholds[best]
     tp = fp = fn = 0
-    per_source: dict = {}
+    per_source: dict = {}  # source -> [tp, fp, fn, images]
     for s, p in zip(samples, probs):
-        pred = p >= threshold
-        scores = object_scores(_objects(pred), label(s.mask, connectivity=2))
+        scores = object_scores(_objects(p >= threshold), label(s.mask, connectivity=2))
         tp, fp, fn = tp + scores.tp, fp + scores.fp, fn + scores.fn
-        acc = per_source.setdefault(s.source, [0, 0, 0, 0, 0, 0])
-        m = s.mask.astype(bool)
-        acc[0] += np.count_nonzero(pred & m)
-        acc[1] += np.count_nonzero(pred) + np.count_nonzero(m)
-        acc[2:5] = [acc[2] + scores.tp, acc[3] + scores.fp, acc[4] + scores.fn]
-        acc[5] += 1
+        acc = per_source.setdefault(s.source, [0, 0, 0, 0])
+        acc[:] = [acc[0] + scores.tp, acc[1] + scores.fp, acc[2] + scores.fn, acc[3] + 1]
     return {
         "dice": float(balanced[best]),
         "dice_pooled": float(pooled[best]),
@@ -92,8 +87,8 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
         "object_recall": tp / (tp + fn) if tp + fn else 0.0,
         "objects": {"tp": tp, "fp": fp, "fn": fn},
         "images": len(samples),
-        "by_source": {k: {"dice": (2 * v[0] + 1e-9) / (v[1] + 1e-9), "object_f1": _f1(*v[2:5]), "images": v[5]}
-                      for k, v in sorted(per_source.items())},
+        "by_source": {k: {"dice": float(source_dice[sources.index(k), best]), "object_f1": _f1(*v[:3]),
+                          "images": v[3]} for k, v in sorted(per_source.items())},
     }
 
 
