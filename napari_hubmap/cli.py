@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -24,33 +25,73 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"napari-hubmap: error: {message} (see {self.prog} --help)\n")
 
 
-class _ProgressBar:
-    """A tqdm bar on stderr driven by (done, total) callbacks; it appears at the first update, so an
-    error before any work is the only line printed."""
+PLAIN_PROGRESS_EVERY_S = 5.0
+"""Off a terminal, a plain progress line at most this often, and one at the end."""
 
-    def __init__(self, description: str):
-        self.description = description
+
+class ProgressBar:
+    """Progress on stderr driven by ``update(done, total)``: a tqdm bar when stderr is a terminal; anywhere else
+    (a file, a CI log) a plain line ``DESC: DONE/TOTAL UNIT (P%)`` at most every :data:`PLAIN_PROGRESS_EVERY_S`
+    and one at the end, never a carriage return. Nothing shows before the first update, so an error before any
+    work is the only line printed."""
+
+    def __init__(self, description: str, *, unit: str = "", leave: bool = False):
+        self.description, self.unit, self.leave = description, unit, leave
+        self.stream = sys.stderr
+        self.terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = None
+        self.state = self.shown = None  # (done, total, note): the last update, the last plain line
+        self.shown_at = -float("inf")
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, note: str = "") -> None:
+        self.state = (done, total, note)
+        if self.terminal:
+            self._draw()
+        elif time.monotonic() - self.shown_at >= PLAIN_PROGRESS_EVERY_S:
+            self._print()
+
+    def write(self, line: str) -> None:
+        """A message on its own line, leaving the bar intact."""
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self, summary: bool = True) -> None:
+        """End the bar; off a terminal, print the last state unless it was printed or ``summary`` is false."""
+        if self.bar is not None:
+            self.bar.close()
+        elif summary and self.state not in (None, self.shown):
+            self._print()
+
+    def _draw(self) -> None:
+        done, total, note = self.state
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=done, desc=self.description, unit=self.unit or "it", file=self.stream,
+                            leave=self.leave, dynamic_ncols=True)
         self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def _print(self) -> None:
+        done, total, note = self.shown = self.state
+        self.shown_at = time.monotonic()
+        unit = f" {self.unit}" if self.unit else ""
+        count = f"{done}/{total}{unit} ({100 * done // total}%)" if total else f"{done}{unit}"
+        print(f"{self.description}: {count}{', ' + note if note else ''}", file=self.stream, flush=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
+    def __exit__(self, kind, *exc):
+        self.close(summary=kind is None)  # after an error, its one line says enough
 
 
-def _progress_bar(description: str):
-    bar = _ProgressBar(description)
+def _progress_bar(description: str, unit: str = ""):
+    bar = ProgressBar(description, unit=unit)
     return bar, bar.update
 
 
@@ -92,7 +133,7 @@ def cmd_synth(args) -> int:
     if args.width <= 0 or args.height <= 0:
         raise HubmapInputError(args.out, f"width and height must be positive (got {args.width}x{args.height})")
     spec = SynthSpec(width=args.width, height=args.height, seed=args.seed, stain=args.stain, mpp=args.mpp)
-    bar, update = _progress_bar(f"synth {Path(args.out).name}")
+    bar, update = _progress_bar(f"synth {Path(args.out).name}", "tiles")
     with bar:
         glomeruli = write_synthetic_tiff(args.out, spec, tile=args.tile, pyramid=args.pyramid, compression=args.compression, progress=update)
     geojson = synth_geojson_path(args.out)
@@ -140,7 +181,7 @@ def cmd_predict(args) -> int:
     out_dir = Path(args.out)
     for path in args.slides:
         out = out_dir / f"{slide_stem(path)}.prob.zarr"
-        bar, update = _progress_bar(f"predict {Path(path).name}")
+        bar, update = _progress_bar(f"predict {Path(path).name}", "tiles")
         with bar:
             result = predict_slide(path, out, config, progress=lambda p: update(p.done, p.total))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -255,7 +296,8 @@ def cmd_project_init(args) -> int:
         if len(files) > 1:
             raise HubmapInputError(slide, "more than one --ground-truth for this slide")
     existed = {p: (root / p).exists() for p in ("", MANIFEST, GT_DIR, PSEUDO_DIR, EDITS_DIR)}
-    project = init_project(root, tile=args.tile, downscale=args.downscale)
+    maps = [prob for slide in args.slide or [] for prob in predictions.get(slide, [])]
+    project = init_project(root, tile=args.tile, downscale=args.downscale, predictions=maps)
     try:
         for slide in args.slide or []:
             add_slide(project, slide, ground_truth=(truths.get(slide) or [None])[0], predictions=predictions.get(slide, []),
@@ -331,6 +373,8 @@ def cmd_project_dataset(args) -> int:
 
 
 def _add_project_parser(sub) -> None:
+    from .project.manifest import DEFAULT_DOWNSCALE
+
     project = sub.add_parser("project", help="curation projects: slides, ground truth, predictions, review, training set")
     psub = project.add_subparsers(dest="project_command", required=True, parser_class=OneLineParser)
 
@@ -341,7 +385,9 @@ def _add_project_parser(sub) -> None:
                       help="a slide's ground truth (GeoJSON, RLE CSV, mask, labels .zarr); SLIDE is its path or id")
     init.add_argument("--prediction", action="append", metavar="SLIDE=PROB.zarr", help="a slide's probability map; repeat for more")
     init.add_argument("--tile", type=int, default=512, help="review tile size at the working scale")
-    init.add_argument("--downscale", type=float, default=2.0, help="working scale: full-resolution pixels per pixel")
+    init.add_argument("--downscale", type=float, default=None,
+                      help="working scale: full-resolution pixels per pixel (default: the predictions' scale, "
+                           f"else {DEFAULT_DOWNSCALE:g})")
     init.add_argument("--full-hash", action="store_true", help="hash whole slide files (default: quick hash of 12 MiB)")
     init.set_defaults(func=cmd_project_init)
 

@@ -109,27 +109,35 @@ def _emitter(enabled: bool):
 
 
 def _reporter(emit, events: bool):
+    """(progress callback, finish): the events themselves with ``--events``, else a progress bar on stderr
+    (see :class:`napari_hubmap.cli.ProgressBar`) with a line per epoch."""
     if events:
-        return emit
-    from tqdm import tqdm
+        return emit, lambda: None
+    from .cli import ProgressBar
 
-    bar = {}
+    run = {"bar": None}
 
     def report(event: dict) -> None:
         if os.environ.get("RANK", "0") != "0":
             return
         kind = event["event"]
         if kind == "start":
-            bar["tqdm"] = tqdm(total=event["epochs"] * event["steps_per_epoch"], desc="training", unit="step",
-                               initial=event["resumed_at"] * event["steps_per_epoch"], file=sys.stderr)
+            run["bar"] = ProgressBar("training", unit="steps", leave=True)
+            run["total"] = event["epochs"] * event["steps_per_epoch"]
+            run["done"] = event["resumed_at"] * event["steps_per_epoch"]
+            run["bar"].update(run["done"], run["total"])
         elif kind == "step":
-            bar["tqdm"].update(1)
-            bar["tqdm"].set_postfix(loss=f"{event['loss']:.3f}")
+            run["done"] += 1
+            run["bar"].update(run["done"], run["total"], f"loss {event['loss']:.3f}")
         elif kind == "epoch":
             dice = "-" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
-            bar["tqdm"].write(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.3f}, "
-                              f"validation Dice {dice}{' (best, saved)' if event['best'] else ''}")
-    return report
+            run["bar"].write(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.3f}, "
+                             f"validation Dice {dice}{' (best, saved)' if event['best'] else ''}")
+
+    def finish() -> None:
+        if run["bar"] is not None:
+            run["bar"].close()
+    return report, finish
 
 
 def _strip_nproc(argv: list[str]) -> list[str]:
@@ -173,15 +181,16 @@ def cmd_train(args) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, ask_stop)
+    report, finish = _reporter(emit, args.events)
     try:
         config = config_of(args)
         mpp = _mpp_overrides(args.mpp, _mpp_file(args.mpp_file))
-        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic,
-                       progress=_reporter(emit, args.events), cancel=lambda: stop["asked"],
-                       resume=not args.no_resume, overwrite=args.overwrite)
+        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic, progress=report,
+                       cancel=lambda: stop["asked"], resume=not args.no_resume, overwrite=args.overwrite)
     except HubmapInputError as error:
         emit({"event": "error", "message": str(error)})
         raise
+    finish()
     if result.cancelled:
         emit({"event": "cancelled", "checkpoint": str(result.checkpoint), "epochs_run": result.epochs_run})
         print(f"napari-hubmap: cancelled; checkpoint {result.checkpoint} (run again to resume)", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,36 +124,94 @@ def test_synth_rejects_bad_sizes(tmp_path):
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_import_model_then_predict_prints_one_json_line_per_slide(tmp_path):
+def tiny_model(tmp_path) -> Path:
+    """A depth-3 U-Net imported through the Python API (the card needs its architecture_kwargs)."""
+    from napari_hubmap.registry import import_checkpoint
+
+    out = tmp_path / "models" / "tiny"
+    import_checkpoint(kaggle_checkpoint(tmp_path), arch="Unet", encoder="tu-test_resnet", out=out, downscale=2.0,
+                      tile=64, overlap=16, architecture_kwargs=TINY_KWARGS)
+    return out
+
+
+TINY_KWARGS = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+
+
+def kaggle_checkpoint(tmp_path) -> Path:
+    """Random weights of the tiny U-Net saved as a Kaggle-style DataParallel checkpoint."""
     import torch
 
     from napari_hubmap.registry import ModelCard, build_module
+
+    checkpoint = tmp_path / "kaggle.pth"
+    if not checkpoint.exists():
+        card = ModelCard(name="x", architecture="Unet", encoder="tu-test_resnet", architecture_kwargs=TINY_KWARGS)
+        module = build_module(card)
+        torch.save({"state_dict": {f"module.{k}": v for k, v in module.state_dict().items()}, "epoch": 3}, checkpoint)
+    return checkpoint
+
+
+def synthetic_slides(tmp_path, seeds=(1, 2)) -> list[Path]:
     from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
 
-    card = ModelCard(name="x", architecture="Unet", encoder="tu-test_resnet",
-                     architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
-    module = build_module(card)
-    checkpoint = tmp_path / "kaggle.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in module.state_dict().items()}, "epoch": 3}, checkpoint)
-    models = tmp_path / "models"
-    # the card needs the same architecture_kwargs: import through the Python API to pass them
-    result = run("import-model", checkpoint, "--arch", "Unet", "--encoder", "tu-test_resnet", "--out", models / "plain", check_code=None)
-    assert_one_line_error(result, "kaggle.pth")  # depth-5 model does not match these depth-3 weights
-    from napari_hubmap.registry import import_checkpoint
-
-    import_checkpoint(checkpoint, arch="Unet", encoder="tu-test_resnet", out=models / "tiny", downscale=2.0, tile=64, overlap=16,
-                      architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
     slides = []
-    for seed in (1, 2):
+    for seed in seeds:
         slides.append(tmp_path / f"s{seed}.tif")
         write_synthetic_tiff(slides[-1], SynthSpec(width=700, height=500, seed=seed))
-    out = subprocess.run(CLI + ["predict", *map(str, slides), "--model", str(models / "tiny"), "--out", str(tmp_path / "pred"), "--tta", "flips"],
-                         capture_output=True, text=True, timeout=300)
+    return slides
+
+
+def test_import_model_then_predict_prints_one_json_line_per_slide(tmp_path):
+    checkpoint = kaggle_checkpoint(tmp_path)
+    models = tmp_path / "models"
+    result = run("import-model", checkpoint, "--arch", "Unet", "--encoder", "tu-test_resnet", "--out", models / "plain",
+                 check_code=None)
+    assert_one_line_error(result, "kaggle.pth")  # depth-5 model does not match these depth-3 weights
+    tiny = tiny_model(tmp_path)
+    slides = synthetic_slides(tmp_path)
+    command = ["predict", *map(str, slides), "--model", str(tiny), "--out", str(tmp_path / "pred"), "--tta", "flips"]
+    out = subprocess.run(CLI + command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.strip().splitlines()]
     assert [Path(r["out"]).name for r in lines] == ["s1.prob.zarr", "s2.prob.zarr"]
     for row in lines:
         assert {"tiles", "skipped_tiles", "seconds", "tiles_per_s", "peak_rss_mb"} <= set(row) and row["complete"]
+
+
+def test_predict_progress_in_a_log_file_is_plain_lines(tmp_path):
+    """stderr to a file (not a terminal): progress as whole lines, no tqdm frames drawn with carriage returns."""
+    tiny, slides = tiny_model(tmp_path), synthetic_slides(tmp_path)
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        command = ["predict", *map(str, slides), "--model", str(tiny), "--out", str(tmp_path / "pred")]
+        out = subprocess.run(CLI + command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300)
+    text = log.read_bytes().decode()
+    assert out.returncode == 0, text
+    assert "\r" not in text and "\x1b" not in text, repr(text)
+    lines = [line for line in text.splitlines() if line.startswith("predict ")]
+    assert all(re.fullmatch(r"predict s\d\.tif: \d+/\d+ tiles \(\d+%\)", line) for line in lines), lines
+    for slide in slides:  # the last line of each slide says it is done
+        last = [line for line in lines if line.startswith(f"predict {slide.name}: ")][-1]
+        assert re.fullmatch(rf"predict {slide.name}: (\d+)/\1 tiles \(100%\)", last), lines
+
+
+def test_progress_off_a_terminal_prints_at_most_every_few_seconds(monkeypatch, capsys):
+    from napari_hubmap import cli
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock["now"])
+    with cli.ProgressBar("predict x.tif", unit="tiles") as bar:
+        for done in range(0, 101):
+            bar.update(done, 100)
+            clock["now"] += 0.125  # 12.5 s in all: lines at 0, 5 and 10 s, then the last one
+    assert capsys.readouterr().err.splitlines() == [
+        "predict x.tif: 0/100 tiles (0%)", "predict x.tif: 40/100 tiles (40%)", "predict x.tif: 80/100 tiles (80%)",
+        "predict x.tif: 100/100 tiles (100%)"]
+    with pytest.raises(ValueError), cli.ProgressBar("pyramid y.tif") as bar:
+        bar.update(3, 0)
+        bar.update(4, 0, "loss 0.5")
+        raise ValueError  # after an error, no summary line: the error's own line is the last
+    assert capsys.readouterr().err.splitlines() == ["pyramid y.tif: 3"]
 
 
 def test_predict_with_a_missing_model_is_one_line(tmp_path, slide_file):

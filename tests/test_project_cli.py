@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_hubmap.cli import main
+from napari_hubmap.errors import HubmapInputError
+from napari_hubmap.project import init_project, open_project
 
-from test_project_manifest import make_inputs, snapshot
+from synthetic_maps import write_prob_store
+from test_project_manifest import SHAPE, make_inputs, snapshot
 
 CLI = [str(Path(sys.executable).with_name("napari-hubmap"))]
 
@@ -116,3 +120,51 @@ def test_project_cli_subprocess_exit_code(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-hubmap: error:") and "project.json" in lines[0]
+
+
+@pytest.fixture
+def coarse_map(tmp_path, inputs):
+    """The inputs' map as inference at downscale 4 would write it (75x105 for the 300x420 slide)."""
+    assert SHAPE == (300, 420)
+    prob = np.where(inputs["mask"][::4, ::4], 230, 10).astype(np.uint8)
+    return write_prob_store(tmp_path / "inputs" / "coarse.prob.zarr", prob, downscale=4.0)
+
+
+def test_project_init_takes_the_maps_downscale(tmp_path, inputs, coarse_map, capsys):
+    root = tmp_path / "p"
+    code, out, err = run(capsys, "project", "init", root, "--slide", inputs["slide"],
+                         "--prediction", f"kidney={coarse_map}")
+    assert code == 0 and len(out) == 1, err
+    assert json.loads(out[0])["downscale"] == 4
+    project = open_project(root)
+    assert project.downscale == 4 and project.working_shape("kidney") == (75, 105)
+    assert project.slides[0].predictions[0].level == 0
+    code, out, err = run(capsys, "project", "init", tmp_path / "plain", "--slide", inputs["slide"])
+    assert code == 0 and json.loads(out[0])["downscale"] == 2  # no prediction: the default
+    # the library call the GUI makes: downscale None means the maps' scale, else the default
+    assert init_project(tmp_path / "api", predictions=[coarse_map]).downscale == 4
+    assert init_project(tmp_path / "api-default").downscale == 2
+
+
+def test_project_init_with_a_conflicting_downscale_is_one_line_and_writes_nothing(tmp_path, inputs, coarse_map, capsys):
+    root = tmp_path / "p"
+    result = run(capsys, "project", "init", root, "--slide", inputs["slide"], "--prediction", f"kidney={coarse_map}",
+                 "--downscale", 2)
+    assert_one_line_error(result, "coarse.prob.zarr", "downscale 4", "--downscale 4")
+    assert not root.exists()
+    with pytest.raises(HubmapInputError, match="--downscale 4"):
+        init_project(root, downscale=2, predictions=[coarse_map])
+    assert not root.exists()
+
+
+def test_working_downscale_is_the_finest_scale_every_map_has(tmp_path):
+    from napari_hubmap.project.build import working_downscale
+    from napari_hubmap.project.manifest import DEFAULT_DOWNSCALE
+
+    fine = write_prob_store(tmp_path / "fine.prob.zarr", np.zeros((1100, 600), np.uint8), downscale=2.0)  # at 2 and 4
+    coarse = write_prob_store(tmp_path / "coarse.prob.zarr", np.zeros((100, 60), np.uint8), downscale=4.0)
+    assert working_downscale([fine]) == 2
+    assert working_downscale([fine, coarse]) == working_downscale([coarse, fine]) == 4
+    assert working_downscale([]) == DEFAULT_DOWNSCALE and working_downscale([], 3) == 3
+    with pytest.raises(HubmapInputError, match="no level at the project's working downscale 2"):
+        working_downscale([coarse], 2)

@@ -17,6 +17,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from .manifest import (
+    DEFAULT_DOWNSCALE,
     MANIFEST,
     SLIDE_ID,
     GroundTruth,
@@ -33,8 +34,12 @@ from .review import ReviewState
 GT_DIR, PSEUDO_DIR, EDITS_DIR = "ground_truth", "pseudo_labels", "edits"
 
 
-def init_project(root, *, tile: int = 512, downscale: float = 2.0) -> Project:
-    """A new empty project in ``root`` (made if needed); an existing project there is an error."""
+def init_project(root, *, tile: int = 512, downscale: float | None = None, predictions=()) -> Project:
+    """A new empty project in ``root`` (made if needed); an existing project there is an error.
+
+    ``downscale`` None: the scale of the probability maps in ``predictions`` (see :func:`working_downscale`),
+    else :data:`DEFAULT_DOWNSCALE`. The maps are only read here, to check them before anything is written;
+    add them with :func:`add_slide`."""
     root = Path(root)
     if (root / MANIFEST).exists():
         raise HubmapInputError(root / MANIFEST, "already a project; nothing was changed (open it, or choose another folder)")
@@ -42,14 +47,51 @@ def init_project(root, *, tile: int = 512, downscale: float = 2.0) -> Project:
         raise HubmapInputError(root, "exists and is not a folder")
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16:
         raise HubmapInputError(None, f"tile size must be a whole number >= 16, got {tile!r}")
-    if not (isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale >= 1):
+    usable = isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale >= 1
+    if downscale is not None and not usable:
         raise HubmapInputError(None, f"downscale must be a number >= 1, got {downscale!r}")
+    downscale = working_downscale(predictions, downscale)
     root.mkdir(parents=True, exist_ok=True)
     stamp = now_iso()
     project = Project(root=root, tile_size=int(tile), downscale=float(downscale), created=stamp, modified=stamp)
     project.review = ReviewState(project)
     project.save()
     return project
+
+
+def working_downscale(predictions=(), downscale: float | None = None) -> float:
+    """A project's working scale: ``downscale`` when given, else the finest of the probability maps' own
+    downscales at which every map has a level, else :data:`DEFAULT_DOWNSCALE` (no maps). A map without a level
+    at the scale chosen is an error."""
+    maps = [(Path(prob), *_map_scales(Path(prob))) for prob in predictions]
+    if downscale is None and maps:
+        shared = [d for d in sorted(m[1] for m in maps) if all(_map_level(*m[1:], d) is not None for m in maps)]
+        downscale = shared[0] if shared else maps[0][1]
+    downscale = DEFAULT_DOWNSCALE if downscale is None else float(downscale)
+    for prob, d, n in maps:
+        _checked_level(prob, d, n, downscale)
+    return downscale
+
+
+def _map_scales(prob: Path) -> tuple[float, int]:
+    """(downscale of level 0, number of levels) of a probability map."""
+    from ..postprocess.slide import open_probability_checked
+
+    levels, meta = open_probability_checked(prob)
+    return float(meta.get("downscale", 1.0)), len(levels)
+
+
+def _map_level(d: float, n: int, downscale: float) -> int | None:
+    """The level of a map (level 0 at downscale ``d``, each next one halved; ``n`` levels) at ``downscale``."""
+    return next((k for k in range(n) if math.isclose(d * 2**k, downscale)), None)
+
+
+def _checked_level(prob: Path, d: float, n: int, downscale: float) -> int:
+    level = _map_level(d, n, downscale)
+    if level is None:
+        raise HubmapInputError(prob, f"map at downscale {d:g} has no level at the project's working downscale "
+                               f"{downscale:g} (init the project with --downscale {d:g})")
+    return level
 
 
 def slide_stem(path) -> str:
@@ -225,11 +267,7 @@ def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshol
     from ..postprocess.slide import open_probability_checked, recorded_threshold
 
     levels, meta = open_probability_checked(prob)
-    d = float(meta.get("downscale", 1.0))
-    level = next((k for k in range(len(levels)) if math.isclose(d * 2**k, project.downscale)), None)
-    if level is None:
-        raise HubmapInputError(prob, f"map at downscale {d:g} has no level at the project's working downscale "
-                               f"{project.downscale:g} (init the project with --downscale {d:g})")
+    level = _checked_level(prob, float(meta.get("downscale", 1.0)), len(levels), project.downscale)
     shape = working_shape_of(entry.shape, project.downscale)
     if tuple(levels[level].shape) != tuple(shape):
         raise HubmapInputError(prob, f"map is {tuple(levels[level].shape)} at downscale {project.downscale:g}; slide "

@@ -47,6 +47,8 @@ QUICK_HASH = "quick-sha256-v1"
 QUICK_BLOCK = 4 * 1024 * 1024
 _QUICK_TAG = b"napari-hubmap quick-sha256 v1\0"
 SLIDE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEFAULT_DOWNSCALE = 2.0
+"""A new project's working scale (full-resolution pixels per pixel) when neither it nor a prediction gives one."""
 
 
 def now_iso() -> str:
