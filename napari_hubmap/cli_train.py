@@ -25,7 +25,10 @@ def add_train_parser(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train or fine-tune a model on data folders or a curation project")
     p.add_argument("--data", action="append", required=True, metavar="DIR",
-                   help="images/ + annotations/ (GeoJSON) or masks/, a folder of such folders, or a project; repeatable")
+                   help="images/ + annotations/ (GeoJSON or LabelMe) or masks/, a folder of such folders, "
+                        "or a project; repeatable")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="learn only the annotations of this class (GeoJSON classification, LabelMe label); repeatable")
     base = p.add_mutually_exclusive_group()
     base.add_argument("--preset", choices=sorted(PRESETS), help=f"architecture to train from scratch (default {d.preset})")
     base.add_argument("--base", metavar="MODEL", help="registry model (name or folder) to fine-tune")
@@ -98,7 +101,7 @@ def config_of(args):
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch=args.batch, lr=args.lr, loss=args.loss,
         positive_fraction=args.positive_fraction, folds=args.folds, fold=args.fold, split=args.split,
         val_groups=[g for g in args.val_groups.split(",") if g], patience=args.patience, workers=args.workers,
-        device=args.device, seed=args.seed)
+        device=args.device, seed=args.seed, labels=args.label)
 
 
 def _emitter(enabled: bool):

@@ -1,10 +1,12 @@
 """Convert annotations between polygon JSON, Kaggle RLE CSV and mask images.
 
-Sources by suffix: ``.json``/``.geojson`` (polygons), ``.csv`` (RLE), ``.png``/``.tif``/``.tiff`` (mask).
+Sources by suffix: ``.json``/``.geojson`` (GeoJSON or LabelMe polygons), ``.csv`` (RLE), ``.png``/``.tif``/``.tiff``
+(mask).
 Targets: ``"rle"`` (CSV ``id,encoding``), ``"geojson"`` (QuPath FeatureCollection), ``"mask"`` (instance
 label image). ``downsample`` is the pyramid level of the raster side: polygons and RLE are rasterised
 at ``ceil(shape / downsample)`` (``shape`` being the full-resolution shape), and a mask source is taken
-to be at that level (its GeoJSON coordinates are scaled back to full resolution).
+to be at that level (its GeoJSON coordinates are scaled back to full resolution). ``labels`` keeps the
+polygons of those classes only. An image size recorded in the polygon file (LabelMe) must match ``shape``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import shapely
@@ -24,9 +27,10 @@ from .geojson import (
     annotations_to_feature_collection,
     labels_to_feature_collection,
     rasterize,
-    read_annotations,
+    read_annotation_file,
     write_geojson,
 )
+from .labelme import check_image_size
 from .masks import MASK_SUFFIXES, read_mask, write_mask
 from .rle import read_rle_csv, rle_decode, rle_encode, write_rle_csv
 
@@ -56,33 +60,41 @@ def convert_annotations(
     shape: tuple[int, int] | None = None,
     downsample: float = 1.0,
     rle_id: str | None = None,
+    labels: Iterable[str] | None = None,
 ) -> Path:
     """Convert ``src`` to ``to`` ("rle", "geojson" or "mask"), written atomically to ``out``.
 
     ``shape`` (full-resolution H, W) is needed for polygons -> rle/mask and for any RLE source.
-    Returns the output path.
+    ``labels`` (class names) keeps only those polygons. Returns the output path.
     """
     src, out = Path(src), Path(out)
     _check_target(to, out)
     _check_downsample(downsample)
     if _source_kind(src) == "polygons" and to == "geojson":
-        write_geojson(out, annotations_to_feature_collection(read_annotations(src)))
+        read = read_annotation_file(src, labels)
+        if shape is not None:
+            check_image_size(src, read.image_shape, shape)
+        write_geojson(out, annotations_to_feature_collection(read.annotations))
         return out
-    labels, row_id = load_labels(src, shape, downsample=downsample, rle_id=rle_id)
-    _write_output(to, out, labels, downsample, rle_id or row_id)
+    instances, row_id = load_labels(src, shape, downsample=downsample, rle_id=rle_id, labels=labels)
+    _write_output(to, out, instances, downsample, rle_id or row_id)
     return out
 
 
-def load_labels(src, shape, *, downsample: float = 1.0, rle_id: str | None = None) -> tuple[np.ndarray, str]:
+def load_labels(
+    src, shape, *, downsample: float = 1.0, rle_id: str | None = None, labels: Iterable[str] | None = None
+) -> tuple[np.ndarray, str]:
     """(instance labels at ``downsample``, row id) of any annotation file; see the module doc."""
     src = Path(src)
     _check_downsample(downsample)
     kind = _source_kind(src)
+    if labels is not None and kind != "polygons":
+        raise HubmapInputError(src, "a label filter applies to polygon annotations (.json/.geojson) only")
     if kind == "rle":
         row_id, encoding = _pick_row(src, rle_id)
         return _rle_labels(src, encoding, shape, downsample), row_id
     if kind == "polygons":
-        return _polygon_labels(src, shape, downsample), src.stem
+        return _polygon_labels(src, shape, downsample, labels), src.stem
     return _mask_labels(src, shape, downsample), src.stem
 
 
@@ -124,11 +136,12 @@ def _level_shape(src: Path, shape, downsample: float, what: str) -> tuple[int, i
     return math.ceil(height / downsample), math.ceil(width / downsample)
 
 
-def _polygon_labels(src: Path, shape, downsample: float) -> np.ndarray:
+def _polygon_labels(src: Path, shape, downsample: float, labels: Iterable[str] | None) -> np.ndarray:
     level_shape = _level_shape(src, shape, downsample, "polygons to a raster")
-    annotations = read_annotations(src)
-    _warn_outside(src, [a.geometry for a in annotations], shape)
-    return rasterize(annotations, level_shape, downsample=downsample)
+    read = read_annotation_file(src, labels)
+    check_image_size(src, read.image_shape, shape)
+    _warn_outside(src, [a.geometry for a in read.annotations], shape)
+    return rasterize(read.annotations, level_shape, downsample=downsample)
 
 
 def _warn_outside(src: Path, geometries: list, shape) -> None:

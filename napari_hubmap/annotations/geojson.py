@@ -1,5 +1,8 @@
 """QuPath / HuBMAP polygon annotations (GeoJSON): reading, rasterising, and tracing label images back.
 
+:func:`read_annotations` also reads LabelMe JSON (see :mod:`.labelme`); a label filter keeps the
+objects of some classes.
+
 Coordinates are ``[x, y]`` = (column, row) in full-resolution pixels. Pixel convention (QuPath): pixel
 (r, c) is the square x in [c, c+1), y in [r, r+1); it belongs to a polygon when its centre does. At a
 pyramid level with ``downsample`` d, coordinates are divided by d first.
@@ -27,6 +30,8 @@ from ..errors import HubmapInputError
 
 __all__ = [
     "Annotation",
+    "AnnotationFile",
+    "read_annotation_file",
     "read_annotations",
     "rasterize",
     "labels_to_feature_collection",
@@ -53,17 +58,56 @@ class Annotation:
     properties: dict = field(default_factory=dict)
 
 
+@dataclass
+class AnnotationFile:
+    """The annotations of one file, and the image size it records ((height, width); LabelMe only)."""
+
+    annotations: list[Annotation]
+    image_shape: tuple[int, int] | None = None
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_annotations(path: str | os.PathLike) -> list[Annotation]:
-    """Read QuPath/HuBMAP polygon JSON: a list of Features, a FeatureCollection or one Feature.
+def read_annotations(path: str | os.PathLike, labels: Iterable[str] | None = None) -> list[Annotation]:
+    """The polygon annotations of a GeoJSON or LabelMe file; see :func:`read_annotation_file`."""
+    return read_annotation_file(path, labels).annotations
+
+
+def read_annotation_file(path: str | os.PathLike, labels: Iterable[str] | None = None) -> AnnotationFile:
+    """Read QuPath/HuBMAP polygon JSON (a list of Features, a FeatureCollection or one Feature) or LabelMe.
 
     Non-polygon features are skipped (one warning); features without a classification get
-    ``class_name=None`` (one warning); invalid polygons are repaired. Anything else that is wrong raises
+    ``class_name=None`` (one warning); invalid polygons are repaired. ``labels`` (class names) keeps only
+    the objects of those classes; None keeps every object. Anything else that is wrong raises
     :class:`HubmapInputError` naming the file and the problem.
     """
-    features = _features_of(_load_json(path), path)
+    from .labelme import is_labelme, labelme_annotations
+
+    data = _load_json(path)
+    if is_labelme(data):
+        result = AnnotationFile(*labelme_annotations(data, path))
+    else:
+        result = AnnotationFile(_geojson_annotations(data, path))
+    result.annotations = _keep_labels(result.annotations, labels, path)
+    return result
+
+
+def _keep_labels(annotations: list[Annotation], labels: Iterable[str] | None, path) -> list[Annotation]:
+    """The annotations whose class is in ``labels`` (all when None); a warning when none is left."""
+    if labels is None:
+        return annotations
+    wanted = {labels} if isinstance(labels, str) else set(labels)
+    kept = [a for a in annotations if a.class_name in wanted]
+    if annotations and not kept:
+        present = ", ".join(sorted({str(a.class_name) for a in annotations}))
+        asked = ", ".join(sorted(map(str, wanted)))
+        warnings.warn(f"{os.fspath(path)}: no object has the label(s) {asked} (labels here: {present})", stacklevel=3)
+    return kept
+
+
+def _geojson_annotations(data: Any, path) -> list[Annotation]:
+    features = _features_of(data, path)
     annotations: list[Annotation] = []
     skipped: Counter[str] = Counter()
     unclassified = 0
@@ -110,8 +154,8 @@ def _features_of(data: Any, path) -> list:
         keys = ", ".join(sorted(map(str, data))) or "none"
         raise HubmapInputError(
             path,
-            "not polygon annotations: expected a GeoJSON FeatureCollection, a Feature or a list of "
-            f"Features, got a JSON object with keys: {keys}",
+            "not polygon annotations: expected a GeoJSON FeatureCollection, a Feature, a list of "
+            f"Features or a LabelMe file (\"shapes\"), got a JSON object with keys: {keys}",
         )
     raise HubmapInputError(
         path, f"not polygon annotations: expected a list or object, got JSON {type(data).__name__}"
@@ -222,12 +266,12 @@ def _warn_skipped(path, skipped: Counter, unclassified: int) -> None:
         total = sum(skipped.values())
         kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(skipped.items()))
         warnings.warn(
-            f"{os.fspath(path)}: skipped {total} non-polygon or empty feature(s) ({kinds})", stacklevel=3
+            f"{os.fspath(path)}: skipped {total} non-polygon or empty feature(s) ({kinds})", stacklevel=4
         )
     if unclassified:
         warnings.warn(
             f"{os.fspath(path)}: {unclassified} feature(s) have no classification (class_name None)",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

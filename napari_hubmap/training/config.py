@@ -54,6 +54,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     thresholds: list = field(default_factory=lambda: [round(0.2 + 0.05 * i, 2) for i in range(13)])
+    labels: list | None = None
+    """Class names of the annotation files' objects to learn (GeoJSON classification, LabelMe label); None
+    learns every object. Data folders' annotation files only (not masks, not projects)."""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -109,3 +112,6 @@ def _check(c: TrainConfig) -> None:
         raise _bad("batch must be at least 2 (batch normalisation needs two samples)")
     if not c.thresholds or not all(0 < t < 1 for t in c.thresholds):
         raise _bad("thresholds must be probabilities in (0, 1)")
+    if c.labels is not None and not (isinstance(c.labels, list) and c.labels
+                                     and all(isinstance(n, str) and n for n in c.labels)):
+        raise _bad(f"labels must be None or a list of class names, got {c.labels!r}")

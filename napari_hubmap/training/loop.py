@@ -187,7 +187,7 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
     card, base_weights = starting_card(config, out)
     if samples is None:
         samples = load_sources(data_paths, downscale=card.downscale, target_mpp=card.target_mpp,
-                               mpp_overrides=mpp, synthetic=synthetic)
+                               mpp_overrides=mpp, synthetic=synthetic, labels=config.labels)
     train, val = split_samples(samples, config)
     data = {"sources": describe(samples), "manifest_sha256": manifest_hash(samples),
             "train_images": [s.name for s in train], "validation_images": [s.name for s in val],

@@ -1,8 +1,9 @@
 """Training images and their glomerulus masks, read once at the model's working scale.
 
-A data folder holds ``images/`` and either ``annotations/`` (QuPath/HuBMAP GeoJSON polygons, one file
-per image stem) or ``masks/`` (binary, 0/1, 0/255, RGB-coloured or label masks, same stem). A folder
-whose sub-folders are such folders (like ``shared/data``) gives each of them as a source. A curation
+A data folder holds ``images/`` and either ``annotations/`` (QuPath/HuBMAP GeoJSON or LabelMe JSON
+polygons, one file per image stem; a label filter keeps some classes; a LabelMe file's recorded image
+size must be its image's) or ``masks/`` (binary, 0/1, 0/255, RGB-coloured or label masks, same stem). A
+folder whose sub-folders are such folders (like ``shared/data``) gives each of them as a source. A curation
 project folder (``project.json``) gives its training set: every tile not dropped, with the labels its
 review state names. Each image belongs to a *group* (patient or slide: the file stem up to the first
 ``_``, or the project's slide id), which the validation split keeps together.
@@ -142,12 +143,15 @@ def _label_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _mask_at(label_file: Path, full_shape, shape, factor: float) -> np.ndarray:
-    from ..annotations.geojson import rasterize, read_annotations
+def _mask_at(label_file: Path, full_shape, shape, factor: float, labels=None) -> np.ndarray:
+    from ..annotations.geojson import rasterize, read_annotation_file
+    from ..annotations.labelme import check_image_size
     from ..annotations.masks import read_mask
 
     if label_file.suffix.lower() in ANNOTATION_SUFFIXES:
-        return (rasterize(read_annotations(label_file), shape, downsample=factor) > 0).astype(np.uint8)
+        read = read_annotation_file(label_file, labels)
+        check_image_size(label_file, read.image_shape, full_shape)
+        return (rasterize(read.annotations, shape, downsample=factor) > 0).astype(np.uint8)
     mask = read_mask(label_file) != 0
     if mask.shape != tuple(full_shape):
         raise HubmapInputError(label_file, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
@@ -155,11 +159,11 @@ def _mask_at(label_file: Path, full_shape, shape, factor: float) -> np.ndarray:
     return resize_mask(mask, shape)
 
 
-def folder_samples(folder: Path, *, factor_of, mpp_overrides: dict[str, float]) -> list[Sample]:
+def folder_samples(folder: Path, *, factor_of, mpp_overrides: dict[str, float], labels=None) -> list[Sample]:
     """Every image of a data folder with its mask; an image without labels is a clear error.
 
     An image's µm/px is ``mpp_overrides["<folder>/<stem>"]`` when given (regions exported at different
-    zooms), else its folder's."""
+    zooms), else its folder's. ``labels`` (class names) keeps only those annotations (None: all)."""
     folder_mpp, stain = folder_settings(folder, mpp_overrides)
     images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
@@ -168,11 +172,11 @@ def folder_samples(folder: Path, *, factor_of, mpp_overrides: dict[str, float]) 
     for path in images:
         label_file = _label_file(folder, path.stem)
         if label_file is None:
-            raise HubmapInputError(path, "has no annotations/<stem>.geojson or masks/<stem>.png beside it")
+            raise HubmapInputError(path, "has no annotations/<stem>.geojson (or .json) or masks/<stem>.png beside it")
         factor = factor_of(mpp_overrides.get(f"{folder.name}/{path.stem}", folder_mpp))
         full = read_rgb(path)
         shape = working_shape(full.shape[:2], factor)
-        mask = _mask_at(label_file, full.shape[:2], shape, factor)
+        mask = _mask_at(label_file, full.shape[:2], shape, factor, labels)
         out.append(Sample(f"{folder.name}/{path.stem}", group_of(path.stem), folder.name,
                           resize_image(full, shape), mask, stain))
     return out
@@ -238,8 +242,10 @@ def synthetic_samples(count: int, *, factor_of, size: int = 2048, seed: int = 10
 
 
 def load_sources(paths, *, downscale: float, target_mpp: float | None, mpp_overrides: dict[str, float] | None = None,
-                 synthetic: int = 0) -> list[Sample]:
-    """All samples of the given data folders / projects (and ``synthetic`` generated regions)."""
+                 synthetic: int = 0, labels=None) -> list[Sample]:
+    """All samples of the given data folders / projects (and ``synthetic`` generated regions).
+
+    ``labels`` filters the annotation files of data folders by class name (None: every class)."""
     mpp_overrides = dict(mpp_overrides or {})
 
     def factor_of(mpp):
@@ -251,7 +257,7 @@ def load_sources(paths, *, downscale: float, target_mpp: float | None, mpp_overr
             if is_project_folder(folder):
                 samples += project_samples(folder, factor_of=factor_of)
             else:
-                samples += folder_samples(folder, factor_of=factor_of, mpp_overrides=mpp_overrides)
+                samples += folder_samples(folder, factor_of=factor_of, mpp_overrides=mpp_overrides, labels=labels)
     if synthetic:
         samples += synthetic_samples(synthetic, factor_of=factor_of)
     if not samples:
