@@ -143,7 +143,7 @@ def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isol
     start = next(e for e in panel.events if e["event"] == "start")
     assert start["resumed_at"] >= 1 and "resumed after epoch" in panel.status.text()
     pid = panel.process.processId()
-    viewer.close()  # napari cancels the registered task: the trainer is stopped, not left running
+    viewer.close()  # the panel sees its window close: the trainer is stopped, not left running
     assert process_gone(pid) and panel.events[-1]["event"] == "cancelled"  # SIGTERM, so a checkpoint again
 
 

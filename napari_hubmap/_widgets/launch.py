@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-DOCKED_WIDGETS = ("Slide", "Inference", "Post-processing")
+DOCKED_WIDGETS = ("Slide", "Inference", "Post-processing", "Review", "Training")
+"""Every panel of the loop, in its order: open, infer, tune, curate, retrain."""
+TABBED_WITH_PREVIOUS = {"Inference", "Review", "Training"}
+"""Five panels do not fit one above the other: Slide and Inference share a tab group, Post-processing
+starts a second group with Review and Training as tabs; the first tab of each group is shown."""
+SHOWN_TABS = ("Inference", "Post-processing")
 
 
 def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True,
@@ -20,10 +25,14 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas
             viewer.open(path, plugin="napari-hubmap")
     elif sample:
         viewer.open_sample("napari-hubmap", sample)
+    docks = {}
     for name in DOCKED_WIDGETS:
-        _, widget = viewer.window.add_plugin_dock_widget("napari-hubmap", name)
+        docks[name], widget = viewer.window.add_plugin_dock_widget(
+            "napari-hubmap", name, tabify=name in TABBED_WITH_PREVIOUS)
         if name == "Inference" and predict:
             widget.run_when_listed([predict])
+    for name in SHOWN_TABS:
+        docks[name].raise_()
     return viewer
 
 

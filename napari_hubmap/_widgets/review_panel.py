@@ -7,16 +7,17 @@ queue is :func:`review_queue` (tiles ranked by ground-truth/prediction disagreem
 uncertainty). Next / Previous move the camera to a tile; Accept, Drop and Corrected call
 :func:`set_state` and move on. napari writes every paint, fill, erase, undo and redo into the edits
 layer's data, which *is* the store, so the store mirrors the layer with nothing else to hook.
-Keys (anywhere in the window): Alt+Right / Alt+Left next / previous, Alt+A accept, Alt+D drop,
-Alt+C corrected.
+Keys (napari key bindings of the viewer, so they work with the canvas focused, as napari's own
+do): Alt+Right / Alt+Left next / previous, Alt+A accept, Alt+D drop, Alt+C corrected. They are bound
+through the viewer's public ``bind_key`` (the panel is handed a public-only proxy of the viewer when
+opened from the Plugins menu) and unbound when the panel goes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QKeySequence
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -25,7 +26,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
-    QShortcut,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -38,7 +38,8 @@ AUTOSAVE_WINDOW_S = 2.0
 WHOLE_EDITS_MAX_PIXELS = 64 * 2**20
 """Above this (working-scale pixels) the edits layer shows the current tile and one tile around it
 (napari reads a single-scale labels layer's whole plane), moving with the queue."""
-SHORTCUTS = {"next": "Alt+Right", "previous": "Alt+Left", "accepted": "Alt+A", "dropped": "Alt+D", "corrected": "Alt+C"}
+SHORTCUTS = {"next": "Alt-Right", "previous": "Alt-Left", "accepted": "Alt-A", "dropped": "Alt-D", "corrected": "Alt-C"}
+"""Review actions and their napari key bindings (napari's ``Modifier-Key`` spelling)."""
 
 
 def describe_entry(entry) -> str:
@@ -50,6 +51,33 @@ def tile_centre_world(entry, downscale: float) -> tuple[float, float]:
     """Centre of a working-scale tile in slide (world) pixels, as the layers are placed."""
     d = float(downscale)
     return tuple((lo + hi - 1) / 2 * d + (d - 1) / 2 for lo, hi in ((entry.y0, entry.y1), (entry.x0, entry.x1)))
+
+
+def bind_review_keys(viewer, actions: dict) -> dict:
+    """Bind :data:`SHORTCUTS` on ``viewer`` (napari's public key-binding API) to ``actions``; returns
+    {key: bound function} for :func:`unbind_keys`. A binding outliving its panel does nothing."""
+    bindings = {}
+    for name, key in SHORTCUTS.items():
+        def pressed(_viewer, action=actions[name]):
+            try:
+                action()
+            except RuntimeError:  # the panel's Qt side is already deleted
+                pass
+
+        viewer.bind_key(key, pressed, overwrite=True)
+        bindings[key] = pressed
+    return bindings
+
+
+def unbind_keys(viewer, bindings: dict) -> None:
+    """Remove the bindings that :func:`bind_review_keys` made, where they are still ours."""
+    try:
+        keymap = viewer.keymap
+        for key, function in bindings.items():
+            if any(bound == function for bound in keymap.values()):
+                viewer.bind_key(key, None)
+    except (RuntimeError, AttributeError, KeyError):  # the viewer is closed
+        pass
 
 
 class ReviewPanel(QWidget):
@@ -121,14 +149,10 @@ class ReviewPanel(QWidget):
         self.corrected_button.clicked.connect(lambda: self.mark("corrected"))
         self.saved.connect(lambda seq: self.save_status.setText(f"All edits saved (#{seq})"))
         self.save_failed.connect(lambda error: self._show_error(f"Autosave failed: {error}"))
-        actions = {"next": self.next, "previous": self.previous, "accepted": lambda: self.mark("accepted"),
-                   "dropped": lambda: self.mark("dropped"), "corrected": lambda: self.mark("corrected")}
-        self.shortcuts = {}
-        for name, keys in SHORTCUTS.items():
-            shortcut = QShortcut(QKeySequence(keys), self.viewer.window._qt_window)
-            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
-            shortcut.activated.connect(actions[name])
-            self.shortcuts[name] = shortcut
+        self.actions = {"next": self.next, "previous": self.previous, "accepted": lambda: self.mark("accepted"),
+                        "dropped": lambda: self.mark("dropped"), "corrected": lambda: self.mark("corrected")}
+        self.key_bindings = bind_review_keys(self.viewer, self.actions)
+        self.destroyed.connect(lambda *_, bindings=self.key_bindings, viewer=self.viewer: unbind_keys(viewer, bindings))
         self.viewer.layers.events.removed.connect(self._layer_removed)
 
     # --- project and slide ----------------------------------------------------------------------
@@ -160,9 +184,10 @@ class ReviewPanel(QWidget):
             self.status.setText("The project has no slides yet (napari-hubmap project add-slide)")
         return True
 
-    def create(self, folder, *, tile: int = 512, downscale: float = 2.0) -> bool:
+    def create(self, folder, *, tile: int = 512, downscale: float | None = None) -> bool:
         """``napari-hubmap project init`` from the GUI: a project in ``folder`` holding the viewer's
-        slide (the one opened with napari-hubmap) and its probability maps, then opened."""
+        slide (the one opened with napari-hubmap) and its probability maps, then opened. The working
+        scale is ``downscale``, else the maps', else the default."""
         from ..project import add_slide, init_project
         from .postprocess_panel import probability_meta
         from .slide_panel import slide_of
@@ -176,7 +201,7 @@ class ReviewPanel(QWidget):
             return False
         maps = [probability_meta(l)["probability"] for l in self.viewer.layers if probability_meta(l)]
         try:
-            project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale)
+            project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale, predictions=maps)
             add_slide(project, slide.path, predictions=maps)
         except HubmapInputError as error:
             self._show_error(f"Cannot make the project: {error}")

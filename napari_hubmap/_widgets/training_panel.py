@@ -7,8 +7,8 @@ line and the loss and validation Dice curves (matplotlib). Other output lines go
 Cancel sends SIGTERM: the trainer stops at the next step and saves a checkpoint that the next Start
 with the same output name resumes from; a trainer still alive after :data:`KILL_AFTER_S` is killed.
 When a model is done, its validation metrics are shown beside its parent's and every docked
-*Inference* panel re-reads the registry. Closing the viewer stops the trainer the same way (the run is
-registered with napari's task status, whose close handling cancels it).
+*Inference* panel re-reads the registry. Closing the viewer's window stops the trainer the same way
+(the panel watches the window's Close event).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from qtpy.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QProcess, QProcessEnvironment, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -249,7 +249,7 @@ class TrainingPanel(QWidget):
         self._steps_per_epoch = 1
         self._cancel_requested = False
         self._run_out: Path | None = None
-        self._task_id = None
+        self._watched_window = None
 
         self.base = QComboBox()
         self.base.addItem("loading presets and models…")
@@ -508,25 +508,26 @@ class TrainingPanel(QWidget):
             self.process.kill()
 
     def _register_task(self):
-        """Tell napari a task runs: closing the window asks first, then cancels it (``stop``)."""
-        try:
-            from napari.utils.task_status import Status
-
-            self._task_id = self.viewer.window._register_task_status(
-                "napari-hubmap", Status.BUSY, "training a model", cancel_callback=self.stop)
-        except Exception:  # napari without task status: the QProcess (a child) dies with the panel
-            self._task_id = None
+        """Closing the viewer's window stops the run (SIGTERM, so a resumable checkpoint): the panel
+        watches its top-level window's Close event through Qt's public event filters (napari's task
+        status registry is private, and a plugin widget only gets a public proxy of the viewer)."""
+        window = self.window()
+        if window is not self and self._watched_window is None:
+            window.installEventFilter(self)
+            self._watched_window = window
 
     def _end_task(self, failed: bool):
-        if self._task_id is None:
-            return
-        try:
-            from napari.utils.task_status import Status
+        window, self._watched_window = self._watched_window, None
+        if window is not None:
+            try:
+                window.removeEventFilter(self)
+            except RuntimeError:  # the window is already deleted
+                pass
 
-            self.viewer.window._update_task_status(self._task_id, Status.FAILED if failed else Status.COMPLETED)
-        except Exception:
-            pass
-        self._task_id = None
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self._watched_window and event.type() == QEvent.Type.Close and self.running:
+            self.stop()
+        return False
 
     # --- the trainer's output -----------------------------------------------------------------------
 
