@@ -31,8 +31,10 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas
             "napari-hubmap", name, tabify=name in TABBED_WITH_PREVIOUS)
         if name == "Inference" and predict:
             widget.run_when_listed([predict])
-    for name in SHOWN_TABS:
-        docks[name].raise_()
+    from qtpy.QtCore import QTimer
+
+    for name in SHOWN_TABS:  # once the tab bars exist (napari raises the last tab added)
+        QTimer.singleShot(0, docks[name].raise_)
     return viewer
 
 
