@@ -55,6 +55,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--fold", type=int, default=d.fold)
     p.add_argument("--split", choices=["group", "image"], default=d.split, help="k-fold by patient/slide or image")
     p.add_argument("--val-groups", default="", help="comma-separated groups or images always held out for validation")
+    p.add_argument("--exclude-groups", default="",
+                   help="comma-separated groups or images (SOURCE/STEM) neither trained nor validated on")
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -100,7 +102,8 @@ def config_of(args):
         tile=args.tile, infer_tile=args.infer_tile, downscale=args.downscale, target_mpp=args.target_mpp,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch=args.batch, lr=args.lr, loss=args.loss,
         positive_fraction=args.positive_fraction, folds=args.folds, fold=args.fold, split=args.split,
-        val_groups=[g for g in args.val_groups.split(",") if g], patience=args.patience, workers=args.workers,
+        val_groups=[g for g in args.val_groups.split(",") if g],
+        exclude_groups=[g for g in args.exclude_groups.split(",") if g], patience=args.patience, workers=args.workers,
         device=args.device, seed=args.seed, labels=args.label)
 
 

@@ -184,6 +184,17 @@ def test_split_keeps_patients_together_and_folds_cover_all(data):
     assert sorted(held) == sorted(s.name for s in samples)
 
 
+def test_excluded_groups_and_images_are_neither_trained_nor_validated(data):
+    samples = load_sources([data], downscale=1, target_mpp=None)
+    one_image = next(s.name for s in samples if s.group == "pA")
+    train_set, val = split_samples(samples, tiny(val_groups=["pC"], exclude_groups=["pB", one_image]))
+    kept = {s.name for s in train_set} | {s.name for s in val}
+    assert not any(s.group == "pB" for s in train_set + val) and one_image not in kept
+    assert kept == {s.name for s in samples if s.group != "pB" and s.name != one_image}
+    with pytest.raises(HubmapInputError, match="excluded group.*nobody"):
+        split_samples(samples, tiny(exclude_groups=["nobody"]))
+
+
 def test_sources_scale_to_the_working_mpp(tmp_path, data):
     samples = load_sources([data], downscale=1, target_mpp=4.0)  # dataset.json says 2 µm/px
     assert samples[0].image.shape == (48, 48, 3) and samples[0].mask.shape == (48, 48)

@@ -45,6 +45,9 @@ class TrainConfig:
     split: str = "group"
     val_groups: list = field(default_factory=list)
     """Groups (patients/slides) always validated on, never trained on; with folds > 1, on top of the fold."""
+    exclude_groups: list = field(default_factory=list)
+    """Groups or images (``source/stem``) left out altogether, neither trained nor validated on: what a
+    leave-one-source-out or cross-validation run keeps aside to be scored on afterwards."""
     val_fraction: float = 0.2
     """With folds == 1 and no val_groups: this share of the groups validates (at least one)."""
     patience: int = 10

@@ -13,14 +13,27 @@ def _key(sample: Sample, split: str) -> str:
     return sample.group if split == "group" else sample.name
 
 
-def split_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    """(train, validation): ``val_groups`` always validate; k-fold over the other keys (sorted, seeded)."""
-    forced = set(config.val_groups)
+def _check_known(names, samples: list[Sample], what: str) -> None:
     known = {s.group for s in samples} | {s.name for s in samples}
-    unknown = sorted(forced - known)
+    unknown = sorted(set(names) - known)
     if unknown:
-        raise HubmapInputError(None, f"validation group(s) {', '.join(unknown)} not in the data "
+        raise HubmapInputError(None, f"{what} group(s) {', '.join(unknown)} not in the data "
                                      f"(groups: {', '.join(sorted({s.group for s in samples}))})")
+
+
+def without_excluded(samples: list[Sample], config: TrainConfig) -> list[Sample]:
+    """The samples less ``exclude_groups`` (groups or image names): neither trained nor validated on."""
+    excluded = set(config.exclude_groups)
+    _check_known(excluded, samples, "excluded")
+    return [s for s in samples if not (s.group in excluded or s.name in excluded)]
+
+
+def split_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) after :func:`without_excluded`: ``val_groups`` always validate; k-fold over the
+    other keys (sorted, seeded)."""
+    samples = without_excluded(samples, config)
+    forced = set(config.val_groups)
+    _check_known(forced, samples, "validation")
     is_forced = [s.group in forced or s.name in forced for s in samples]
     keys = sorted({_key(s, config.split) for s, f in zip(samples, is_forced) if not f})
     rng = np.random.default_rng(config.seed)

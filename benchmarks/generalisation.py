@@ -1,0 +1,186 @@
+"""How the default model's recipe does on tissue it never saw: leave-one-source-out and 5-fold CV.
+
+Runs (each trains the recipe below with the bundled trainer, with ``--exclude-groups`` so the held-out
+images are neither trained nor validated on; epoch and threshold are chosen on a random fifth of the
+*training* images):
+
+- ``loso-hubmap-pas``, ``loso-pas-tiles``: without that PAS source; scored on all of it;
+- ``loso-C003``, ``loso-C004``: without that H&E patient; scored on its images;
+- ``cv-0`` .. ``cv-4``: without one fifth of ``hubmap-pas`` (tile groups: the tiles sorted by number,
+  five contiguous blocks, so neighbouring tiles stay together); scored on that fifth.
+
+Scores per held-out image at the model's working scale (each image at its own µm/px, masks resampled
+the same way): pixel Dice per image (Kaggle: 1 when both prediction and truth are empty), their mean,
+and pooled object precision / recall / F1 at IoU >= 0.5 (objects: 8-connected components of at least
+``MIN_OBJECT_PX`` working pixels), at the card's threshold, with and without flip TTA.
+
+    python benchmarks/generalisation.py train RUN [RUN ...] [--epochs 16] [--threads 1]
+    python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
+
+Models go to ``bench-out/generalisation/<run>``, logs beside them; ``score`` writes
+``bench-out/generalisation/<run>.<model>.json`` and prints one table row per run and TTA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NAPARI_HUBMAP_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "bench-out" / "generalisation"
+MPP_FILE = ROOT / "benchmarks" / "shared-data-mpp.json"
+SOURCES = ("hubmap-pas", "pas-tiles", "kidney-he", "hubmap-16x")
+CV_FOLDS = 5
+RECIPE = {"--preset": "effnet-unet", "--target-mpp": "3", "--tile": "160", "--infer-tile": "384", "--batch": "16",
+          "--samples-per-epoch": "640", "--lr": "2e-3", "--synthetic": "4", "--split": "image"}
+"""The shipped recipe's trainer options (besides data, epochs and exclusions)."""
+
+
+def hubmap_pas_folds(data: Path = DATA) -> list[list[str]]:
+    """Five contiguous blocks of the ``hubmap-pas`` tiles sorted by number, as ``hubmap-pas/<stem>``."""
+    stems = sorted((p.stem for p in (data / "hubmap-pas" / "images").iterdir()), key=lambda s: (len(s), s))
+    return [[f"hubmap-pas/{s}" for s in block] for block in np.array_split(stems, CV_FOLDS)]
+
+
+def run_plan(run: str, data: Path = DATA) -> tuple[list[Path], list[str], list[str]]:
+    """(training data folders, excluded groups or images, held-out image names) of one run."""
+    if run.startswith("loso-") and run[5:] in SOURCES:
+        source = run[5:]
+        held = [f"{source}/{p.stem}" for p in sorted((data / source / "images").iterdir())]
+        return [data / s for s in SOURCES if s != source], [], held
+    if run.startswith("loso-C"):
+        patient = run[5:]
+        held = [f"kidney-he/{p.stem}" for p in sorted((data / "kidney-he" / "images").glob(f"{patient}_*"))]
+        return [data / s for s in SOURCES], [patient], held
+    if run.startswith("cv-"):
+        held = hubmap_pas_folds(data)[int(run[3:])]
+        return [data / s for s in SOURCES], held, held
+    raise SystemExit(f"unknown run {run!r}: loso-<source>, loso-C003, loso-C004 or cv-0..cv-{CV_FOLDS - 1}")
+
+
+def mpp_table() -> dict[str, float]:
+    return json.loads(MPP_FILE.read_text())
+
+
+def train_command(run: str, epochs: int) -> list[str]:
+    folders, excluded, _ = run_plan(run)
+    command = [sys.executable, "-m", "napari_hubmap.cli", "train", "--out", str(OUT / run), "--name", run,
+               "--epochs", str(epochs), "--mpp-file", str(MPP_FILE), "--overwrite", "--events"]
+    for folder in folders:
+        command += ["--data", str(folder)]
+    if excluded:
+        command += ["--exclude-groups", ",".join(excluded)]
+    for option, value in RECIPE.items():
+        command += [option, value]
+    return command
+
+
+def train(runs: list[str], epochs: int, threads: int) -> None:
+    """Start the runs side by side (``threads`` torch threads each), wait, report their exit codes."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    processes = {}
+    for run in runs:
+        with open(OUT / f"{run}.jsonl", "w") as stdout, open(OUT / f"{run}.err", "w") as stderr:
+            processes[run] = subprocess.Popen(train_command(run, epochs), stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
+    for run, process in processes.items():
+        print(f"{run}: exit {process.wait()}", flush=True)
+
+
+def held_out_samples(run: str, card) -> list:
+    from napari_hubmap.training import load_sources
+
+    folders, _, held = run_plan(run)
+    source = {name.split("/", 1)[0] for name in held}
+    samples = load_sources([DATA / s for s in sorted(source)], downscale=card.downscale, target_mpp=card.target_mpp,
+                           mpp_overrides=mpp_table())
+    wanted = set(held)
+    return [s for s in samples if s.name in wanted]
+
+
+def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Kaggle's per-image Dice: 1 when both are empty."""
+    total = int(pred.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2 * int((pred & truth).sum()) / total
+
+
+def score_model(folder: Path, run: str) -> dict:
+    """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images."""
+    import torch
+    from skimage.measure import label
+
+    from napari_hubmap.metrics import object_scores
+    from napari_hubmap.registry import load_model
+    from napari_hubmap.training.validate import _objects, predict_image
+
+    model = load_model(folder)
+    card = model.card
+    samples = held_out_samples(run, card)
+    out = {"run": run, "model": str(folder), "threshold": card.threshold, "images": len(samples)}
+    for tta in ("plain", "flips"):
+        dices, counts = [], np.zeros(3, int)
+        for sample in samples:
+            prob = flip_average(model.module, sample.image, card.normalization) if tta == "flips" else \
+                predict_image(model.module, sample.image, card.normalization, torch.device("cpu"))
+            pred = prob >= card.threshold
+            truth = sample.mask.astype(bool)
+            dices.append(image_dice(pred, truth))
+            objects = object_scores(_objects(pred), label(truth, connectivity=2))
+            counts += (objects.tp, objects.fp, objects.fn)
+        tp, fp, fn = (int(c) for c in counts)
+        out[tta] = {"dice": float(np.mean(dices)), "object_precision": tp / (tp + fp) if tp + fp else 0.0,
+                    "object_recall": tp / (tp + fn) if tp + fn else 0.0,
+                    "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
+    return out
+
+
+def flip_average(module, image: np.ndarray, normalization: dict) -> np.ndarray:
+    import torch
+
+    from napari_hubmap.training.validate import predict_image
+
+    probs = [predict_image(module, np.ascontiguousarray(image[::sy, ::sx]), normalization, torch.device("cpu"))[::sy, ::sx]
+             for sy in (1, -1) for sx in (1, -1)]
+    return np.mean(probs, axis=0)
+
+
+def score(runs: list[str], model: Path | None) -> None:
+    import torch
+
+    torch.set_grad_enabled(False)
+    print(f"{'run':16} {'model':18} {'TTA':6} {'images':>6} {'Dice':>6} {'obj P':>6} {'obj R':>6} {'obj F1':>6}")
+    for run in runs:
+        folder = model or OUT / run
+        result = score_model(folder, run)
+        (OUT / f"{run}.{folder.name}.json").write_text(json.dumps(result, indent=1))
+        for tta in ("plain", "flips"):
+            r = result[tta]
+            print(f"{run:16} {folder.name:18} {tta:6} {result['images']:6d} {r['dice']:6.3f} "
+                  f"{r['object_precision']:6.3f} {r['object_recall']:6.3f} {r['object_f1']:6.3f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["train", "score"])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", type=Path, help="score: this model folder instead of each run's own")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.action == "train":
+        train(args.runs, args.epochs, args.threads)
+    else:
+        score(args.runs, args.model)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
