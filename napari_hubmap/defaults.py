@@ -2,3 +2,8 @@
 
 DEFAULT_MODEL = "hubmap-default"
 """The model shipped in ``models/`` (trained by the bundled trainer); ticked first in the Inference panel."""
+
+DEFAULT_MPP = 0.5
+"""µm per pixel assumed for a slide or data folder that carries none (PNG, JPEG, bare TIFF): HuBMAP
+slides and 20x scans are about 0.5. The one assumption of the package; every command and panel says
+when it is made (see :mod:`napari_hubmap.slide.scale`)."""

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import DEFAULT_MPP  # µm/px assumed for a folder without one (as for a slide without one)
 from ..errors import HubmapInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
-DEFAULT_MPP = 0.5
-"""µm per pixel assumed for a folder without one (HuBMAP slides and 20x scans are about 0.5)."""
 DATASET_FILE = "dataset.json"
 """Optional, in a data folder: {"mpp": 0.45, "stain": "H&E"}."""
 
