@@ -1,6 +1,8 @@
 """``napari-hubmap`` command line: every GUI action as a batch command.
 
 Bad input prints one line ``napari-hubmap: error: <file>: <problem>`` on stderr and exits with 2.
+Commands that depend on a slide's scale print ``mpp``, ``mpp_source`` and ``mpp_file`` in their JSON
+line (:mod:`napari_hubmap.slide.scale`); ``--mpp`` gives the µm/px of files that carry none.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_MODEL
+from .defaults import DEFAULT_MODEL, DEFAULT_MPP
 from .errors import HubmapInputError
 
 EXIT_BAD_INPUT = 2
@@ -95,11 +97,27 @@ def _progress_bar(description: str, unit: str = ""):
     return bar, bar.update
 
 
+def mpp_argument(text: str) -> float:
+    """argparse type of ``--mpp``: µm per pixel, a number > 0 (else one error line, exit 2)."""
+    from .slide.scale import check_mpp
+
+    try:
+        return check_mpp(text)
+    except HubmapInputError as error:
+        raise argparse.ArgumentTypeError(error.problem) from None
+
+
+def add_mpp_option(parser, what: str = "the slides", default: str = "the file's") -> None:
+    parser.add_argument("--mpp", type=mpp_argument, default=None, metavar="MPP",
+                        help=f"µm per pixel of {what}, for files that carry none; it wins over a file's own (with a "
+                             f"warning). Default: {default}, else {DEFAULT_MPP:g} assumed (and said so)")
+
+
 def cmd_info(args) -> int:
     from .slide import open_slide
 
     for path in args.slides:
-        with open_slide(path) as slide:
+        with open_slide(path, mpp=args.mpp) as slide:
             print(json.dumps(slide.info()))
     return 0
 
@@ -157,7 +175,7 @@ def cmd_view(args) -> int:
     from ._widgets.launch import run_viewer
 
     run_viewer(args.slides, sample=None if args.slides else args.sample, screenshot=args.screenshot,
-               predict=args.predict or None)
+               predict=args.predict or None, mpp=args.mpp)
     return 0
 
 
@@ -177,7 +195,7 @@ def cmd_predict(args) -> int:
     config = InferenceConfig(
         models=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
         device=args.device, batch=args.batch, skip_background=not args.no_skip_background,
-        forward_batch=args.forward_batch,
+        forward_batch=args.forward_batch, mpp=args.mpp,
     )
     out_dir = Path(args.out)
     for path in args.slides:
@@ -190,7 +208,8 @@ def cmd_predict(args) -> int:
             "slide": path, "out": str(out), "tiles": result.tiles, "skipped_tiles": result.skipped,
             "computed_tiles": result.computed, "seconds": round(result.seconds, 3),
             "tiles_per_s": round(result.tiles_per_s, 3), "peak_rss_mb": round(peak_mb, 1),
-            "resumed_rows": result.resumed_rows, "complete": result.complete,
+            "resumed_rows": result.resumed_rows, "complete": result.complete, "downscale": result.downscale,
+            **result.scale.as_dict(),
         }))
     return 0
 
@@ -238,6 +257,7 @@ def cmd_evaluate(args) -> int:
     from .metrics import evaluate
     from .postprocess import threshold_curve
     from .postprocess.inputs import load_ground_truth, load_prediction
+    from .slide.scale import recorded_scale
 
     pred = load_prediction(args.pred, parse_shape(args.shape) if args.shape else None)
     gt = load_ground_truth(args.gt, pred, rle_id=args.id)
@@ -245,7 +265,8 @@ def cmd_evaluate(args) -> int:
         raise HubmapInputError(args.pred, "--curve needs a probability map (<slide>.prob.zarr)")
     threshold = pred.default_threshold() if args.threshold is None else args.threshold
     scores = evaluate(np.asarray(pred.array), gt, kind=pred.kind, threshold=threshold, iou=args.iou)
-    line = {"pred": args.pred, "gt": args.gt, "kind": pred.kind, "downscale": pred.downscale, **scores}
+    line = {"pred": args.pred, "gt": args.gt, "kind": pred.kind, "downscale": pred.downscale,
+            **recorded_scale(pred.meta, args.mpp).as_dict(), **scores}
     if args.curve:
         line["curve"] = threshold_curve(pred.array, gt).as_dict()
     print(json.dumps(line))
@@ -296,13 +317,15 @@ def cmd_project_init(args) -> int:
     for slide, files in truths.items():
         if len(files) > 1:
             raise HubmapInputError(slide, "more than one --ground-truth for this slide")
+    if args.mpp is not None and not args.slide:
+        raise HubmapInputError(None, "--mpp is the µm/px of the --slide slides; give at least one --slide")
     existed = {p: (root / p).exists() for p in ("", MANIFEST, GT_DIR, PSEUDO_DIR, EDITS_DIR)}
     maps = [prob for slide in args.slide or [] for prob in predictions.get(slide, [])]
     project = init_project(root, tile=args.tile, downscale=args.downscale, predictions=maps)
     try:
         for slide in args.slide or []:
             add_slide(project, slide, ground_truth=(truths.get(slide) or [None])[0], predictions=predictions.get(slide, []),
-                      full_hash=args.full_hash)
+                      full_hash=args.full_hash, mpp=args.mpp)
     except BaseException:  # leave no half-made project behind
         for part, was_there in existed.items():
             if part and not was_there:
@@ -312,13 +335,15 @@ def cmd_project_init(args) -> int:
             shutil.rmtree(root, ignore_errors=True)
         raise
     print(json.dumps({"project": str(root), "format_version": project.format_version, "tile": project.tile_size,
-                      "downscale": project.downscale, "slides": [s.id for s in project.slides]}))
+                      "downscale": project.downscale, "slides": [s.id for s in project.slides],
+                      "scales": {s.id: s.scale.as_dict() for s in project.slides}}))
     return 0
 
 
 def _slide_line(project, entry) -> dict:
     return {"project": str(project.root), "slide": entry.id, "path": entry.path, "shape": list(entry.shape),
-            "working_shape": list(project.working_shape(entry.id)), "hash": entry.hash.as_dict(),
+            **entry.scale.as_dict(), "working_shape": list(project.working_shape(entry.id)),
+            "hash": entry.hash.as_dict(),
             "ground_truth": entry.ground_truth.file if entry.ground_truth else None,
             "objects": entry.ground_truth.objects if entry.ground_truth else None,
             "predictions": [p.path for p in entry.predictions], "counts": project.review.counts(entry.id)}
@@ -330,7 +355,7 @@ def cmd_project_add_slide(args) -> int:
 
     project = open_project(args.dir)
     entry = add_slide(project, args.slide, slide_id=args.id, ground_truth=args.ground_truth,
-                      predictions=args.prediction or [], full_hash=args.full_hash, rle_id=args.rle_id)
+                      predictions=args.prediction or [], full_hash=args.full_hash, rle_id=args.rle_id, mpp=args.mpp)
     print(json.dumps(_slide_line(project, entry)))
     return 0
 
@@ -390,6 +415,7 @@ def _add_project_parser(sub) -> None:
                       help="working scale: full-resolution pixels per pixel (default: the predictions' scale, "
                            f"else {DEFAULT_DOWNSCALE:g})")
     init.add_argument("--full-hash", action="store_true", help="hash whole slide files (default: quick hash of 12 MiB)")
+    add_mpp_option(init, "the --slide slides (recorded in the manifest)")
     init.set_defaults(func=cmd_project_init)
 
     add = psub.add_parser("add-slide", help="add a slide (with ground truth and predictions) to a project")
@@ -400,6 +426,7 @@ def _add_project_parser(sub) -> None:
     add.add_argument("--rle-id", help="row of an RLE CSV ground truth")
     add.add_argument("--prediction", action="append", metavar="PROB.zarr", help="probability map; repeat for more")
     add.add_argument("--full-hash", action="store_true")
+    add_mpp_option(add, "the slide (recorded in the manifest)")
     add.set_defaults(func=cmd_project_add_slide)
 
     info = psub.add_parser("info", help="the project's slides and review counts (one JSON line)")
@@ -436,10 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after start-up and quit")
     view.add_argument("--predict", nargs="?", const=DEFAULT_MODEL, default="", metavar="MODEL",
                       help=f"run this model on the slide at start-up (default {DEFAULT_MODEL}, shipped in models/)")
+    add_mpp_option(view)
     view.set_defaults(func=cmd_view)
 
     info = sub.add_parser("info", help="print a slide's size, levels, mpp and layout as one JSON line")
     info.add_argument("slides", nargs="+", metavar="SLIDE")
+    add_mpp_option(info)
     info.set_defaults(func=cmd_info)
 
     pyramid = sub.add_parser("pyramid", help="build the pyramid cache of single-level slides")
@@ -471,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--forward-batch", type=int, default=None,
                          help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")
     predict.add_argument("--no-skip-background", action="store_true", help="also run on tiles without tissue")
+    add_mpp_option(predict)
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="list the models the registry finds (one JSON line each)")
@@ -522,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--curve", action="store_true", help="add Dice for thresholds 0.05..0.95 (probability maps)")
     evaluate.add_argument("--shape", help="full-resolution HxW of the slide when PRED does not record it")
     evaluate.add_argument("--id", help="row of an RLE CSV ground truth")
+    add_mpp_option(evaluate, "the predicted slide", "what the prediction records")
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser("export", help="labels -> Kaggle RLE CSV, QuPath GeoJSON, OME-Zarr labels or TIFF")

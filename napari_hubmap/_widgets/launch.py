@@ -11,12 +11,15 @@ SHOWN_TABS = ("Inference", "Post-processing")
 
 
 def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True,
-                predict: str | None = None):
+                predict: str | None = None, mpp: float | None = None):
     """A napari viewer showing ``slides`` (else the sample), with this plugin's widgets docked.
 
     ``predict``: a model name to run on the (last) slide once the Inference panel has listed the models.
+    ``mpp``: the slides' µm/px (as the Slide panel's field sets it: :func:`~napari_hubmap.reader.set_layer_mpp`).
     """
     import napari
+
+    from ..reader import set_layer_mpp
 
     viewer = napari.Viewer(title="napari-hubmap", show=show)
     viewer.window.resize(1500, 950)
@@ -25,6 +28,9 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas
             viewer.open(path, plugin="napari-hubmap")
     elif sample:
         viewer.open_sample("napari-hubmap", sample)
+    if mpp is not None:
+        for layer in viewer.layers:
+            set_layer_mpp(layer, mpp)
     docks = {}
     for name in DOCKED_WIDGETS:
         docks[name], widget = viewer.window.add_plugin_dock_widget(
@@ -49,7 +55,7 @@ def inference_panel(viewer):
 
 
 def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", screenshot: str | None = None,
-               predict: str | None = None, wait_s: float = 600.0) -> None:
+               predict: str | None = None, wait_s: float = 600.0, mpp: float | None = None) -> None:
     """Open the viewer and run the Qt event loop (or save a screenshot and quit).
 
     With ``predict`` and ``screenshot``, the screenshot waits for the inference to finish (at most ``wait_s``).
@@ -58,7 +64,7 @@ def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas"
 
     import napari
 
-    viewer = make_viewer(slides, sample=sample, predict=predict)
+    viewer = make_viewer(slides, sample=sample, predict=predict, mpp=mpp)
     if screenshot:
         from qtpy.QtCore import QTimer
 

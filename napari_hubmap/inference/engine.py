@@ -5,6 +5,9 @@ model runs; predictions of every model and TTA transform are averaged, blended w
 centre-crop) weights onto one output grid and streamed to a uint8 OME-Zarr, rows at a time.
 A re-run with the same settings resumes after the last finished rows; ``cancel`` stops after the
 current batch and leaves a readable store. Memory is bounded by tiles and a few output bands.
+The working scales follow the slide's µm/px (:mod:`napari_hubmap.slide.scale`: given, else the file's,
+else assumed, with a warning); a slide coarser than a model's working scale is read at full
+resolution and upsampled.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import HubmapInputError
-from ..slide import open_slide
+from ..slide import SlideScale, check_mpp, open_slide
 from .accumulate import RowAccumulator
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .prob_store import CHUNK, ProbabilityStore
@@ -34,9 +38,10 @@ from .tta import apply, invert, resolve_tta
 
 @dataclass
 class InferenceConfig:
-    """What ``predict_slide`` runs; None means "from the model card"."""
+    """What ``predict_slide`` runs; None means "from the model card" (``mpp``: from the slide file)."""
 
     models: list = field(default_factory=lambda: ["default"])
+    mpp: float | None = None  # the slide's µm/px when given; wins over the file's (see slide.scale)
     tta: str | tuple = "none"
     tile: int | None = None
     overlap: int | None = None
@@ -68,6 +73,8 @@ class PredictionResult:
     tiles_per_s: float
     resumed_rows: int
     complete: bool
+    downscale: float = 1.0  # of the map's level 0
+    scale: SlideScale | None = None  # the slide's µm/px the run used
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -99,11 +106,11 @@ class TileReader:
         self.levels = exact_levels(self.slide)
 
     def read(self, y: int, x: int, tile: int, downscale: float) -> np.ndarray:
-        """(tile, tile, 3) uint8 at ``downscale``; white beyond the slide's edge."""
-        index = max((i for i, d in self.levels if d <= downscale + 1e-6), key=lambda i: self.slide.downsamples[i])
+        """(tile, tile, 3) uint8 at ``downscale`` (< 1: upsampled from level 0); white beyond the slide's edge."""
+        index = level_for(self.levels, downscale)
         level = self.slide.levels[index]
         factor = downscale / self.slide.downsamples[index]
-        size = int(round(tile * factor))
+        size = max(1, int(round(tile * factor)))
         y0, x0 = int(round(y * factor)), int(round(x * factor))
         canvas = np.full((size, size, 3), 255, np.uint8)
         h, w = level.shape[:2]
@@ -116,6 +123,13 @@ class TileReader:
 def exact_levels(slide) -> list[tuple[int, float]]:
     """Levels holding real pixels (file levels, or a finished pyramid cache), with downsamples."""
     return [(i, d) for i, d in enumerate(slide.downsamples) if slide.level_holds_pixels(i)]
+
+
+def level_for(levels: list[tuple[int, float]], downscale: float) -> int:
+    """The coarsest of ``levels`` (index, downsample) not coarser than ``downscale``; the finest one
+    when the working scale is finer than the slide itself (its tiles are then upsampled)."""
+    fitting = [(d, i) for i, d in levels if d <= downscale + 1e-6]
+    return max(fitting)[1] if fitting else min((d, i) for i, d in levels)[1]
 
 
 def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
@@ -201,6 +215,7 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "out_shape": list(plan.out_shape),
         "out_downscale": plan.out_downscale,
         "slide_shape": list(plan.slide_shape),
+        **(plan.scale.as_dict() if plan.scale else {}),
     }
     return settings, settings_digest(settings)
 
@@ -216,14 +231,14 @@ def plan_slide(slide, models: list, config: InferenceConfig) -> Plan:
     runs = []
     for index, model in enumerate(models):
         card = model.card
-        downscale = card.working_downscale(slide.mpp)
+        downscale = card.working_downscale(slide.scale.mpp)
         tile = config.tile or card.tile
         overlap = card.overlap if config.overlap is None else config.overlap
         if not 0 <= overlap < tile:
             raise HubmapInputError(None, f"overlap must be in [0, tile) (tile {tile}, overlap {overlap})")
         runs.append(ModelRun(index, model, float(downscale), int(tile), int(overlap)))
     tissue = detect_tissue(slide, config.tissue_saturation) if config.skip_background else None
-    return make_plan((slide.height, slide.width), runs, tissue, config.batch)
+    return make_plan((slide.height, slide.width), runs, tissue, config.batch, slide.scale)
 
 
 def predict_slide(
@@ -240,15 +255,25 @@ def predict_slide(
     tta = resolve_tta(config.tta)
     device = pick_device(config.device)
     forward_batch_size(config, device)  # bad settings fail before anything is loaded or written
+    if config.mpp is not None:
+        check_mpp(config.mpp)
     models = [_load(m, device) for m in (models or config.models)]
     slide_path = os.fspath(slide_path)
-    with open_slide(slide_path) as slide:
+    with open_slide(slide_path, mpp=config.mpp) as slide:
+        _say_scale(slide.scale, slide_path, models)
         if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
             slide.build_cache()  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
     settings, digest = settings_of(slide_path, plan, config, tta)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
     return _run(slide_path, plan, store, config, tta, device, progress, cancel)
+
+
+def _say_scale(scale: SlideScale, slide_path: str, models: list) -> None:
+    """Warn of an assumed or overriding µm/px where it sets a working scale (a card with ``target_mpp``)."""
+    said = scale.warning(slide_path)
+    if said and any(model.card.target_mpp is not None for model in models):
+        warnings.warn(said, stacklevel=3)
 
 
 def _windows(plan: Plan, blend: str) -> dict[int, np.ndarray]:
@@ -313,7 +338,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     store.save_progress(complete=store.complete)
     return PredictionResult(
         Path(store.path), total_jobs, plan.skipped, computed, seconds, computed / seconds if seconds else 0.0,
-        resumed_rows, store.complete,
+        resumed_rows, store.complete, plan.out_downscale, plan.scale,
     )
 
 
@@ -324,7 +349,8 @@ def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=N
         run = plan.runs[jobs[0].run]
         probs = forward_probabilities(run.model, inputs, tta, device, chunk)
         if run.out_tile != run.tile:
-            resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear", align_corners=False)
+            resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear",
+                                    align_corners=False, antialias=run.out_tile < run.tile)
             probs = resized[:, 0].numpy()
     computed = iter(range(len(jobs)))
     for job in batch:

@@ -1,9 +1,11 @@
 """Plan: the tiles each model sees at its working scale, where they land on the output grid, batches.
 
 Every model reads the slide at its own working downscale d (full-resolution pixels per working
-pixel) with its own tile and overlap. The output grid is at the finest working scale of the
-ensemble; a coarser model's tiles are resized onto it. Jobs are sorted by their first output row
-so finished rows can be written out while the rest of the slide is still being processed.
+pixel) with its own tile and overlap; d < 1 (a slide coarser than the model's working scale) means
+upsampled tiles. The output grid is at the finest working scale of the ensemble but never finer than
+the slide (downscale >= 1); a coarser model's tiles, or upsampled ones, are resized onto it. Jobs are
+sorted by their first output row so finished rows can be written out while the rest of the slide is
+still being processed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..slide.scale import SlideScale
 from .tissue import TissueMask
 
 
@@ -56,6 +59,7 @@ class Plan:
     jobs: list[TileJob]
     batches: list[list[TileJob]] = field(default_factory=list)
     tissue: TissueMask | None = None
+    scale: SlideScale | None = None  # the slide's µm/px the working downscales follow
 
     @property
     def skipped(self) -> int:
@@ -81,16 +85,17 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def make_plan(slide_shape, runs: list[ModelRun], tissue: TissueMask | None, batch_size: int) -> Plan:
+def make_plan(slide_shape, runs: list[ModelRun], tissue: TissueMask | None, batch_size: int,
+              scale: SlideScale | None = None) -> Plan:
     height, width = slide_shape
-    out_downscale = min(run.downscale for run in runs)
+    out_downscale = max(1.0, min(run.downscale for run in runs))
     out_shape = (math.ceil(height / out_downscale), math.ceil(width / out_downscale))
     jobs = []
     for run in runs:
         run.out_scale = run.downscale / out_downscale
         jobs.extend(_model_jobs(run, slide_shape, tissue))
     jobs.sort(key=lambda j: (j.out_y0, j.run, j.out_x0))
-    plan = Plan(slide_shape, out_downscale, out_shape, runs, jobs, tissue=tissue)
+    plan = Plan(slide_shape, out_downscale, out_shape, runs, jobs, tissue=tissue, scale=scale)
     plan.batches = _batches(jobs, batch_size)
     return plan
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
+from ..slide.scale import SCALE_KEYS
 from .config import PostprocessConfig
 from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store, open_store
 from .pipeline import Steps, instances, paint_blocks, total_steps
@@ -120,7 +121,8 @@ def postprocess_slide(
     steps = Steps(total_steps(shape, block), progress, cancel)
     found = instances(BlockSource(prob), config, block, steps)
     attrs = {"slide_shape": list(slide_shape) if slide_shape else None, "source": str(prob_path), "level": level,
-             "postprocess": config.as_dict(), "slide": meta.get("slide")}
+             "postprocess": config.as_dict(), "slide": meta.get("slide"),
+             **{k: meta[k] for k in SCALE_KEYS if k in meta}}  # the slide's µm/px, as predict recorded it
     with atomic_path(out_path, is_dir=True) as tmp:
         writer = LabelsStoreWriter(tmp, shape, downscale, attrs, name=out_path.name)
         paint_blocks(found, block, writer.write_block, steps)

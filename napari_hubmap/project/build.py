@@ -103,9 +103,10 @@ def slide_stem(path) -> str:
 
 
 def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_truth=None, predictions=(),
-              full_hash: bool = False, rle_id: str | None = None) -> SlideEntry:
-    """Add ``slide`` (read to learn its size and mpp; hashed), optionally its ground truth (any
-    annotation format) and probability maps (the first is post-processed into pseudo-labels)."""
+              full_hash: bool = False, rle_id: str | None = None, mpp: float | None = None) -> SlideEntry:
+    """Add ``slide`` (read to learn its size and µm/px; hashed), optionally its ground truth (any
+    annotation format) and probability maps (the first is post-processed into pseudo-labels).
+    ``mpp``: the slide's µm/px when given (recorded; wins over the file's, see :class:`SlideEntry`)."""
     from ..slide import open_slide
 
     slide = Path(slide)
@@ -114,10 +115,11 @@ def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_tr
         raise HubmapInputError(slide, f"slide id {slide_id!r} must be letters, digits, '.', '_' or '-' (give --id)")
     if any(s.id == slide_id for s in project.slides):
         raise HubmapInputError(slide, f"the project already has a slide {slide_id!r}; nothing was changed")
-    with open_slide(slide) as opened:
-        shape, mpp = (int(opened.height), int(opened.width)), opened.mpp
+    with open_slide(slide, mpp=mpp) as opened:
+        shape, scale = (int(opened.height), int(opened.width)), opened.scale
     entry = SlideEntry(id=slide_id, path=project.record(slide), hash=file_hash(slide, full=full_hash), shape=shape,
-                       mpp=None if mpp is None else float(mpp), edits=f"{EDITS_DIR}/{slide_id}.zarr", added=now_iso())
+                       mpp=None if scale.assumed else scale.mpp, edits=f"{EDITS_DIR}/{slide_id}.zarr", added=now_iso(),
+                       mpp_source=None if scale.assumed else scale.source, mpp_file=scale.file_mpp)
     project.slides.append(entry)
     made: list[Path] = []
     try:

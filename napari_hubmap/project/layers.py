@@ -47,7 +47,8 @@ def project_layers(project, slide_id: str, *, edits=None) -> list[tuple]:
 
     entry = project.slide(slide_id)
     place = placement(project.downscale)
-    layers = [slide_layer_data(open_slide(project.resolve(entry.path), build_cache=True), name=slide_id)]
+    opened = open_slide(project.resolve(entry.path), build_cache=True, mpp=entry.given_mpp)
+    layers = [slide_layer_data(opened, name=slide_id)]
     layers[0][1]["metadata"]["napari_hubmap"].update(_meta(project, slide_id, "slide")["napari_hubmap"])
     for n, prediction in enumerate(entry.predictions):
         levels, _ = open_probability_checked(project.resolve(prediction.path))

@@ -140,6 +140,10 @@ class PredictionEntry:
 
 @dataclass
 class SlideEntry:
+    """A slide of the project. ``mpp``: its µm/px when known, given (``mpp_source`` "option", e.g.
+    ``add-slide --mpp``; later commands use it) or the file's ("file"); null when neither, so the
+    assumption of :mod:`napari_hubmap.slide.scale` applies. ``mpp_file``: what the file says."""
+
     id: str
     path: str
     hash: FileHash
@@ -149,10 +153,25 @@ class SlideEntry:
     predictions: list[PredictionEntry] = field(default_factory=list)
     edits: str = ""
     added: str = ""
+    mpp_source: str | None = None
+    mpp_file: float | None = None
+
+    @property
+    def given_mpp(self) -> float | None:
+        """The µm/px given for this slide (to open it with), else None."""
+        return self.mpp if self.mpp_source == "option" else None
+
+    @property
+    def scale(self):
+        """The slide's :class:`~napari_hubmap.slide.scale.SlideScale` as recorded."""
+        from ..slide.scale import slide_scale
+
+        return slide_scale(self.mpp_file if self.mpp_source == "option" else self.mpp, self.given_mpp)
 
     def as_dict(self) -> dict:
         return {
             "id": self.id, "path": self.path, "hash": self.hash.as_dict(), "shape": list(self.shape), "mpp": self.mpp,
+            "mpp_source": self.mpp_source, "mpp_file": self.mpp_file,
             "ground_truth": self.ground_truth.as_dict() if self.ground_truth else None,
             "predictions": [p.as_dict() for p in self.predictions], "edits": self.edits, "added": self.added,
         }
@@ -374,6 +393,10 @@ def _parse_slide(f: _Fields) -> SlideEntry:
     if len(shape) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         f.fail(f"{f.name('shape')} must be [height, width] (positive whole numbers), got {shape!r}")
     mpp = f.get("mpp", (int, float), optional=True)
+    mpp_source = f.get("mpp_source", str, optional=True, default=None if mpp is None else "file")
+    if mpp_source not in (None, "option", "file") or (mpp_source is None) != (mpp is None):
+        f.fail(f"{f.name('mpp_source')} must be 'option' or 'file' with a µm/px, null without, got {mpp_source!r}")
+    mpp_file = f.get("mpp_file", (int, float), optional=True, default=mpp if mpp_source == "file" else None)
     gt = None
     if f.data.get("ground_truth") is not None:
         g = f.sub("ground_truth")
@@ -397,7 +420,8 @@ def _parse_slide(f: _Fields) -> SlideEntry:
         ))
     return SlideEntry(id=slide_id, path=f.external("path"), hash=file_hash_, shape=(shape[0], shape[1]),
                       mpp=None if mpp is None else float(mpp), ground_truth=gt, predictions=predictions,
-                      edits=f.inside("edits"), added=f.get("added", str, optional=True, default=""))
+                      edits=f.inside("edits"), added=f.get("added", str, optional=True, default=""),
+                      mpp_source=mpp_source, mpp_file=None if mpp_file is None else float(mpp_file))
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -98,7 +98,9 @@ class ModelCard:
         return dataclasses.replace(self, **changes)
 
     def working_downscale(self, slide_mpp: float | None) -> float:
-        """Factor to shrink the slide by before tiling: from ``target_mpp`` when possible."""
+        """Factor to shrink the slide by before tiling: from ``target_mpp`` when possible (< 1: the slide is
+        upsampled). The engine passes the µm/px :mod:`napari_hubmap.slide.scale` settles on (given, the
+        file's, else assumed), so ``downscale`` is what a card without ``target_mpp`` works at."""
         if self.target_mpp is not None and _is_positive_number(slide_mpp):
             return self.target_mpp / float(slide_mpp)
         return self.downscale

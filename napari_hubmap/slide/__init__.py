@@ -3,5 +3,7 @@
 from .levels import SlideLevel
 from .open import Slide, is_slide_path, open_slide
 from .pyramid_cache import PyramidCache, active_builds, cache_root
+from .scale import SlideScale, check_mpp, slide_scale
 
-__all__ = ["Slide", "SlideLevel", "PyramidCache", "active_builds", "cache_root", "is_slide_path", "open_slide"]
+__all__ = ["Slide", "SlideLevel", "SlideScale", "PyramidCache", "active_builds", "cache_root", "check_mpp",
+           "is_slide_path", "open_slide", "slide_scale"]

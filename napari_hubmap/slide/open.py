@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import HubmapInputError
 from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2, empty_region, level_shapes
 from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
+from .scale import SlideScale, check_mpp, slide_scale
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff", ".ndpi", ".scn")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -50,16 +51,38 @@ class CachedLevelSource:
 
 @dataclass
 class Slide:
-    """An open slide: lazy (H, W, 3) uint8 levels, largest first, and what the file says."""
+    """An open slide: lazy (H, W, 3) uint8 levels, largest first, and what the file says.
+
+    ``file_mpp`` is the file's µm per pixel (None when it carries none); ``mpp_given`` one the user gave
+    (``open_slide(mpp=)``, :meth:`set_mpp`), which wins. :attr:`scale` applies the rule of :mod:`.scale`.
+    """
 
     path: str
     levels: list[SlideLevel]
-    mpp: float | None
+    file_mpp: float | None
     layout: str
     dtype: str
     cache: PyramidCache | None = None
     reopen: Callable[[], tuple] | None = field(default=None, repr=False)
     _close: Callable[[], None] | None = field(default=None, repr=False)
+    mpp_given: float | None = None
+
+    @property
+    def mpp(self) -> float | None:
+        """The µm/px known for this slide (given, else the file's); None when only assumed."""
+        return self.mpp_given if self.mpp_given is not None else self.file_mpp
+
+    @property
+    def scale(self) -> SlideScale:
+        """µm/px, its source and the file's own, as every command and panel reports them."""
+        return slide_scale(self.file_mpp, self.mpp_given)
+
+    def set_mpp(self, value) -> SlideScale:
+        """Give the slide's µm/px (a number or its text; wins over the file's); None or blank text
+        clears it back to the file's, else the assumption. A bad value raises and changes nothing."""
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        self.mpp_given = None if blank else check_mpp(value, self.path)
+        return self.scale
 
     @property
     def height(self) -> int:
@@ -89,7 +112,7 @@ class Slide:
             "width": self.width,
             "height": self.height,
             "levels": [list(level.shape[:2]) for level in self.levels],
-            "mpp": self.mpp,
+            **self.scale.as_dict(),
             "dtype": self.dtype,
             "layout": self.layout,
         }
@@ -117,17 +140,18 @@ class Slide:
         self.close()
 
 
-def open_slide(path: str | os.PathLike, *, build_cache: bool = False) -> Slide:
-    """Open a slide lazily. ``build_cache=True`` starts the pyramid cache build in the background."""
+def open_slide(path: str | os.PathLike, *, build_cache: bool = False, mpp: float | str | None = None) -> Slide:
+    """Open a slide lazily. ``build_cache=True`` starts the pyramid cache build in the background;
+    ``mpp``: its µm per pixel when given (see :class:`Slide`), checked before the file is read."""
     path = os.fspath(path)
+    given = None if mpp is None else check_mpp(mpp)
     if not os.path.exists(path):
         raise HubmapInputError(path, "file not found")
     if os.path.isdir(path):
         raise HubmapInputError(path, "is a folder, not a slide file")
     lower = path.lower()
-    if lower.endswith(IMAGE_SUFFIXES):
-        return _open_image(path)
-    slide = _open_tiff(path)
+    slide = _open_image(path) if lower.endswith(IMAGE_SUFFIXES) else _open_tiff(path)
+    slide.mpp_given = given
     if build_cache:
         slide.build_cache(background=True)
     return slide
