@@ -244,3 +244,59 @@ def test_bad_mpp_exit_code_in_a_real_process(png):
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
+
+# --- the Slide panel -------------------------------------------------------------------------------
+
+
+@pytest.mark.gui
+def test_slide_panel_mpp_field_sets_the_scale_the_inference_panel_runs_at(make_napari_viewer, qtbot, tmp_path, png,
+                                                                            monkeypatch):
+    from qtpy.QtCore import Qt
+
+    from napari_hubmap._widgets.inference_panel import InferencePanel
+    from napari_hubmap._widgets.slide_panel import SlidePanel, slide_of
+    from napari_hubmap.inference.prob_store import open_probability
+
+    tiny_mpp_model(tmp_path / "models")
+    monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(tmp_path / "models"))
+    viewer = make_napari_viewer()
+    slides, inference = SlidePanel(viewer), InferencePanel(viewer)
+    viewer.window.add_dock_widget(slides, name="Slide")
+    viewer.window.add_dock_widget(inference, name="Inference")
+    slide = slide_of(viewer.open(str(png), plugin="napari-hubmap")[0])
+    field = slides.mpp_field
+    assert field.text() == "" and "0.5 assumed" in field.placeholderText() and "assumed" in slides.info.text()
+    assert "0.5 µm/px assumed" in inference.scale_label.text()
+
+    field.setFocus()
+    qtbot.keyClicks(field, "abc")
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert slide.scale.assumed and "must be a number > 0" in slides.info.text()
+    field.clear()
+    qtbot.keyClicks(field, "2.0")
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert slide.mpp == 2.0 and slide.scale.source == "option" and "2 µm/px (given)" in slides.info.text()
+    assert field.text() == "2"
+
+    qtbot.waitUntil(lambda: bool(inference.model_items()), timeout=30_000)
+    inference.set_checked(["tiny-mpp"])
+    inference.run()
+    assert "2 µm/px (given)" in inference.status.text() and "2 µm/px (given)" in inference.scale_label.text()
+    qtbot.waitUntil(lambda: not inference.running, timeout=60_000)
+    assert inference.error is None and inference.result.complete
+    meta = open_probability(inference.result.path)[1]
+    assert (meta["downscale"], meta["mpp"], meta["mpp_source"]) == (1.0, 2.0, "option")  # TARGET_MPP / 2.0
+    assert "slide at 2 µm/px (given)" in inference.status.text()
+
+
+@pytest.mark.gui
+def test_view_mpp_gives_the_slides_their_mpp(make_napari_viewer, png, monkeypatch):
+    from napari_hubmap._widgets import launch
+    from napari_hubmap._widgets.slide_panel import SlidePanel, slide_of
+
+    monkeypatch.setattr("napari.Viewer", lambda **kwargs: make_napari_viewer(show=False))
+    viewer = launch.make_viewer([str(png)], show=False, mpp=2.0)
+    layer = viewer.layers["kidney.png"]
+    assert slide_of(layer).scale == SlideScale(2.0, "option", None) and layer.metadata["napari_hubmap"]["mpp"] == 2.0
+    panel = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, SlidePanel))
+    assert panel.mpp_field.text() == "2" and "2 µm/px (given)" in panel.info.text()

@@ -118,6 +118,15 @@ def describe_progress(progress) -> str:
     )
 
 
+def describe_scale(slide) -> str:
+    """The slide's µm/px as the run will use it (working scales follow it), with a hint when assumed."""
+    if slide is None:
+        return ""
+    scale = slide.scale
+    hint = " — set µm/px in the Slide panel if it differs" if scale.assumed else ""
+    return f"Slide at {scale.describe()}{hint}"
+
+
 def default_output_folder(slide_path) -> Path:
     """``predictions`` beside the slide file."""
     return Path(slide_path).resolve().parent / PREDICTIONS_FOLDER
@@ -196,6 +205,8 @@ class InferencePanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.scale_label = QLabel("")  # the slide's µm/px the run follows (given, the file's or assumed)
+        self.scale_label.setWordWrap(True)
 
         layout = QVBoxLayout(self)
         header = QHBoxLayout()
@@ -204,6 +215,7 @@ class InferencePanel(QWidget):
         header.addWidget(self.refresh_button)
         layout.addLayout(header)
         layout.addWidget(self.models)
+        layout.addWidget(self.scale_label)
         form = QFormLayout()
         form.addRow("TTA", self.tta)
         form.addRow("Tile", self.tile)
@@ -323,8 +335,13 @@ class InferencePanel(QWidget):
 
     def _update_placeholder(self, *_):
         slide = slide_of(self.current_layer())
+        self.scale_label.setText(describe_scale(slide))
         if slide is not None:
             self.out_folder.setPlaceholderText(str(default_output_folder(slide.path)))
+
+    def showEvent(self, event):  # noqa: N802 (Qt) - shown again, e.g. after the Slide tab changed the µm/px
+        self._update_placeholder()
+        super().showEvent(event)
 
     def output_folder(self, slide) -> Path:
         text = self.out_folder.text().strip()
@@ -374,12 +391,13 @@ class InferencePanel(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the plan is made
-        self.status.setText(f"Loading models and planning… → {out}")
+        self._update_placeholder()
+        self.status.setText(f"Loading models and planning… → {out}\n{describe_scale(slide)}")
         self.worker = create_worker(
             predict_in_background,
             slide.path,
             out,
-            self.config(),
+            {**self.config(), "mpp": slide.mpp_given},
             self.cancel_event,
             _start_thread=False,
             _connect={
@@ -467,7 +485,8 @@ class InferencePanel(QWidget):
             resumed = f", resumed after row {result.resumed_rows}" if result.resumed_rows else ""
             message = (
                 f"Done: {result.tiles} tiles ({result.skipped} skipped as background, {result.computed} computed) "
-                f"in {result.seconds:.1f} s{resumed} → {result.path}"
+                f"in {result.seconds:.1f} s{resumed} → {result.path}\n"
+                f"map at ×{result.downscale:g}, slide at {result.scale.describe()}"
             )
         self.status.setText(message)
         self.viewer.status = message

@@ -202,7 +202,7 @@ class ReviewPanel(QWidget):
         maps = [probability_meta(l)["probability"] for l in self.viewer.layers if probability_meta(l)]
         try:
             project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale, predictions=maps)
-            add_slide(project, slide.path, predictions=maps)
+            add_slide(project, slide.path, predictions=maps, mpp=slide.mpp_given)
         except HubmapInputError as error:
             self._show_error(f"Cannot make the project: {error}")
             return False

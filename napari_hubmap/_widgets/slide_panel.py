@@ -1,6 +1,7 @@
-"""Slide panel: what the selected slide is, its pyramid cache progress, open slides, import labels.
+"""Slide panel: what the selected slide is, its µm/px, its pyramid cache progress, open slides, import labels.
 
-Thin: every button calls one core function; long work (the pyramid cache) runs in a core
+Thin: every button calls one core function (the µm/px field :func:`~napari_hubmap.reader.set_layer_mpp`,
+which the Inference panel's runs then follow); long work (the pyramid cache) runs in a core
 background thread whose progress this panel polls, refreshing the layer when the cache is ready.
 """
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
+    QFormLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -19,22 +22,28 @@ from qtpy.QtWidgets import (
 )
 
 from ..annotations.overlay import load_annotation_labels
+from ..defaults import DEFAULT_MPP
 from ..errors import HubmapInputError
+from ..reader import set_layer_mpp, slide_of
 
 SLIDE_FILTER = "Slides (*.tif *.tiff *.svs *.btf *.png *.jpg *.jpeg);;All files (*)"
 ANNOTATION_FILTER = "Annotations (*.json *.geojson *.csv *.png *.tif *.tiff);;All files (*)"
 
 
-def slide_of(layer):
-    """The core Slide behind an image layer opened by this plugin, else None."""
-    meta = getattr(layer, "metadata", {}).get("napari_hubmap") if layer is not None else None
-    return meta.get("slide") if meta else None
+MPP_TIP = (f"µm per pixel of the slide, for files that carry none (PNG, JPEG, bare TIFF); it wins over the file's. "
+           f"Blank: the file's, else {DEFAULT_MPP:g} assumed. Inference follows it.")
 
 
 def describe(slide) -> str:
-    mpp = f"{slide.mpp:.3f} µm/px" if slide.mpp else "µm/px unknown"
     levels = " · ".join(f"{h}×{w}" for h, w in (lvl.shape[:2] for lvl in slide.levels))
-    return f"{slide.width} × {slide.height} px, {mpp}\nlayout {slide.layout}, {slide.dtype}\nlevels: {levels}"
+    head = f"{slide.width} × {slide.height} px, {slide.scale.describe()}"
+    return f"{head}\nlayout {slide.layout}, {slide.dtype}\nlevels: {levels}"
+
+
+def mpp_text(slide) -> str:
+    """What the µm/px field shows: the µm/px given or the file's; blank when assumed (the placeholder says it)."""
+    scale = slide.scale if slide is not None else None
+    return "" if scale is None or scale.assumed else f"{scale.mpp:g}"
 
 
 class SlidePanel(QWidget):
@@ -45,6 +54,10 @@ class SlidePanel(QWidget):
         self.viewer = napari_viewer
         self.info = QLabel("No slide selected")
         self.info.setWordWrap(True)
+        self.mpp_field = QLineEdit()
+        self.mpp_field.setToolTip(MPP_TIP)
+        mpp_row = QFormLayout()
+        mpp_row.addRow("µm/px", self.mpp_field)
         self.cache_label = QLabel("")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -52,9 +65,12 @@ class SlidePanel(QWidget):
         self.open_button = QPushButton("Open slide…")
         self.import_button = QPushButton("Import annotations…")
         layout = QVBoxLayout(self)
-        for widget in (self.info, self.cache_label, self.progress, self.open_button, self.import_button):
+        layout.addWidget(self.info)
+        layout.addLayout(mpp_row)
+        for widget in (self.cache_label, self.progress, self.open_button, self.import_button):
             layout.addWidget(widget)
         layout.addStretch(1)
+        self.mpp_field.editingFinished.connect(self._mpp_edited)
         self.open_button.clicked.connect(self._choose_slide)
         self.import_button.clicked.connect(self._choose_annotations)
         self.viewer.layers.selection.events.active.connect(self._update)
@@ -74,8 +90,26 @@ class SlidePanel(QWidget):
 
     def _update(self, *_):
         layer = self.current_layer()
-        self.info.setText(describe(slide_of(layer)) if layer else "No slide selected")
+        slide = slide_of(layer)
+        self.info.setText(describe(slide) if layer else "No slide selected")
+        self.mpp_field.setEnabled(slide is not None)
+        self.mpp_field.setText(mpp_text(slide))
+        assumed = slide is not None and slide.scale.assumed
+        self.mpp_field.setPlaceholderText(f"{slide.scale.mpp:g} assumed (the file has none)" if assumed else "")
         self._poll_cache()
+
+    def _mpp_edited(self):
+        """Give the current slide the µm/px typed (blank: back to the file's or the assumption)."""
+        layer = self.current_layer()
+        if layer is None or self.mpp_field.text().strip() == mpp_text(slide_of(layer)):
+            return
+        try:
+            set_layer_mpp(layer, self.mpp_field.text())
+        except HubmapInputError as exc:
+            self.info.setText(f"{describe(slide_of(layer))}\n{exc.problem}: µm/px unchanged")
+            self.viewer.status = str(exc)
+            return
+        self._update()
 
     def _poll_cache(self):
         layer = self.current_layer()
