@@ -14,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_MODEL, DEFAULT_MPP
+from .defaults import DEFAULT_MODEL, DEFAULT_MPP, DEFAULT_SAMPLE
 from .errors import HubmapInputError
 
 EXIT_BAD_INPUT = 2
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="open napari with slides (default: the sample slide) and the widgets docked")
     view.add_argument("slides", nargs="*", metavar="SLIDE")
-    view.add_argument("--sample", default="synthetic-pas", choices=["synthetic-pas", "synthetic-he"])
+    view.add_argument("--sample", default=DEFAULT_SAMPLE, choices=["hubmap-pas", "synthetic-pas", "synthetic-he"])
     view.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after start-up and quit")
     view.add_argument("--predict", nargs="?", const=DEFAULT_MODEL, default="", metavar="MODEL",
                       help=f"run this model on the slide at start-up (default {DEFAULT_MODEL}, shipped in models/)")

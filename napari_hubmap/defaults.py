@@ -7,3 +7,7 @@ DEFAULT_MPP = 0.5
 """µm per pixel assumed for a slide or data folder that carries none (PNG, JPEG, bare TIFF): HuBMAP
 slides and 20x scans are about 0.5. The one assumption of the package; every command and panel says
 when it is made (see :mod:`napari_hubmap.slide.scale`)."""
+
+DEFAULT_SAMPLE = "hubmap-pas"
+"""The sample ``napari-hubmap view`` opens without slides: the real HuBMAP PAS tile (see
+:mod:`napari_hubmap.sample_data`)."""

@@ -1,7 +1,8 @@
-"""Sample data: a synthetic kidney slide written once to the cache folder, opened lazily.
+"""Sample data: one real HuBMAP PAS tile shipped in the package, and synthetic kidney slides.
 
-Returns the slide as a multiscale image layer and its glomeruli as a labels layer (ground truth,
-rendered at 1/4 resolution and placed over the slide).
+Each returns the slide as an image layer (the synthetic ones multiscale, written once to the cache
+folder and opened lazily) and its glomeruli as a labels layer placed over it (ground truth: the tile's
+LabelMe polygons; the synthetic slides' own, rendered at 1/4 resolution).
 """
 
 from __future__ import annotations
@@ -13,6 +14,37 @@ from .reader import slide_layer_data
 
 SAMPLE_SIZE = (6144, 8192)
 LABEL_DOWNSAMPLE = 4
+HUBMAP_TILE = Path(__file__).parent / "samples" / "hubmap-pas-337.jpg"
+"""A real HuBMAP PAS tile (TMC-Vanderbilt kidney, 1600 x 1200, 10 annotated glomeruli), from the
+cns-iu/ccf-research-ftu repository (MIT licence); its LabelMe annotations lie beside it (.json)."""
+HUBMAP_TILE_MPP = 1.0
+"""µm per pixel of the tile (a 0.5 µm/px scan shown 2x down); the JPEG carries none."""
+
+
+def hubmap_tile_path() -> Path:
+    """The tile copied once into the samples folder beside the synthetic ones, so that what is made
+    from it (predictions, labels: the panels write beside the slide) never lands in the package."""
+    import shutil
+
+    from .atomic import atomic_path
+
+    path = cache_root().parent / "samples" / HUBMAP_TILE.name
+    if not path.exists() or path.stat().st_size != HUBMAP_TILE.stat().st_size:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            shutil.copyfile(HUBMAP_TILE, tmp)
+    return path
+
+
+def sample_hubmap_tile() -> list[tuple]:
+    """The real HuBMAP PAS tile at its µm/px, and its annotated glomeruli."""
+    from .annotations import read_annotations, rasterize
+
+    slide = open_slide(hubmap_tile_path(), mpp=HUBMAP_TILE_MPP)
+    shape = slide.levels[0].shape[:2]
+    labels = rasterize(read_annotations(HUBMAP_TILE.with_suffix(".json")), shape)
+    label_kwargs = {"name": "glomeruli (ground truth)", "opacity": 0.4, "visible": False}
+    return [slide_layer_data(slide, name="HuBMAP PAS tile"), (labels, label_kwargs, "labels")]
 
 
 def sample_slide_path(stain: str = "pas", seed: int = 0) -> Path:

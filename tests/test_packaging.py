@@ -71,3 +71,4 @@ def test_wheel_ships_the_manifest(tmp_path):
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert manifest == (ROOT / "napari.yaml").read_text()
     assert "napari_hubmap:napari.yaml" in entry_points
+    assert {"napari_hubmap/samples/hubmap-pas-337.jpg", "napari_hubmap/samples/hubmap-pas-337.json"} <= set(names)

@@ -18,6 +18,7 @@ import tifffile
 from PIL import Image
 
 from napari_gui import press_key
+from napari_hubmap.sample_data import HUBMAP_TILE
 from test_inference_widget import models_root, synthetic_slide  # noqa: F401 (fixture)
 from test_postprocess_widget import prob_store  # noqa: F401 (fixture)
 from test_review_widget import project_root  # noqa: F401 (fixture)
@@ -162,8 +163,22 @@ def test_sample_data_opens_from_the_file_menu(key, make_napari_viewer, monkeypat
     viewer = make_napari_viewer()
     layers = viewer.open_sample(PLUGIN, key)
     image = layers[0]
-    assert image.rgb and np.asarray(image.data[0][:8, :8]).dtype == np.uint8
+    pixels = np.asarray(image.data[-1] if image.multiscale else image.data)  # the smallest level: all of it
+    assert image.rgb and pixels.shape[-1] == 3 and pixels.dtype == np.uint8 and pixels.std() > 5  # not blank
     assert len(layers) == 1 or int(np.asarray(layers[1].data).max()) > 0  # ground truth, when given
+
+
+def test_the_real_hubmap_tile_is_the_default_sample_at_its_scale(make_napari_viewer):
+    from napari_hubmap.defaults import DEFAULT_SAMPLE
+    from napari_hubmap.reader import slide_of
+
+    viewer = make_napari_viewer()
+    image, truth = viewer.open_sample(PLUGIN, DEFAULT_SAMPLE)
+    slide = slide_of(image)
+    assert slide.levels[0].shape == (1200, 1600, 3) and slide.scale.mpp == 1.0 and slide.scale.source == "option"
+    assert int(truth.data.max()) == 10 and truth.data.shape == (1200, 1600)
+    assert HUBMAP_TILE.stat().st_size < 2**20
+    assert Path(slide.path).parent != HUBMAP_TILE.parent  # predictions go beside a copy, not into the package
 
 
 def reader_patterns() -> list[str]:

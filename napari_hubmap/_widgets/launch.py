@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..defaults import DEFAULT_SAMPLE
+
 DOCKED_WIDGETS = ("Slide", "Inference", "Post-processing", "Review", "Training")
 """Every panel of the loop, in its order: open, infer, tune, curate, retrain."""
 TABBED_WITH_PREVIOUS = {"Inference", "Review", "Training"}
@@ -10,7 +12,7 @@ starts a second group with Review and Training as tabs; the first tab of each gr
 SHOWN_TABS = ("Inference", "Post-processing")
 
 
-def make_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", show: bool = True,
+def make_viewer(slides: list[str] | None = None, *, sample: str = DEFAULT_SAMPLE, show: bool = True,
                 predict: str | None = None, mpp: float | None = None):
     """A napari viewer showing ``slides`` (else the sample), with this plugin's widgets docked.
 
@@ -54,7 +56,7 @@ def inference_panel(viewer):
     return None
 
 
-def run_viewer(slides: list[str] | None = None, *, sample: str = "synthetic-pas", screenshot: str | None = None,
+def run_viewer(slides: list[str] | None = None, *, sample: str = DEFAULT_SAMPLE, screenshot: str | None = None,
                predict: str | None = None, wait_s: float = 600.0, mpp: float | None = None) -> None:
     """Open the viewer and run the Qt event loop (or save a screenshot and quit).
 
