@@ -16,9 +16,12 @@ and pooled object precision / recall / F1 at IoU >= 0.5 (objects: 8-connected co
 
     python benchmarks/generalisation.py train RUN [RUN ...] [--epochs 16] [--threads 1]
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
+    python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
 
 Models go to ``bench-out/generalisation/<run>``, logs beside them; ``score`` writes
-``bench-out/generalisation/<run>.<model>.json`` and prints one table row per run and TTA.
+``bench-out/generalisation/<run>.<model>.json`` and prints one table row per run and TTA. ``ship``
+installs a run's model as ``models/hubmap-default`` (one atomic folder swap) with every run's own
+held-out figures in its card as ``metrics["generalisation"]``.
 """
 
 from __future__ import annotations
@@ -166,9 +169,41 @@ def score(runs: list[str], model: Path | None) -> None:
                   f"{r['object_precision']:6.3f} {r['object_recall']:6.3f} {r['object_f1']:6.3f}", flush=True)
 
 
+def recipe_figures() -> dict:
+    """Every scored run of the recipe on its own held-out images: {run: {tta: figures, "images": n}}."""
+    figures = {}
+    for path in sorted(OUT.glob("*.json")):
+        run, model = path.stem.split(".", 1)
+        if run == model:
+            result = json.loads(path.read_text())
+            figures[run] = {"images": result["images"], "threshold": result["threshold"],
+                            **{tta: result[tta] for tta in ("plain", "flips")}}
+    return figures
+
+
+def ship(run: str) -> Path:
+    """Install ``run``'s model as models/hubmap-default, its card carrying the recipe's held-out figures."""
+    import shutil
+
+    from napari_hubmap.atomic import atomic_path
+    from napari_hubmap.defaults import DEFAULT_MODEL
+    from napari_hubmap.registry import load_model, read_card
+    from napari_hubmap.registry.store import CARD_FILE, WEIGHTS_FILE
+
+    folder = OUT / run
+    card = read_card(folder).replace(name=DEFAULT_MODEL)
+    card.metrics["generalisation"] = {"recipe": RECIPE, "trained_as": run, "runs": recipe_figures()}
+    target = ROOT / "models" / DEFAULT_MODEL
+    with atomic_path(target, is_dir=True) as tmp:
+        shutil.copy2(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        (tmp / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
+        load_model(tmp)  # the weights still match the card
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["train", "score"])
+    parser.add_argument("action", choices=["train", "score", "ship"])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
@@ -177,8 +212,10 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.action == "train":
         train(args.runs, args.epochs, args.threads)
-    else:
+    elif args.action == "score":
         score(args.runs, args.model)
+    else:
+        print(f"installed {ship(args.runs[0])}")
 
 
 if __name__ == "__main__":
