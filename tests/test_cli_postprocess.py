@@ -21,8 +21,12 @@ from napari_hubmap.postprocess.export import upsample_nearest
 CLI = [str(Path(sys.executable).with_name("napari-hubmap"))]
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
+def run(capsys, *args) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr); usage errors exit through SystemExit."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -34,7 +38,7 @@ def one_json_line(out: str) -> dict:
 
 
 def assert_one_error_line(code, out, err, *needles):
-    assert code == 2 and out == ""
+    assert code == 2 and out == "", (code, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-hubmap: error:"), err
     for needle in needles:

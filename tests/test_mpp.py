@@ -13,39 +13,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_hubmap.cli import main
 from napari_hubmap.defaults import DEFAULT_MPP
 from napari_hubmap.errors import HubmapInputError
 from napari_hubmap.slide import open_slide
 from napari_hubmap.slide.scale import SlideScale, check_mpp, recorded_scale, slide_scale
+from test_cli_postprocess import assert_one_error_line, one_json_line, run
 
 CLI = [str(Path(sys.executable).with_name("napari-hubmap"))]
 TINY_UNET = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
 TARGET_MPP = 2.0
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    """The CLI in this process: (exit code, stdout, stderr); usage errors exit through SystemExit."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(out: str) -> dict:
-    lines = out.strip().splitlines()
-    assert len(lines) == 1, out
-    return json.loads(lines[0])
-
-
-def assert_one_error_line(code, out, err, *needles):
-    assert code == 2 and out == "", (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("napari-hubmap: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def tiny_mpp_model(folder: Path) -> Path:
@@ -157,14 +133,14 @@ def test_predict_follows_mpp_and_says_the_assumption(tmp_path, png, model, capsy
     for mpp in ("1", "0.5"):
         code, out, err = run(capsys, "predict", png, "--model", model, "--out", tmp_path / f"at{mpp}", "--mpp", mpp)
         assert code == 0, err
-        lines[mpp] = one_line(out)
+        lines[mpp] = one_json_line(out)
         assert lines[mpp] | {"mpp_source": "option", "mpp": float(mpp), "mpp_file": None} == lines[mpp]
     assert (lines["1"]["downscale"], lines["0.5"]["downscale"]) == (2.0, 4.0)  # TARGET_MPP / mpp
     maps = {mpp: open_probability(line["out"])[1] for mpp, line in lines.items()}
     assert maps["0.5"]["downscale"] == 2 * maps["1"]["downscale"] and maps["1"]["mpp"] == 1.0
     with pytest.warns(UserWarning, match="no µm/px in the file; assuming 0.5"):
         code, out, _ = run(capsys, "predict", png, "--model", model, "--out", tmp_path / "assumed")
-    line = one_line(out)
+    line = one_json_line(out)
     assert code == 0 and line["downscale"] == 4.0
     assert (line["mpp"], line["mpp_source"], line["mpp_file"]) == (0.5, "assumed", None)
 
@@ -174,7 +150,7 @@ def test_a_slide_coarser_than_the_working_scale_predicts_postprocesses_and_expor
     from napari_hubmap.postprocess import open_labels
 
     code, out, err = run(capsys, "predict", png, "--model", model, "--out", tmp_path, "--mpp", 4)  # working at 0.5
-    line = one_line(out)
+    line = one_json_line(out)
     assert code == 0 and line["complete"] and line["downscale"] == 1.0, err
     prob = tmp_path / "kidney.prob.zarr"
     from napari_hubmap.inference.prob_store import open_probability
@@ -193,18 +169,18 @@ def test_a_slide_coarser_than_the_working_scale_predicts_postprocesses_and_expor
     points = np.array([p for f in features for ring in f["geometry"]["coordinates"] for p in ring], float)
     assert len(features) and points[:, 0].max() <= 240 and points[:, 1].max() <= 200
     code, out, _ = run(capsys, "evaluate", prob, "--gt", tmp_path / "k.geojson")
-    assert code == 0 and one_line(out)["mpp"] == 4.0 and one_line(out)["mpp_source"] == "option"
+    assert code == 0 and one_json_line(out)["mpp"] == 4.0 and one_json_line(out)["mpp_source"] == "option"
 
 
 def test_info_and_evaluate_take_mpp(png, tagged_tiff, tmp_path, capsys):
-    assert one_line(run(capsys, "info", png, "--mpp", 2)[1])["mpp_source"] == "option"
-    info = one_line(run(capsys, "info", tagged_tiff, "--mpp", 1)[1])
+    assert one_json_line(run(capsys, "info", png, "--mpp", 2)[1])["mpp_source"] == "option"
+    info = one_json_line(run(capsys, "info", tagged_tiff, "--mpp", 1)[1])
     assert (info["mpp"], info["mpp_source"], info["mpp_file"]) == (1.0, "option", pytest.approx(0.25))
     mask = tmp_path / "mask.png"
     Image.fromarray(np.eye(20, dtype=np.uint8) * 255).save(mask)
-    line = one_line(run(capsys, "evaluate", mask, "--gt", mask)[1])
+    line = one_json_line(run(capsys, "evaluate", mask, "--gt", mask)[1])
     assert (line["mpp"], line["mpp_source"]) == (0.5, "assumed") and line["dice"] == 1.0
-    assert one_line(run(capsys, "evaluate", mask, "--gt", mask, "--mpp", 0.7)[1])["mpp"] == 0.7
+    assert one_json_line(run(capsys, "evaluate", mask, "--gt", mask, "--mpp", 0.7)[1])["mpp"] == 0.7
 
 
 def test_project_records_a_given_mpp(tmp_path, png, tagged_tiff, capsys):
@@ -214,11 +190,11 @@ def test_project_records_a_given_mpp(tmp_path, png, tagged_tiff, capsys):
     root = tmp_path / "p"
     code, out, err = run(capsys, "project", "init", root, "--slide", tagged_tiff, "--mpp", 0.5)
     assert code == 0, err
-    assert one_line(out)["scales"] == {"tagged": {"mpp": 0.5, "mpp_source": "option", "mpp_file": 0.25}}
-    line = one_line(run(capsys, "project", "add-slide", root, png, "--mpp", 2)[1])
+    assert one_json_line(out)["scales"] == {"tagged": {"mpp": 0.5, "mpp_source": "option", "mpp_file": 0.25}}
+    line = one_json_line(run(capsys, "project", "add-slide", root, png, "--mpp", 2)[1])
     assert (line["mpp"], line["mpp_source"], line["mpp_file"]) == (2.0, "option", None)
     tissue_png(tmp_path / "plain.png")
-    line = one_line(run(capsys, "project", "add-slide", root, tmp_path / "plain.png")[1])
+    line = one_json_line(run(capsys, "project", "add-slide", root, tmp_path / "plain.png")[1])
     assert (line["mpp"], line["mpp_source"]) == (0.5, "assumed")
     entries = {e["id"]: e for e in json.loads((root / "project.json").read_text())["slides"]}
     assert (entries["kidney"]["mpp"], entries["kidney"]["mpp_source"]) == (2.0, "option")
@@ -226,7 +202,7 @@ def test_project_records_a_given_mpp(tmp_path, png, tagged_tiff, capsys):
     project = open_project(root)
     slide = project_layers(project, "kidney")[0][1]["metadata"]["napari_hubmap"]["slide"]
     assert slide.scale == SlideScale(2.0, "option", None)  # later commands and the viewer use the recorded µm/px
-    infos = {s["slide"]: s for s in one_line(run(capsys, "project", "info", root)[1])["slides"]}
+    infos = {s["slide"]: s for s in one_json_line(run(capsys, "project", "info", root)[1])["slides"]}
     assert infos["tagged"]["mpp_file"] == 0.25 and infos["kidney"]["mpp"] == 2.0
 
 
