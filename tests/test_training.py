@@ -298,3 +298,8 @@ def test_validation_dice_weighs_each_source_once():
                                torch.device("cpu"), [0.5])
     assert scores["by_source"]["big"]["dice"] > 0.99 and scores["by_source"]["small"]["dice"] < 0.01
     assert abs(scores["dice"] - 0.5) < 0.01 and scores["dice_pooled"] > 0.98
+
+    empty = sample("empty", 32, True)
+    empty.mask[:] = 0  # a source with no glomerulus to find: its speck of red is a false positive
+    scores = validation_scores(FromRed(), [sample("big", 256, True), empty], norm, torch.device("cpu"), [0.5])
+    assert scores["by_source"]["empty"]["dice"] < 0.01 and scores["dice"] > 0.99  # it does not outvote "big"

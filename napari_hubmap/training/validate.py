@@ -67,7 +67,7 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
             inter[row, i] += np.count_nonzero(pred & m)
             total[row, i] += np.count_nonzero(pred)
     source_dice = (2 * inter + 1e-9) / (total + 1e-9)
-    balanced = source_dice.mean(axis=0)  # each source counts once, however many pixels it has
+    balanced = balanced_dice(source_dice, [sources.index(s.source) for s in samples if s.mask.any()])
     pooled = (2 * inter.sum(0) + 1e-9) / (total.sum(0) + 1e-9)
     best = int(np.argmax(balanced))
     threshold = thresholds[best]
@@ -90,6 +90,16 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
         "by_source": {k: {"dice": float(source_dice[sources.index(k), best]), "object_f1": _f1(*v[:3]),
                           "images": v[3]} for k, v in sorted(per_source.items())},
     }
+
+
+def balanced_dice(source_dice: np.ndarray, rows_with_truth) -> np.ndarray:
+    """Mean Dice over the sources (rows), each counted once however many pixels it has, per threshold.
+
+    Only sources whose validation images hold a glomerulus count: on glomerulus-free images Dice is 1
+    or 0 by a single false speck, a coin that would outvote the sources with something to find. With
+    none holding one, every source counts."""
+    rows = sorted(set(rows_with_truth)) or list(range(len(source_dice)))
+    return source_dice[rows].mean(axis=0)
 
 
 def _f1(tp: int, fp: int, fn: int) -> float:
