@@ -130,3 +130,16 @@ def test_new_project_from_the_open_slide(make_napari_viewer, qtbot, tmp_path):
     assert [l.name for l in viewer.layers].count("kidney") == 1 and "kidney edits" in viewer.layers
     assert panel.queue == [] and "no prediction" in panel.status.text()  # the slide had no map yet
     assert not panel.create(tmp_path / "new") and "already a project" in panel.status.text()
+
+
+def test_switching_slides_replaces_the_previous_slides_layers(make_napari_viewer, qtbot, tmp_path):
+    first, second = make_inputs(tmp_path / "a"), make_inputs(tmp_path / "b")
+    project = init_project(tmp_path / "project", tile=128, downscale=1)
+    add_slide(project, first["slide"], slide_id="first", ground_truth=first["gt"], predictions=[first["prob"]])
+    add_slide(project, second["slide"], slide_id="second", ground_truth=second["gt"], predictions=[second["prob"]])
+    viewer, panel = open_panel(make_napari_viewer, tmp_path / "project")
+    assert panel.slide_id == "first" and all(layer.name.startswith("first") for layer in viewer.layers)
+    old_edits = panel.layers["edits"]
+    panel.slide.setCurrentText("second")
+    assert panel.slide_id == "second" and old_edits not in viewer.layers
+    assert [layer.name.split()[0] for layer in viewer.layers] == ["second"] * 6

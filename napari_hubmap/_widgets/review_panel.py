@@ -221,6 +221,7 @@ class ReviewPanel(QWidget):
         from ..project import Autosaver, open_edits, project_layers, review_queue
 
         self._close_slide()
+        self._remove_layers()  # the previous slide's: its edits layer no longer writes to an open store
         project = self.project
         self.slide_id = slide_id
         self.store = open_edits(project, slide_id)
@@ -340,12 +341,15 @@ class ReviewPanel(QWidget):
             self.store.close()
         self.saver = self.store = None
 
-    def close_project(self, *_):
-        self._close_slide()
+    def _remove_layers(self):
         for layer in list(self.layers.values()):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.layers = {}
+
+    def close_project(self, *_):
+        self._close_slide()
+        self._remove_layers()
         self.project = self.slide_id = None
 
     def _show_error(self, message: str):
