@@ -100,7 +100,7 @@ def train(runs: list[str], epochs: int, threads: int) -> None:
 def held_out_samples(run: str, card) -> list:
     from napari_hubmap.training import load_sources
 
-    folders, _, held = run_plan(run)
+    _, _, held = run_plan(run)
     source = {name.split("/", 1)[0] for name in held}
     samples = load_sources([DATA / s for s in sorted(source)], downscale=card.downscale, target_mpp=card.target_mpp,
                            mpp_overrides=mpp_table())

@@ -101,7 +101,7 @@ def _points(shape: dict, index: int, path) -> np.ndarray:
     points = np.asarray(raw, dtype=float)
     if not np.isfinite(points).all():
         raise HubmapInputError(path, f"{_name(shape, index)}: points contain NaN or infinity")
-    return points.astype(float)
+    return points
 
 
 def _is_pair(point: Any) -> bool:

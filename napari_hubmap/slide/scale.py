@@ -86,7 +86,7 @@ def recorded_scale(meta: dict, given=None) -> SlideScale:
     file_mpp = meta.get("mpp_file")
     file_mpp = float(file_mpp) if isinstance(file_mpp, (int, float)) and file_mpp > 0 else None
     if given is not None:
-        return SlideScale(check_mpp(given), "option", file_mpp)
+        return slide_scale(file_mpp, given)
     mpp, source = meta.get("mpp"), meta.get("mpp_source")
     if source in MPP_SOURCES and isinstance(mpp, (int, float)) and mpp > 0:
         return SlideScale(float(mpp), source, file_mpp)
