@@ -277,3 +277,17 @@ def test_layers_restore_the_slide_its_labels_edits_and_review(project_dir):
         viewer_model._add_layer_from_data(data, kwargs, kind)
     assert len(viewer_model.layers) == 6 and viewer_model.layers[-2].editable
     store.close()
+
+
+def test_training_tiles_of_a_project_follow_the_slides_given_mpp(tmp_path):
+    """A PNG carries no µm/px: the one given at add-slide (1 µm/px) sets the working scale of its training
+    tiles (2 µm/px: half size), not the model's fallback downscale (4: quarter size)."""
+    from napari_hubmap.training import load_sources
+
+    inputs = make_inputs(tmp_path / "inputs")
+    project = init_project(tmp_path / "project", tile=128, downscale=1)
+    add_slide(project, inputs["slide"], ground_truth=inputs["gt"], mpp=1.0)
+    samples = load_sources([tmp_path / "project"], downscale=4.0, target_mpp=2.0)
+    shapes = {s.name.split("/", 1)[1]: s.image.shape[:2] for s in samples}
+    assert shapes["0,0"] == (64, 64) and shapes["2,3"] == (22, 18)
+    assert all(s.mask.shape == s.image.shape[:2] for s in samples)

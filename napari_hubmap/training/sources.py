@@ -209,7 +209,8 @@ def project_samples(folder: Path, *, factor_of) -> list[Sample]:
 def _open_project_slide(project, slide_id: str):
     from ..slide import open_slide
 
-    return open_slide(project.resolve(project.slide(slide_id).path))
+    entry = project.slide(slide_id)
+    return open_slide(project.resolve(entry.path), mpp=entry.given_mpp)  # a µm/px given at add-slide wins
 
 
 def _read_region(slide, box, shape) -> np.ndarray:
