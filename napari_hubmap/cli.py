@@ -234,19 +234,21 @@ def cmd_models(args) -> int:
 
 def cmd_postprocess(args) -> int:
     from .postprocess import PostprocessConfig, postprocess_slide
-    from .postprocess.slide import open_probability_checked, recorded_threshold
+    from .postprocess.slide import open_probability_checked, recorded_min_size, recorded_threshold
 
-    threshold = args.threshold
-    if threshold is None:
-        threshold = recorded_threshold(open_probability_checked(args.prob)[1])
+    threshold, min_size = args.threshold, args.min_size
+    if threshold is None or min_size is None:
+        meta = open_probability_checked(args.prob)[1]
+        threshold = recorded_threshold(meta) if threshold is None else threshold
+        min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
     config = PostprocessConfig(
-        threshold=0.5 if threshold is None else threshold, min_size=args.min_size, fill_holes=not args.no_fill_holes,
+        threshold=0.5 if threshold is None else threshold, min_size=min_size, fill_holes=not args.no_fill_holes,
         watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
     )
     bar, update = _progress_bar(f"postprocess {Path(args.prob).name}")
     with bar:
         result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=update)
-    print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold}))
+    print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size}))
     return 0
 
 
@@ -532,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("postprocess", help="probability map -> glomerulus instances (labels OME-Zarr), block by block")
     post.add_argument("prob", metavar="PROB.zarr")
     post.add_argument("--threshold", type=float, default=None, help="probability cutoff, >= (default: the models' card threshold, else 0.5)")
-    post.add_argument("--min-size", type=int, default=0, help="remove objects under N pixels at the map's scale")
+    post.add_argument("--min-size", type=int, default=None,
+                      help="remove objects under N pixels at the labels' scale (default: the models' card "
+                           "min_object_um2 at the map's recorded µm/px, else 0)")
     post.add_argument("--no-fill-holes", action="store_true", help="keep holes inside objects")
     post.add_argument("--watershed", action="store_true", help="split touching glomeruli")
     post.add_argument("--markers", choices=["distance", "h-maxima"], default="distance")

@@ -33,14 +33,17 @@ def probability_map() -> np.ndarray:
     return np.rint(prob * 255).astype(np.uint8)
 
 
-def open_store(tmp_path, threshold: float = 0.5):
-    """An empty ``kidney.prob.zarr`` as the engine starts it, for a real (tiny) registered model."""
+def open_store(tmp_path, threshold: float = 0.5, min_object_um2: float = 0.0, mpp: float | None = None):
+    """An empty ``kidney.prob.zarr`` as the engine starts it, for a real (tiny) registered model (with
+    the slide's µm/px recorded when ``mpp`` is given)."""
     card = ModelCard(name="tiny", architecture="Unet", encoder="tu-test_resnet", tile=64, overlap=16,
                      architecture_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
     torch.manual_seed(0)
     model_dir = save_model(build_module(card).eval(), card, tmp_path / "models" / "tiny")
     settings = {"slide": str(tmp_path / "kidney.tif"), "slide_shape": [SIZE, SIZE], "out_shape": [SIZE, SIZE],
-                "models": [{"name": "tiny", "path": str(model_dir), "threshold": threshold}]}
+                "models": [{"name": "tiny", "path": str(model_dir), "threshold": threshold, "min_object_um2": min_object_um2}]}
+    if mpp is not None:
+        settings.update(mpp=mpp, mpp_source="file", mpp_file=mpp)
     path = tmp_path / "kidney.prob.zarr"
     store = ProbabilityStore.open_for_run(path, (SIZE, SIZE), 1.0, settings, "test")
     store.save_progress(complete=False)
@@ -140,6 +143,15 @@ def test_a_map_starts_at_its_models_threshold(make_napari_viewer, qtbot, tmp_pat
     level, (y0, y1, x0, x1) = panel.last_live["level"], panel.last_live["window"]
     shown = np.asarray(open_probability(path)[0][level][y0:y1, x0:x1])
     assert np.array_equal(panel.live_layer.data > 0, shown >= uint8_cutoff(0.7))  # the preview used it
+
+
+def test_a_map_starts_at_its_models_smallest_glomerulus(make_napari_viewer, qtbot, tmp_path):
+    store, path, _ = open_store(tmp_path, min_object_um2=250.0, mpp=0.5)  # 1000 px of 0.25 µm²
+    fill(store)
+    viewer, panel = open_panel(make_napari_viewer, qtbot, path)
+    assert panel.min_size.value() == 1000
+    qtbot.waitUntil(lambda: not panel._live_busy and not panel._live_pending, timeout=20_000)
+    assert panel.last_live["objects"] == 2  # the faint lone one (~300 px over 0.5) is under it
 
 
 def test_apply_to_slide_writes_the_labels_store_and_shows_it(make_napari_viewer, qtbot, prob_store):

@@ -51,16 +51,32 @@ def probability_meta(layer) -> dict | None:
     return meta if meta and meta.get("probability") else None
 
 
-def map_threshold(layer) -> float | None:
-    """The card threshold of the model(s) that made a probability layer's map, when they agree."""
+def map_store_meta(layer) -> dict | None:
+    """The attrs of the probability store behind a layer, or None."""
     from ..inference.prob_store import open_probability
-    from ..postprocess.slide import recorded_threshold
 
     meta = probability_meta(layer)
     try:
-        return recorded_threshold(open_probability(Path(meta["probability"]))[1]) if meta else None
+        return open_probability(Path(meta["probability"]))[1] if meta else None
     except (HubmapInputError, OSError, ValueError, KeyError):
         return None  # an unreadable map shows its own error on preview
+
+
+def map_threshold(layer) -> float | None:
+    """The card threshold of the model(s) that made a probability layer's map, when they agree."""
+    from ..postprocess.slide import recorded_threshold
+
+    meta = map_store_meta(layer)
+    return recorded_threshold(meta) if meta else None
+
+
+def map_min_size(layer) -> int:
+    """The models' smallest glomerulus (card ``min_object_um2``) in pixels of the map's level 0, the
+    slider's scale (the preview rescales it to the level it shows); 0 when unrecorded."""
+    from ..postprocess.slide import recorded_min_size
+
+    meta = map_store_meta(layer)
+    return recorded_min_size(meta) if meta else 0
 
 
 def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
@@ -192,7 +208,7 @@ class PostprocessPanel(QWidget):
 
         self.source = QComboBox()
         self.threshold = LabeledSlider(1, 99, 50, 0.01, "{:.2f}")
-        self.min_size = LabeledSlider(0, 5000, 0, 10, "{:.0f} px")
+        self.min_size = LabeledSlider(0, 50_000, 0, 1, "{:.0f} px")
         self.fill_holes = QCheckBox("Fill holes")
         self.fill_holes.setChecked(True)
         self.watershed = QCheckBox("Split touching glomeruli (watershed)")
@@ -307,8 +323,9 @@ class PostprocessPanel(QWidget):
     _followed = None  # the probability layer whose redraws re-run the preview
 
     def _follow_source(self, *_):
-        """Follow the chosen map: start at its model's threshold, and re-run the preview when it is
-        redrawn (a map that inference is still filling is previewed again, not left at '0 glomeruli')."""
+        """Follow the chosen map: start at its model's threshold and minimum size, and re-run the preview
+        when it is redrawn (a map that inference is still filling is previewed again, not left at '0
+        glomeruli')."""
         layer = self.prob_layer()
         if layer is not self._followed:
             if self._followed is not None:
@@ -318,6 +335,7 @@ class PostprocessPanel(QWidget):
                 threshold = map_threshold(layer)
                 if threshold is not None:  # a newly chosen map starts at its model's threshold
                     self.threshold.setValue(threshold)
+                self.min_size.setValue(map_min_size(layer))  # and its smallest glomerulus (0: none recorded)
             self._followed = layer
         self.schedule_live()
 

@@ -204,7 +204,8 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "slide_mtime_ns": stat.st_mtime_ns,
         "models": [
             {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
-             "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold}
+             "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold,
+             "min_object_um2": r.model.card.min_object_um2}
             for r in plan.runs
         ],
         "tta": list(tta),
@@ -220,10 +221,16 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
     return settings, settings_digest(settings)
 
 
+POSTPROCESS_DEFAULTS = ("threshold", "min_object_um2")
+"""Card fields recorded per model for post-processing, left out of the resume key: they do not change
+the map (and stores made before ``min_object_um2`` existed keep resuming)."""
+
+
 def settings_digest(settings: dict) -> str:
-    """Hash of what changes the map; model thresholds are recorded but left out (saving a new
-    default threshold must not throw a finished or half-done map away)."""
-    keyed = {**settings, "models": [{k: v for k, v in m.items() if k != "threshold"} for m in settings["models"]]}
+    """Hash of what changes the map; the models' post-processing defaults are recorded but left out
+    (saving a new default threshold must not throw a finished or half-done map away)."""
+    models = [{k: v for k, v in m.items() if k not in POSTPROCESS_DEFAULTS} for m in settings["models"]]
+    keyed = {**settings, "models": models}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ output at that path stays as it was).
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Callable
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
-from ..slide.scale import SCALE_KEYS
+from ..slide.scale import MPP_SOURCES, SCALE_KEYS, recorded_scale
 from .config import PostprocessConfig
 from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store, open_store
 from .pipeline import Steps, instances, paint_blocks, total_steps
@@ -83,6 +84,31 @@ def recorded_threshold(meta: dict) -> float | None:
     """The models' card threshold recorded in a probability store, when they all agree."""
     values = {float(m["threshold"]) for m in meta.get("models", []) if isinstance(m, dict) and "threshold" in m}
     return values.pop() if len(values) == 1 else None
+
+
+def map_mpp(meta: dict, level: int = 0) -> float | None:
+    """µm per pixel of a probability store's ``level``: the slide's µm/px as predict recorded it (given,
+    the file's, or assumed and said so) times the map's downscale; None when the store records none."""
+    recorded = meta.get("mpp_source") in MPP_SOURCES and _positive(meta.get("mpp"))
+    if not recorded or not _positive(meta.get("downscale")):
+        return None
+    return recorded_scale(meta).mpp * float(meta["downscale"]) * 2**level
+
+
+def recorded_min_size(meta: dict, level: int = 0) -> int:
+    """The models' smallest glomerulus (card ``min_object_um2``, the largest when they differ) as a
+    minimum size in pixels of the map's ``level``; 0 when no model records one or the map's µm/px
+    is unknown."""
+    models = [m for m in meta.get("models", []) if isinstance(m, dict)]
+    areas = [float(m["min_object_um2"]) for m in models if _positive(m.get("min_object_um2"))]
+    mpp = map_mpp(meta, level)
+    if not areas or mpp is None:
+        return 0
+    return math.ceil(round(max(areas) / mpp**2, 6))  # an object of fewer pixels is under the area
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def postprocess_slide(

@@ -152,7 +152,8 @@ def import_ground_truth(project: Project, slide_id: str, annotation, *, rle_id: 
 
 def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | None = None, config=None) -> PredictionEntry:
     """Add a probability map to a slide (the first one becomes the primary, post-processed into
-    pseudo-labels with ``config`` or the threshold alone)."""
+    pseudo-labels with ``config``, else the threshold (default: the recorded one) and the models'
+    recorded minimum size at the map level used)."""
     entry = project.slide(slide_id)
     made = []
     try:
@@ -266,7 +267,7 @@ def rasterise_ground_truth(source: Path, full_shape, downscale: float, *, rle_id
 
 def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshold: float | None = None, config=None) -> list[Path]:
     from ..postprocess import PostprocessConfig, postprocess_slide
-    from ..postprocess.slide import open_probability_checked, recorded_threshold
+    from ..postprocess.slide import open_probability_checked, recorded_min_size, recorded_threshold
 
     levels, meta = open_probability_checked(prob)
     level = _checked_level(prob, float(meta.get("downscale", 1.0)), len(levels), project.downscale)
@@ -278,7 +279,7 @@ def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshol
         raise HubmapInputError(prob, f"already a prediction of slide {entry.id!r}")
     if config is None:
         t = threshold if threshold is not None else recorded_threshold(meta)
-        config = PostprocessConfig(threshold=0.5 if t is None else t)
+        config = PostprocessConfig(threshold=0.5 if t is None else t, min_size=recorded_min_size(meta, level))
     elif threshold is not None:
         config = PostprocessConfig(**{**config.as_dict(), "threshold": threshold})
     made: list[Path] = []

@@ -2,8 +2,8 @@
 
 ``card.json`` says how to build the network (any segmentation-models-pytorch architecture and encoder,
 with ``encoder_weights=None``), how to feed it (working scale, tile, overlap, normalization) and how to
-read its output (logits or probabilities, threshold). Every field is checked when a card is made or read,
-so a bad card fails with one clear line naming the file and the field.
+read its output (logits or probabilities, threshold, smallest object in µm²). Every field is checked
+when a card is made or read, so a bad card fails with one clear line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class ModelCard:
     overlap: int = 128
     normalization: dict = field(default_factory=imagenet_normalization)
     threshold: float = 0.5
+    min_object_um2: float = 0.0
+    """Objects smaller than this (µm²) are not glomeruli: the default minimum size of post-processing
+    (0: none). The trainer sets it from its training annotations."""
     output: str = "logits"
     training_data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -176,7 +179,7 @@ def _check_types(card: ModelCard) -> None:
     for name in ("in_channels", "classes", "tile", "overlap", "format_version"):
         if not _is_int(getattr(card, name)):
             raise _bad_field(name, "an integer", getattr(card, name))
-    for name in ("downscale", "threshold"):
+    for name in ("downscale", "threshold", "min_object_um2"):
         if not _is_number(getattr(card, name)):
             raise _bad_field(name, "a number", getattr(card, name))
         setattr(card, name, float(getattr(card, name)))
@@ -314,6 +317,8 @@ def _check_output(card: ModelCard) -> None:
         raise HubmapInputError(None, f"card field 'output': must be one of {kinds}, got {card.output!r}")
     if not 0.0 <= card.threshold <= 1.0:
         raise HubmapInputError(None, f"card field 'threshold': must be in [0, 1] (a probability), got {card.threshold}")
+    if card.min_object_um2 < 0:
+        raise HubmapInputError(None, f"card field 'min_object_um2': must be >= 0 (µm²), got {card.min_object_um2}")
     activation = card.architecture_kwargs.get("activation")
     if activation not in (None, "identity") and card.output == "logits":
         raise HubmapInputError(
