@@ -19,6 +19,7 @@ from napari_hubmap.training import TrainConfig, load_sources, train
 from napari_hubmap.training.checkpoint import checkpoint_folder
 from napari_hubmap.training.losses import LOSS_FUNCTIONS
 from napari_hubmap.training.sampling import TileSampler
+from napari_hubmap.training.sizes import object_floor_um2
 from napari_hubmap.training.split import split_samples
 
 from training_data import write_disc_folder
@@ -57,6 +58,8 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     assert len(td["manifest_sha256"]) == 64 and td["config"]["tile"] == 64 and td["config"]["loss"] == "bce_dice"
     assert sorted(td["validation_images"]) == ["discs/pC_2", "discs/pC_5"] and len(td["train_images"]) == 4
     assert td["sources"]["discs"]["images"] == 6
+    train_samples = [s for s in load_sources([data], downscale=4.0, target_mpp=2.0) if s.name in td["train_images"]]
+    assert card.min_object_um2 == object_floor_um2(train_samples, 2.0) > 0  # from its training glomeruli
     loaded = load_model(tmp_path / "m")
     assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert not checkpoint_folder(tmp_path / "m").exists() and result.cancelled is False

@@ -26,6 +26,7 @@ from .checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import loss_function
 from .presets import preset_card
+from .sizes import object_floor_um2
 from .sampling import TileDataset, TileSampler
 from .sources import Sample, describe, load_sources, manifest_hash
 from .split import split_samples
@@ -302,7 +303,8 @@ def _register(run: _Run) -> None:
     training = {**run.data, "config": c.as_dict(), "epoch": run.best["epoch"],
                 "note": "metrics are on whole validation images at the working scale"}
     card = run.card.replace(threshold=float(run.best.get("threshold", run.card.threshold)), metrics=metrics,
-                            training_data=training, created="")
+                            training_data=training, created="",
+                            min_object_um2=object_floor_um2(run.train, run.card.target_mpp))
     save_model(run.ema.module, card, run.out)
 
 
