@@ -9,9 +9,14 @@ disagree most. Only the folds whose model exists take part.
     python benchmarks/curation_round.py predict            # maps of every fold with a model
     python benchmarks/curation_round.py project            # bench-out/curation/project from them
     python benchmarks/curation_round.py queue [--top 20]   # the most suspicious review tiles, one JSON line each
+    python benchmarks/curation_round.py retrain [--epochs 12]  # the recipe's cv-0 run, hubmap-pas from the project
+    python benchmarks/curation_round.py score              # that model on cv-0's held-out tiles, before and after
 
 The review itself happens in the Review panel (``napari-hubmap view`` and *Open* the project folder),
-or with ``napari-hubmap project review``.
+or with ``napari-hubmap project review``. After it, ``retrain`` trains run ``cv-0`` of the recipe again
+with ``hubmap-pas`` taken from the reviewed project (dropped tiles left out, corrections used), fold 0's
+tiles still held out, and ``score`` compares it with run ``cv-0`` trained on the raw ground truth, both on
+fold 0's original LabelMe ground truth.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from generalisation import DATA, OUT as MODELS, hubmap_pas_folds
+from generalisation import DATA, MPP_FILE, OUT as MODELS, SOURCES, hubmap_pas_folds, recipe_of, score_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-out" / "curation"
@@ -30,6 +35,8 @@ PROJECT = OUT / "project"
 TILE_MPP = "1.0"
 REVIEW_TILE = "256"
 """Review tiles at the working scale (3 µm/px): six to a 1600 x 1200 image."""
+CURATED = OUT / "cv-0-curated"
+"""Run cv-0 of the recipe trained on the reviewed project instead of the raw hubmap-pas ground truth."""
 
 
 def cli(*args: str) -> list[str]:
@@ -68,18 +75,60 @@ def queue(top: int) -> None:
     subprocess.run(cli("project", "queue", str(PROJECT), "--top", str(top)), check=True, cwd=ROOT)
 
 
+def fold_zero_slides() -> list[str]:
+    """The project's slide ids of fold 0's tiles (held out of the retraining as of run cv-0)."""
+    from napari_hubmap.project import open_project
+
+    stems = {name.split("/", 1)[1] for name in hubmap_pas_folds()[0]}
+    return [entry.id for entry in open_project(PROJECT).slides if Path(entry.path).stem in stems]
+
+
+def retrain(epochs: int) -> None:
+    command = cli("train", "--out", str(CURATED), "--name", CURATED.name, "--epochs", str(epochs),
+                  "--mpp-file", str(MPP_FILE), "--overwrite", "--exclude-groups", ",".join(fold_zero_slides()))
+    for folder in [DATA / s for s in SOURCES if s != "hubmap-pas"] + [PROJECT]:
+        command += ["--data", str(folder)]
+    for option, value in recipe_of("cv-0").items():
+        command += [option, value]
+    with open(OUT / "retrain.jsonl", "w") as log:
+        subprocess.run(command + ["--events"], check=True, cwd=ROOT, stdout=log)
+
+
+def score() -> None:
+    import json
+
+    import torch
+
+    torch.set_grad_enabled(False)
+    for folder in (MODELS / "cv-0", CURATED):
+        result = score_model(folder, "cv-0")
+        (OUT / f"score.{folder.name}.json").write_text(json.dumps(result, indent=1))
+        for tta in ("plain", "flips"):
+            r = result[tta]
+            print(f"{folder.name:14} {tta:6} Dice {r['dice']:.3f} P {r['object_precision']:.3f} "
+                  f"R {r['object_recall']:.3f} F1 {r['object_f1']:.3f} (tp {r['tp']} fp {r['fp']} fn {r['fn']})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["predict", "project", "queue"])
+    parser.add_argument("action", choices=["predict", "project", "queue", "retrain", "score"])
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
     if args.action == "predict":
         predict()
     elif args.action == "project":
         project()
-    else:
+    elif args.action == "queue":
         queue(args.top)
+    elif args.action == "retrain":
+        retrain(args.epochs)
+    else:
+        score()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except subprocess.CalledProcessError as failed:  # the command printed its own one-line error
+        sys.exit(f"curation_round: napari-hubmap {' '.join(failed.cmd[3:5])} failed (exit {failed.returncode})")

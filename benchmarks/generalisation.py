@@ -21,6 +21,7 @@ empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, wit
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
     python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2, for older runs
+    python benchmarks/generalisation.py table         # every score as a markdown row, CV folds pooled per model
 
 Models go to ``bench-out/generalisation/<run>``, logs beside them; ``score`` writes
 ``bench-out/generalisation/<run>.<model>.json`` and prints one table row per run and TTA. ``ship``
@@ -228,6 +229,37 @@ def ship(run: str) -> Path:
     return target
 
 
+def pooled(results: list[dict], tta: str) -> dict:
+    """Several runs' figures as one: per-image Dice averaged over all their images, objects summed."""
+    images = sum(r["images"] for r in results)
+    tp, fp, fn = (sum(r[tta][k] for r in results) for k in ("tp", "fp", "fn"))
+    return {"images": images, "dice": sum(r[tta]["dice"] * r["images"] for r in results) / images,
+            "object_precision": tp / (tp + fp) if tp + fp else 0.0, "object_recall": tp / (tp + fn) if tp + fn else 0.0,
+            "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
+
+
+def table() -> None:
+    """Markdown rows of every scored (run, model), and the CV folds pooled per model."""
+    results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    print("| run | model | images | Dice plain / flips | object P / R (plain) | object F1 plain / flips |")
+    print("|---|---|---|---|---|---|")
+    groups: dict = {}
+    for r in results:
+        model = Path(r["model"]).name
+        if r["run"].startswith("cv-") and "@" not in r["run"]:
+            groups.setdefault("recipe" if model == r["run"] else model, []).append(r)
+        _row(r["run"], model, {tta: r[tta] for tta in ("plain", "flips")}, r["images"])
+    for model, runs in groups.items():
+        folds = ",".join(sorted(r["run"][3:] for r in runs))
+        _row(f"cv {folds} pooled", model, {tta: pooled(runs, tta) for tta in ("plain", "flips")}, sum(r["images"] for r in runs))
+
+
+def _row(run: str, model: str, figures: dict, images: int) -> None:
+    p, f = figures["plain"], figures["flips"]
+    print(f"| {run} | {model} | {images} | {p['dice']:.3f} / {f['dice']:.3f} | {p['object_precision']:.2f} / "
+          f"{p['object_recall']:.2f} | {p['object_f1']:.3f} / {f['object_f1']:.3f} |")
+
+
 def set_floor(run: str, folder: Path | None = None) -> float:
     """Write the trainer's ``min_object_um2`` into the card of a model trained before the trainer set it,
     from the very images its card lists as trained on (synthetic ones left out, as the trainer does)."""
@@ -248,8 +280,8 @@ def set_floor(run: str, folder: Path | None = None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["train", "score", "ship", "floor"])
-    parser.add_argument("runs", nargs="+")
+    parser.add_argument("action", choices=["train", "score", "ship", "floor", "table"])
+    parser.add_argument("runs", nargs="*")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", type=Path, help="score: this model folder instead of each run's own")
@@ -259,6 +291,8 @@ def main() -> None:
         train(args.runs, args.epochs, args.threads)
     elif args.action == "score":
         score(args.runs, args.model)
+    elif args.action == "table":
+        table()
     elif args.action == "floor":
         for run in args.runs:
             print(f"{run}: min_object_um2 {set_floor(run, args.model)}")
