@@ -9,14 +9,15 @@ disagree most. Only the folds whose model exists take part.
     python benchmarks/curation_round.py predict            # maps of every fold with a model
     python benchmarks/curation_round.py project            # bench-out/curation/project from them
     python benchmarks/curation_round.py queue [--top 20]   # the most suspicious review tiles, one JSON line each
-    python benchmarks/curation_round.py retrain [--epochs 12]  # the recipe's cv-0 run, hubmap-pas from the project
-    python benchmarks/curation_round.py score              # that model on cv-0's held-out tiles, before and after
+    python benchmarks/curation_round.py retrain [--before]  # the recipe's cv-0 run, hubmap-pas from the project
+    python benchmarks/curation_round.py score              # before and after, on cv-0's held-out tiles
 
 The review itself happens in the Review panel (``napari-hubmap view`` and *Open* the project folder),
 or with ``napari-hubmap project review``. After it, ``retrain`` trains run ``cv-0`` of the recipe again
-with ``hubmap-pas`` taken from the reviewed project (dropped tiles left out, corrections used), fold 0's
-tiles still held out, and ``score`` compares it with run ``cv-0`` trained on the raw ground truth, both on
-fold 0's original LabelMe ground truth.
+with ``hubmap-pas`` taken from the reviewed project (dropped tiles left out, accepted predictions and
+corrections used), fold 0's tiles still held out; ``retrain --before`` does the same from an unreviewed
+copy of the project; ``score`` compares them (and run ``cv-0``, trained on whole images) on fold 0's
+original LabelMe ground truth.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ REVIEW_TILE = "256"
 """Review tiles at the working scale (3 µm/px): six to a 1600 x 1200 image."""
 CURATED = OUT / "cv-0-curated"
 """Run cv-0 of the recipe trained on the reviewed project instead of the raw hubmap-pas ground truth."""
+RAW = OUT / "cv-0-raw-project"
+"""The same from a copy of the project with every review undone: the ground truth as imported. Training
+from review tiles differs from training from whole images, so this, not run cv-0, is the "before"."""
 
 
 def cli(*args: str) -> list[str]:
@@ -83,14 +87,32 @@ def fold_zero_slides() -> list[str]:
     return [entry.id for entry in open_project(PROJECT).slides if Path(entry.path).stem in stems]
 
 
-def retrain(epochs: int) -> None:
-    command = cli("train", "--out", str(CURATED), "--name", CURATED.name, "--epochs", str(epochs),
+def unreviewed_copy() -> Path:
+    """A copy of the project with every tile's review state back to unreviewed."""
+    import shutil
+
+    from napari_hubmap.project import open_project, review_queue, set_state
+
+    copy = OUT / "project-unreviewed"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(PROJECT, copy)
+    project = open_project(copy)
+    for entry in review_queue(project, include_reviewed=True):
+        if entry.state != "unreviewed":
+            set_state(project, entry.slide, entry.tile, "unreviewed")
+    return copy
+
+
+def retrain(epochs: int, before: bool) -> None:
+    """Run cv-0 of the recipe from the reviewed project (or, ``before``, from an unreviewed copy)."""
+    project, out = (unreviewed_copy(), RAW) if before else (PROJECT, CURATED)
+    command = cli("train", "--out", str(out), "--name", out.name, "--epochs", str(epochs),
                   "--mpp-file", str(MPP_FILE), "--overwrite", "--exclude-groups", ",".join(fold_zero_slides()))
-    for folder in [DATA / s for s in SOURCES if s != "hubmap-pas"] + [PROJECT]:
+    for folder in [DATA / s for s in SOURCES if s != "hubmap-pas"] + [project]:
         command += ["--data", str(folder)]
     for option, value in recipe_of("cv-0").items():
         command += [option, value]
-    with open(OUT / "retrain.jsonl", "w") as log:
+    with open(OUT / f"{out.name}.jsonl", "w") as log:
         subprocess.run(command + ["--events"], check=True, cwd=ROOT, stdout=log)
 
 
@@ -100,7 +122,7 @@ def score() -> None:
     import torch
 
     torch.set_grad_enabled(False)
-    for folder in (MODELS / "cv-0", CURATED):
+    for folder in (MODELS / "cv-0", RAW, CURATED):
         result = score_model(folder, "cv-0")
         (OUT / f"score.{folder.name}.json").write_text(json.dumps(result, indent=1))
         for tta in ("plain", "flips"):
@@ -114,6 +136,7 @@ def main() -> None:
     parser.add_argument("action", choices=["predict", "project", "queue", "retrain", "score"])
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--before", action="store_true", help="retrain: from an unreviewed copy of the project")
     args = parser.parse_args()
     if args.action == "predict":
         predict()
@@ -122,7 +145,7 @@ def main() -> None:
     elif args.action == "queue":
         queue(args.top)
     elif args.action == "retrain":
-        retrain(args.epochs)
+        retrain(args.epochs, args.before)
     else:
         score()
 

@@ -143,3 +143,5 @@ def test_switching_slides_replaces_the_previous_slides_layers(make_napari_viewer
     panel.slide.setCurrentText("second")
     assert panel.slide_id == "second" and old_edits not in viewer.layers
     assert [layer.name.split()[0] for layer in viewer.layers] == ["second"] * 6
+    panel.show_slide("first")  # from code (a script, the queue of another panel): the chooser follows
+    assert panel.slide.currentText() == "first" and panel.slide_id == "first"

@@ -224,6 +224,9 @@ class ReviewPanel(QWidget):
         self._remove_layers()  # the previous slide's: its edits layer no longer writes to an open store
         project = self.project
         self.slide_id = slide_id
+        self.slide.blockSignals(True)
+        self.slide.setCurrentText(slide_id)  # when called from code, the chooser follows
+        self.slide.blockSignals(False)
         self.store = open_edits(project, slide_id)
         self.saver = Autosaver(self.store, AUTOSAVE_WINDOW_S, on_saved=self.saved.emit, on_error=self.save_failed.emit)
         self.layers = {}
