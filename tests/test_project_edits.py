@@ -3,6 +3,7 @@ painting into it, and edit streams killed with SIGKILL at random moments."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,6 +53,29 @@ def test_apply_read_flush_reopen(tmp_path):
     again.close()
     assert chunk_files(path) == before - {"1.3", "2.3"}
     np.testing.assert_array_equal(EditStore.open(path, read_only=True)[250:, 450:], 0)
+
+
+def test_a_kill_while_a_flush_is_being_cleaned_up_never_leaves_a_torn_pending_folder(tmp_path, monkeypatch):
+    """Step 4 removes the applied pending folder file by file: killed half-way, the old code left
+    ``pending-N/`` without ``chunks.json``, and reopening failed ("committed edits are unreadable",
+    seen in CI's kill test). The folder is renamed out of the pending namespace first."""
+    path = tmp_path / "e.zarr"
+    store = EditStore.open(path, (256, 256), chunk=128)
+    store.apply(0, 0, np.full((200, 200), 7))
+    removed = []
+
+    def killed_half_way(folder, ignore_errors=False):  # the kill: chunks.json gone, the rest left
+        removed.append(Path(folder).name)
+        with contextlib.suppress(FileNotFoundError):
+            (Path(folder) / "chunks.json").unlink()
+
+    monkeypatch.setattr(edits_module.shutil, "rmtree", killed_half_way)
+    store.flush()
+    monkeypatch.undo()
+    store.close()
+    assert removed and not removed[0].startswith("pending-") and not list(path.glob("pending-*"))
+    again = EditStore.open(path, (256, 256))  # recovery deletes the half-removed folder
+    assert again.sequence == 1 and (again[:200, :200] == 7).all() and not list(path.glob(".applied-*"))
 
 
 def test_array_like_indexing_matches_numpy(tmp_path):

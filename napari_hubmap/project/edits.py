@@ -12,7 +12,9 @@ transaction:
 2. the staging folder is renamed to ``pending-<sequence>/``: **the commit point**;
 3. each chunk file is moved (``os.replace``, atomic) onto its key in the array; chunks that became all
    zero are deleted (zarr reads a missing chunk as the fill value);
-4. ``journal.json`` (``sequence``, time) is written atomically, then the pending folder removed.
+4. ``journal.json`` (``sequence``, time) is written atomically, then the pending folder is renamed to
+   ``.applied-pending-<sequence>/`` and removed (a kill half-way through the removal leaves a folder
+   that opening deletes, never a pending folder missing its ``chunks.json``).
 
 Opening for writing completes a pending folder left by a kill (steps 3-4 are idempotent: a chunk file
 already moved is skipped) and removes staging folders (never committed). So after a kill at any
@@ -59,6 +61,8 @@ FORMAT_VERSION = 1
 JOURNAL = "journal.json"
 LOCK = ".lock"
 PENDING = "pending-"
+APPLIED = ".applied-"
+"""A pending folder whose chunks are in place and journal written, being removed (renamed first)."""
 STAGING = ".staging-"
 CHUNKS = "chunks.json"
 _META_FILES = (".zarray", ".zattrs", "zarr.json")
@@ -488,14 +492,16 @@ def _apply_pending(path: Path, pending: Path) -> int:
     journal = read_journal(path) or {"kind": KIND, "format_version": FORMAT_VERSION}
     journal.update(sequence=max(sequence, int(journal.get("sequence", 0))), saved=now_iso())
     write_text_atomic(path / JOURNAL, json.dumps(journal))
-    shutil.rmtree(pending, ignore_errors=True)
+    applied = path / f"{APPLIED}{pending.name}"
+    os.rename(pending, applied)  # atomic: a kill inside rmtree must not leave a pending folder without chunks.json
+    shutil.rmtree(applied, ignore_errors=True)
     return sequence
 
 
 def _recover(path: Path) -> int:
     """Finish flushes a kill interrupted after their commit point; drop uncommitted staging."""
     sequence = 0
-    for leftover in sorted(path.glob(f"{STAGING}*")):
+    for leftover in sorted(path.glob(f"{STAGING}*")) + sorted(path.glob(f"{APPLIED}*")):
         shutil.rmtree(leftover, ignore_errors=True)
     for pending in sorted(path.glob(f"{PENDING}*")):
         sequence = max(sequence, _apply_pending(path, pending))
