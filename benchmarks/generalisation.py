@@ -52,6 +52,7 @@ RECIPE = {"--preset": "effnet-unet", "--target-mpp": "3", "--tile": "160", "--in
 """The shipped recipe's trainer options (besides data, epochs and exclusions)."""
 VARIANTS = {
     "pf60": {"--positive-fraction": "0.6"},
+    "e24": {"--epochs": "24"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@pf60`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
