@@ -166,11 +166,14 @@ def score_model(folder: Path, run: str) -> dict:
             dices.append(image_dice(objects > 0, truth))
             scores = object_scores(objects, label(truth, connectivity=2))
             counts += (scores.tp, scores.fp, scores.fn)
-        tp, fp, fn = (int(c) for c in counts)
-        out[tta] = {"dice": float(np.mean(dices)), "object_precision": tp / (tp + fp) if tp + fp else 0.0,
-                    "object_recall": tp / (tp + fn) if tp + fn else 0.0,
-                    "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
+        out[tta] = {"dice": float(np.mean(dices)), **object_figures(*(int(c) for c in counts))}
     return out
+
+
+def object_figures(tp: int, fp: int, fn: int) -> dict:
+    """Pooled object precision / recall / F1 and the counts they come from."""
+    return {"object_precision": tp / (tp + fp) if tp + fp else 0.0, "object_recall": tp / (tp + fn) if tp + fn else 0.0,
+            "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
 
 
 def flip_average(module, image: np.ndarray, normalization: dict) -> np.ndarray:
@@ -233,10 +236,8 @@ def ship(run: str) -> Path:
 def pooled(results: list[dict], tta: str) -> dict:
     """Several runs' figures as one: per-image Dice averaged over all their images, objects summed."""
     images = sum(r["images"] for r in results)
-    tp, fp, fn = (sum(r[tta][k] for r in results) for k in ("tp", "fp", "fn"))
-    return {"images": images, "dice": sum(r[tta]["dice"] * r["images"] for r in results) / images,
-            "object_precision": tp / (tp + fp) if tp + fp else 0.0, "object_recall": tp / (tp + fn) if tp + fn else 0.0,
-            "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
+    counts = (sum(r[tta][k] for r in results) for k in ("tp", "fp", "fn"))
+    return {"images": images, "dice": sum(r[tta]["dice"] * r["images"] for r in results) / images, **object_figures(*counts)}
 
 
 def table() -> None:
