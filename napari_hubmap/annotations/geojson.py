@@ -16,7 +16,6 @@ import os
 import warnings
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -27,6 +26,8 @@ from skimage import measure
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from .labelme import is_labelme, labelme_annotations
+from .polygons import POLYGONAL, Annotation, AnnotationFile, valid_polygonal
 
 __all__ = [
     "Annotation",
@@ -40,30 +41,12 @@ __all__ = [
     "write_geojson",
 ]
 
-_POLYGONAL = ("Polygon", "MultiPolygon")
 _CLASS_COLORS = {
     "Glomerulus": [255, 0, 0],
     "glomerulus": [255, 0, 0],
     "G": [255, 0, 0],
     "FC": [0, 160, 255],
 }
-
-
-@dataclass
-class Annotation:
-    """One annotated object: a (Multi)Polygon in full-resolution [x, y] pixels, class and properties."""
-
-    geometry: Polygon | MultiPolygon
-    class_name: str | None = None
-    properties: dict = field(default_factory=dict)
-
-
-@dataclass
-class AnnotationFile:
-    """The annotations of one file, and the image size it records ((height, width); LabelMe only)."""
-
-    annotations: list[Annotation]
-    image_shape: tuple[int, int] | None = None
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -82,8 +65,6 @@ def read_annotation_file(path: str | os.PathLike, labels: Iterable[str] | None =
     the objects of those classes; None keeps every object. Anything else that is wrong raises
     :class:`HubmapInputError` naming the file and the problem.
     """
-    from .labelme import is_labelme, labelme_annotations
-
     data = _load_json(path)
     if is_labelme(data):
         result = AnnotationFile(*labelme_annotations(data, path))
@@ -149,7 +130,7 @@ def _features_of(data: Any, path) -> list:
     if isinstance(data, dict):
         if isinstance(data.get("features"), list):
             return data["features"]
-        if data.get("type") == "Feature" or "geometry" in data or data.get("type") in _POLYGONAL:
+        if data.get("type") == "Feature" or "geometry" in data or data.get("type") in POLYGONAL:
             return [data]
         keys = ", ".join(sorted(map(str, data))) or "none"
         raise HubmapInputError(
@@ -190,7 +171,7 @@ def _to_polygonal(geometry: dict, index: int, path) -> Polygon | MultiPolygon | 
         shape = _collection(geometry.get("geometries"), index, path)
     else:
         return None
-    return None if shape is None else _valid_polygonal(shape)
+    return None if shape is None else valid_polygonal(shape)
 
 
 def _collection(members: Any, index: int, path) -> Polygon | MultiPolygon | None:
@@ -228,22 +209,6 @@ def _ring(ring: Any, index: int, path) -> np.ndarray:
     if not np.isfinite(points).all():
         raise HubmapInputError(path, f"feature {index + 1}: coordinates contain NaN or infinity")
     return points
-
-
-def _valid_polygonal(shape) -> Polygon | MultiPolygon | None:
-    """Repair an invalid geometry, keeping only its polygonal parts; None when nothing is left.
-
-    The "structure" method unions overlapping parts (the default "linework" one would XOR them).
-    """
-    if not shape.is_valid:
-        repaired = shapely.make_valid(shape, method="structure", keep_collapsed=False)
-        parts = [g for g in shapely.get_parts(repaired) if g.geom_type in _POLYGONAL and not g.is_empty]
-        shape = shapely.union_all(parts) if parts else Polygon()
-        if not shape.is_valid:
-            shape = shape.buffer(0)
-    if shape.is_empty or shape.area <= 0 or shape.geom_type not in _POLYGONAL:
-        return None
-    return shape
 
 
 def _properties_of(feature: dict) -> dict:
@@ -320,7 +285,7 @@ def _edges(geometry, downsample: float) -> np.ndarray:
 def _fill_polygon(geometry, downsample: float, height: int, width: int):
     """Scanline fill (even-odd) of pixel centres: ((row0, col0), bool mask) or None when empty."""
     if not geometry.is_valid:  # even-odd filling needs non-overlapping parts
-        geometry = _valid_polygonal(geometry)
+        geometry = valid_polygonal(geometry)
         if geometry is None:
             return None
     edges = _edges(geometry, downsample)
@@ -425,7 +390,7 @@ def pixel_outline(mask: np.ndarray) -> Polygon | MultiPolygon:
         outline = Polygon(rings[0])
     else:
         outline = functools.reduce(shapely.symmetric_difference, [Polygon(r) for r in rings])
-    return _valid_polygonal(outline) or Polygon()
+    return valid_polygonal(outline) or Polygon()
 
 
 def _crack_ring(contour: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from ..errors import HubmapInputError
-from .geojson import Annotation, _valid_polygonal
+from .polygons import Annotation, valid_polygonal
 
 __all__ = ["check_image_size", "is_labelme", "labelme_annotations", "recorded_image_shape"]
 
@@ -42,7 +42,7 @@ def labelme_annotations(data: dict, path) -> tuple[list[Annotation], tuple[int, 
     skipped: Counter[str] = Counter()
     for index, shape in enumerate(shapes):
         kind, polygon = _shape_polygon(shape, index, path)
-        polygon = None if polygon is None else _valid_polygonal(polygon)
+        polygon = None if polygon is None else valid_polygonal(polygon)
         if polygon is None:
             skipped[kind if kind not in ("polygon", *_POINT_COUNTS) else f"empty {kind}"] += 1
             continue
