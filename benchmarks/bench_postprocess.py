@@ -57,7 +57,7 @@ def make_map(slide: Path, out: Path, tiles: int = 1) -> Path:
     from scipy import ndimage
 
     from napari_hubmap.annotations import load_labels
-    from napari_hubmap.inference.prob_store import CHUNK, ProbabilityStore
+    from napari_hubmap.stores.probability import CHUNK, ProbabilityStore
     from napari_hubmap.slide import open_slide
 
     with open_slide(slide) as s:
@@ -87,10 +87,11 @@ def measure_live(args: dict) -> dict:
     import numpy as np
 
     from napari_hubmap._widgets.postprocess_panel import live_labels
-    from napari_hubmap.postprocess import PostprocessConfig, open_labels  # noqa: F401  (imports before timing)
-    from napari_hubmap.postprocess.slide import open_probability_checked
+    from napari_hubmap.postprocess import PostprocessConfig  # noqa: F401  (imports before timing)
+    from napari_hubmap.stores.labels import open_labels  # noqa: F401
+    from napari_hubmap.stores.probability import open_probability
 
-    levels, _ = open_probability_checked(args["map"])
+    levels, _ = open_probability(args["map"])
     h, w = levels[0].shape
     rng = np.random.default_rng(1)
     windows = []

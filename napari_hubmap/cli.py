@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .defaults import DEFAULT_MODEL, DEFAULT_MPP, DEFAULT_SAMPLE
 from .errors import HubmapInputError
+from .stores.naming import PROBABILITY_SUFFIX, probability_path, slide_stem
 
 EXIT_BAD_INPUT = 2
 
@@ -138,8 +139,7 @@ def cmd_pyramid(args) -> int:
 def synth_geojson_path(slide_path: str) -> Path:
     """``x.tif`` / ``x.ome.tif`` -> ``x.geojson`` beside it."""
     path = Path(slide_path)
-    stem = path.name[: -len(".ome.tif")] if path.name.lower().endswith(".ome.tif") else path.stem
-    return path.with_name(stem + ".geojson")
+    return path.with_name(slide_stem(path) + ".geojson")
 
 
 def cmd_synth(args) -> int:
@@ -179,14 +179,6 @@ def cmd_view(args) -> int:
     return 0
 
 
-def slide_stem(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
 def cmd_predict(args) -> int:
     import resource
 
@@ -199,7 +191,7 @@ def cmd_predict(args) -> int:
     )
     out_dir = Path(args.out)
     for path in args.slides:
-        out = out_dir / f"{slide_stem(path)}.prob.zarr"
+        out = probability_path(path, out_dir)
         bar, update = _progress_bar(f"predict {Path(path).name}", "tiles")
         with bar:
             result = predict_slide(path, out, config, progress=lambda p: update(p.done, p.total))
@@ -234,11 +226,12 @@ def cmd_models(args) -> int:
 
 def cmd_postprocess(args) -> int:
     from .postprocess import PostprocessConfig, postprocess_slide
-    from .postprocess.slide import open_probability_checked, recorded_min_size, recorded_threshold
+    from .postprocess.slide import recorded_min_size, recorded_threshold
+    from .stores.probability import open_probability
 
     threshold, min_size = args.threshold, args.min_size
     if threshold is None or min_size is None:
-        meta = open_probability_checked(args.prob)[1]
+        meta = open_probability(args.prob)[1]
         threshold = recorded_threshold(meta) if threshold is None else threshold
         min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
     config = PostprocessConfig(
@@ -264,7 +257,7 @@ def cmd_evaluate(args) -> int:
     pred = load_prediction(args.pred, parse_shape(args.shape) if args.shape else None)
     gt = load_ground_truth(args.gt, pred, rle_id=args.id)
     if args.curve and pred.kind != "probability":
-        raise HubmapInputError(args.pred, "--curve needs a probability map (<slide>.prob.zarr)")
+        raise HubmapInputError(args.pred, f"--curve needs a probability map (<slide>{PROBABILITY_SUFFIX})")
     threshold = pred.default_threshold() if args.threshold is None else args.threshold
     scores = evaluate(np.asarray(pred.array), gt, kind=pred.kind, threshold=threshold, iou=args.iou)
     line = {"pred": args.pred, "gt": args.gt, "kind": pred.kind, "downscale": pred.downscale,
@@ -290,8 +283,6 @@ def cmd_export(args) -> int:
 
 def _pairs(values, option: str, slides: list[str]) -> dict[str, list[str]]:
     """``SLIDE=FILE`` values -> {slide as given: [files]}; SLIDE is a --slide path or its id."""
-    from .project.build import slide_stem
-
     known = {}
     for slide in slides:
         known[slide] = slide
@@ -492,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="tiled ensemble inference: one probability OME-Zarr per slide")
     predict.add_argument("slides", nargs="+", metavar="SLIDE")
     predict.add_argument("--model", action="append", required=True, help="model name or folder; repeat for an ensemble")
-    predict.add_argument("--out", required=True, help="folder for <slide stem>.prob.zarr")
+    predict.add_argument("--out", required=True, help=f"folder for <slide stem>{PROBABILITY_SUFFIX}")
     predict.add_argument("--tta", default="none", help="none, flips, d4 or a comma-separated list of transforms")
     predict.add_argument("--tile", type=int, default=None, help="tile size at the working scale (default: the card's)")
     predict.add_argument("--overlap", type=int, default=None)
@@ -549,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.set_defaults(func=cmd_postprocess)
 
     evaluate = sub.add_parser("evaluate", help="pixel Dice/IoU and object F1 of a prediction against ground truth (one JSON line)")
-    evaluate.add_argument("pred", metavar="PRED", help="a .prob.zarr, a labels .zarr, or a label/mask PNG/TIFF")
+    evaluate.add_argument("pred", metavar="PRED", help=f"a {PROBABILITY_SUFFIX}, a labels .zarr, or a label/mask PNG/TIFF")
     evaluate.add_argument("--gt", required=True, help="GeoJSON, RLE CSV, mask PNG/TIFF or labels .zarr")
     evaluate.add_argument("--threshold", type=float, default=None, help="for a probability map (default: the card threshold, else 0.5)")
     evaluate.add_argument("--iou", type=float, default=0.5, help="IoU for an object match")

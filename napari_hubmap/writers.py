@@ -10,12 +10,12 @@ the full-resolution size as the labels' size times that downscale.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from .annotations import write_geojson
 from .postprocess import export
 from .postprocess.export import labels_feature_collection, write_labels_zarr, write_rle_submission
+from .stores.naming import slide_stem
 
 
 def _level0(data: Any):
@@ -38,7 +38,7 @@ def write_labels_rle(path: str, data: Any, meta: dict) -> list[str]:
     downscale, full, info = _placement(labels, meta)
     if full is None:
         full = tuple(math.ceil(s * downscale - 1e-9) for s in labels.shape[-2:])
-    rle_id = str(info.get("id") or meta.get("name") or Path(path).stem)
+    rle_id = str(info.get("id") or meta.get("name") or slide_stem(path))
     write_rle_submission(path, labels, full, downscale, rle_id)
     return [path]
 

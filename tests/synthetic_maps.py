@@ -32,8 +32,8 @@ def blob_map(shape=(300, 300), seed=0) -> np.ndarray:
 
 
 def write_prob_store(path, prob: np.ndarray, downscale: float = 1.0, settings: dict | None = None):
-    """A complete ``.prob.zarr`` as the inference engine writes it."""
-    from napari_hubmap.inference.prob_store import ProbabilityStore
+    """A complete probability store as the inference engine writes it."""
+    from napari_hubmap.stores.probability import ProbabilityStore
 
     store = ProbabilityStore.open_for_run(path, prob.shape, downscale, settings or {}, "test")
     store.write_rows(0, prob)

@@ -15,7 +15,8 @@ from synthetic_maps import blob_map, write_prob_store
 
 from napari_hubmap.annotations import load_labels, read_annotations, read_rle_csv, rle_decode, write_mask
 from napari_hubmap.cli import main
-from napari_hubmap.postprocess import PostprocessConfig, open_labels, postprocess_region
+from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
+from napari_hubmap.stores.labels import open_labels
 from napari_hubmap.postprocess.export import upsample_nearest
 
 CLI = [str(Path(sys.executable).with_name("napari-hubmap"))]

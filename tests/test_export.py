@@ -12,9 +12,10 @@ from synthetic_maps import blob_map, write_prob_store
 
 from napari_hubmap.annotations import read_annotations, read_mask, read_rle_csv, rasterize, rle_decode, rle_encode
 from napari_hubmap.errors import HubmapInputError
-from napari_hubmap.postprocess import LabelsStoreWriter, PostprocessConfig, open_labels, postprocess_slide
+from napari_hubmap.postprocess import PostprocessConfig, postprocess_slide
 from napari_hubmap.postprocess import export
 from napari_hubmap.postprocess.export import export_labels, rle_full_resolution, upsample_nearest
+from napari_hubmap.stores.labels import LabelsStoreWriter, open_labels
 
 
 def random_labels(shape, seed=0):

@@ -11,8 +11,8 @@ import tifffile
 import torch
 
 from napari_hubmap.errors import HubmapInputError
-from napari_hubmap.inference import InferenceConfig, open_probability, predict_slide
-from napari_hubmap.inference.prob_store import read_progress
+from napari_hubmap.inference import InferenceConfig, predict_slide
+from napari_hubmap.stores.probability import open_probability, read_progress
 from napari_hubmap.inference.tta import DIHEDRAL, apply, invert, resolve_tta
 from napari_hubmap.registry import LoadedModel, ModelCard, build_module, save_model
 from napari_hubmap.synth import SynthSpec, write_synthetic_tiff

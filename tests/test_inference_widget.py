@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from napari_hubmap.inference.prob_store import open_probability
+from napari_hubmap.stores.probability import open_probability
 from napari_hubmap.registry import ModelCard, build_module, save_model
 from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
 
@@ -158,6 +159,27 @@ def test_run_fills_a_live_probability_layer_without_freezing_the_viewer(
     wait_done(qtbot, panel)
     assert panel.result.complete and panel.result.computed == 0
     assert [l.name for l in viewer.layers].count("kidney1024 probability") == 1
+
+
+def test_panel_and_cli_give_an_ome_tif_slide_the_same_map_name(make_napari_viewer, qtbot, models_root, tmp_path, capsys):
+    """``kidney.ome.tif`` -> ``kidney.prob.zarr`` from both faces (the panel once wrote ``kidney.ome.prob.zarr``)."""
+    from napari_hubmap.cli import main
+
+    slide = tmp_path / "slides" / "kidney.ome.tif"
+    slide.parent.mkdir()
+    write_synthetic_tiff(slide, SynthSpec(width=256, height=192, seed=1))
+    out = tmp_path / "out"
+    assert main(["predict", str(slide), "--model", "tiny", "--out", str(out)]) == 0
+    cli_out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"]
+    viewer, panel, _ = open_panel(make_napari_viewer, qtbot, slide)
+    panel.set_checked(["tiny"])
+    panel.out_folder.setText(str(out))
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.error is None, panel.error
+    assert panel.result.path == Path(cli_out) == out / "kidney.prob.zarr"
+    assert sorted(p.name for p in out.iterdir()) == ["kidney.prob.zarr"]
+    assert "kidney probability" in viewer.layers
 
 
 def test_ensemble_at_two_scales_gives_an_aligned_multiscale_layer(make_napari_viewer, qtbot, models_root, tmp_path):

@@ -15,9 +15,10 @@ from synthetic_maps import disk, write_prob_store
 
 from napari_hubmap.cli import main
 from napari_hubmap.errors import HubmapInputError
-from napari_hubmap.inference import InferenceConfig, open_probability, predict_slide
+from napari_hubmap.inference import InferenceConfig, predict_slide
 from napari_hubmap.inference.engine import settings_digest
-from napari_hubmap.postprocess import open_labels
+from napari_hubmap.stores.labels import open_labels
+from napari_hubmap.stores.probability import open_probability
 from napari_hubmap.postprocess.slide import map_mpp, recorded_min_size
 from napari_hubmap.registry import LoadedModel, ModelCard
 

@@ -127,7 +127,7 @@ def test_tile_reader_upsamples_level_0(png):
 
 
 def test_predict_follows_mpp_and_says_the_assumption(tmp_path, png, model, capsys):
-    from napari_hubmap.inference.prob_store import open_probability
+    from napari_hubmap.stores.probability import open_probability
 
     lines = {}
     for mpp in ("1", "0.5"):
@@ -147,13 +147,13 @@ def test_predict_follows_mpp_and_says_the_assumption(tmp_path, png, model, capsy
 
 def test_a_slide_coarser_than_the_working_scale_predicts_postprocesses_and_exports(tmp_path, png, model, capsys):
     from napari_hubmap.annotations import read_rle_csv, rle_decode
-    from napari_hubmap.postprocess import open_labels
+    from napari_hubmap.stores.labels import open_labels
 
     code, out, err = run(capsys, "predict", png, "--model", model, "--out", tmp_path, "--mpp", 4)  # working at 0.5
     line = one_json_line(out)
     assert code == 0 and line["complete"] and line["downscale"] == 1.0, err
     prob = tmp_path / "kidney.prob.zarr"
-    from napari_hubmap.inference.prob_store import open_probability
+    from napari_hubmap.stores.probability import open_probability
 
     levels, meta = open_probability(prob)
     assert meta["slide_shape"] == [200, 240] and levels[0].shape == (200, 240) and meta["models"][0]["downscale"] == 0.5
@@ -231,7 +231,7 @@ def test_slide_panel_mpp_field_sets_the_scale_the_inference_panel_runs_at(make_n
 
     from napari_hubmap._widgets.inference_panel import InferencePanel
     from napari_hubmap._widgets.slide_panel import SlidePanel, slide_of
-    from napari_hubmap.inference.prob_store import open_probability
+    from napari_hubmap.stores.probability import open_probability
 
     tiny_mpp_model(tmp_path / "models")
     monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(tmp_path / "models"))

@@ -85,7 +85,7 @@ def first_action_inference(viewer, qtbot, fixtures):
 
 
 def first_action_postprocess(viewer, qtbot, fixtures):
-    from napari_hubmap.inference.prob_store import open_probability
+    from napari_hubmap.stores.probability import open_probability
 
     prob_path = fixtures["prob_store"][0]
     levels, _ = open_probability(prob_path)

@@ -16,7 +16,6 @@ from napari_hubmap.errors import HubmapInputError
 from napari_hubmap.postprocess import (
     PostprocessCancelled,
     PostprocessConfig,
-    open_labels,
     postprocess_region,
     postprocess_slide,
     read_ensemble_config,
@@ -27,6 +26,7 @@ from napari_hubmap.postprocess import (
 )
 from napari_hubmap.postprocess.pipeline import labels_array
 from napari_hubmap.postprocess.source import BlockSource
+from napari_hubmap.stores.labels import open_labels
 
 
 def two_touching_and_one_lone(shape=(120, 200)) -> np.ndarray:

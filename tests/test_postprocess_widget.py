@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_hubmap.inference.prob_store import ProbabilityStore, open_probability
-from napari_hubmap.postprocess import PostprocessConfig, open_labels, postprocess_region, uint8_cutoff
+from napari_hubmap.postprocess import PostprocessConfig, postprocess_region, uint8_cutoff
 from napari_hubmap.registry import ModelCard, build_module, save_model
+from napari_hubmap.stores.labels import open_labels
+from napari_hubmap.stores.probability import ProbabilityStore, open_probability
 
 pytestmark = pytest.mark.gui
 

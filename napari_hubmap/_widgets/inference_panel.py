@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from ..defaults import DEFAULT_MODEL
 from ..errors import HubmapInputError
+from ..stores.naming import probability_path, progress_path, slide_stem
 from .background import YIELD_INTERVAL_S, emit_from_daemon, yield_progress
 from .slide_panel import slide_of
 
@@ -41,7 +42,6 @@ TTA_CHOICES = ("none", "flips", "d4")
 BLEND_CHOICES = ("gaussian", "centre")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PREDICTIONS_FOLDER = "predictions"
-STORE_SUFFIX = ".prob.zarr"
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the card's name (UserRole: the model folder)
 
 
@@ -130,10 +130,6 @@ def describe_scale(slide) -> str:
 def default_output_folder(slide_path) -> Path:
     """``predictions`` beside the slide file."""
     return Path(slide_path).resolve().parent / PREDICTIONS_FOLDER
-
-
-def store_path(out_folder, slide_path) -> Path:
-    return Path(out_folder) / f"{Path(slide_path).stem}{STORE_SUFFIX}"
 
 
 def placement(slide_layer, downscale: float) -> tuple[tuple, tuple]:
@@ -382,12 +378,12 @@ class InferencePanel(QWidget):
             return self._refuse("Check at least one model")
         from napari.qt.threading import create_worker
 
-        out = store_path(self.output_folder(slide), slide.path)
+        out = probability_path(slide.path, self.output_folder(slide))
         self.cancel_event = threading.Event()
         self.last_progress = self.result = self.error = None
         self.prob_layer = None
         self._refreshed_rows = -1
-        self._run_info = {"slide_layer": layer, "out": out, "name": f"{Path(slide.path).stem} probability"}
+        self._run_info = {"slide_layer": layer, "out": out, "name": f"{slide_stem(slide.path)} probability"}
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the plan is made
@@ -441,9 +437,9 @@ class InferencePanel(QWidget):
         if self.prob_layer is not None:
             return self.prob_layer
         out = self._run_info["out"]
-        if not (out / "progress.json").exists():
+        if not progress_path(out).exists():
             return None
-        from ..inference.prob_store import open_probability
+        from ..stores.probability import open_probability
 
         levels, meta = open_probability(out)
         slide_layer = self._run_info["slide_layer"]

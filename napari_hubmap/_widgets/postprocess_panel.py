@@ -3,7 +3,7 @@
 Thin: every slider change (and every pan or zoom) schedules one :func:`preview_labels` call on the
 probability map's region on screen, at the pyramid level napari shows, in a background thread
 (latest settings win); its labels replace the live layer's data. *Apply to slide* runs
-:func:`postprocess_slide` in a napari worker into ``<slide>.labels.zarr`` beside the map, with
+:func:`postprocess_slide` in a napari worker into the labels store beside the map, with
 progress and cancel. *Find threshold* runs :func:`threshold_curve` against ground truth (a labels
 layer on one of the map's levels, or an annotation file), plots Dice against the threshold and can
 save the best one as the model's (or ensemble's) default.
@@ -38,8 +38,6 @@ from .background import yield_progress
 MAX_VIEW_SIDE = 2048
 """The live preview reads at most this many map pixels per side (a coarser level if need be)."""
 DEBOUNCE_MS = 30
-LABELS_SUFFIX = ".labels.zarr"
-PROB_SUFFIX = ".prob.zarr"
 
 
 # --- what runs off the GUI thread (no Qt) --------------------------------------------------------
@@ -53,7 +51,7 @@ def probability_meta(layer) -> dict | None:
 
 def map_store_meta(layer) -> dict | None:
     """The attrs of the probability store behind a layer, or None."""
-    from ..inference.prob_store import open_probability
+    from ..stores.probability import open_probability
 
     meta = probability_meta(layer)
     try:
@@ -123,8 +121,8 @@ def curve_against(prob_path, levels, gt_layer=None, gt_file=None):
 
 def save_best_threshold(prob_path: Path, threshold: float) -> Path:
     """Save into the card of the map's one model, or an ``ensemble.json`` beside the map."""
-    from ..inference.prob_store import open_probability
     from ..postprocess import save_ensemble_config, save_threshold
+    from ..stores.probability import open_probability
 
     models = open_probability(prob_path)[1].get("models") or []
     if len(models) == 1:
@@ -144,13 +142,6 @@ def camera_of(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def labels_path_for(prob_path) -> Path:
-    prob_path = Path(prob_path)
-    name = prob_path.name
-    stem = name[: -len(PROB_SUFFIX)] if name.endswith(PROB_SUFFIX) else prob_path.stem
-    return prob_path.parent / f"{stem}{LABELS_SUFFIX}"
 
 
 # --- the widget ---------------------------------------------------------------------------------
@@ -433,7 +424,8 @@ class PostprocessPanel(QWidget):
         return self.worker is not None
 
     def apply_to_slide(self):
-        """Post-process the whole map into ``<slide>.labels.zarr`` in a worker; returns the worker."""
+        """Post-process the whole map into the labels store beside it (named by
+        :func:`~napari_hubmap.stores.naming.labels_beside`) in a worker; returns the worker."""
         if self.running:
             return self.worker
         layer = self.prob_layer()
@@ -442,9 +434,10 @@ class PostprocessPanel(QWidget):
         from napari.qt.threading import create_worker
 
         from ..postprocess import postprocess_slide
+        from ..stores.naming import labels_beside
 
         prob_path = Path(probability_meta(layer)["probability"])
-        out = labels_path_for(prob_path)
+        out = labels_beside(prob_path)
         config = self.config()
         cancel = self.cancel_event = threading.Event()
         self.result = self.error = None
@@ -478,7 +471,7 @@ class PostprocessPanel(QWidget):
         self.progress.setValue(done)
 
     def _on_returned(self, result):
-        from ..postprocess import open_labels
+        from ..stores.labels import open_labels
 
         self.result = result
         levels, _ = open_labels(result.out)

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from ..errors import HubmapInputError
 from ..slide import SlideScale, check_mpp, open_slide
+from ..stores.probability import CHUNK, ProbabilityStore
 from .accumulate import RowAccumulator
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
-from .prob_store import CHUNK, ProbabilityStore
 from .tissue import detect_tissue
 from .tta import apply, invert, resolve_tta
 

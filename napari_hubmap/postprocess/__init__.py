@@ -5,7 +5,6 @@ a whole slide block by block (:func:`postprocess_slide`); see :mod:`.pipeline` f
 """
 
 from .config import PostprocessConfig, foreground, uint8_cutoff
-from .labels_store import LabelsStoreWriter, is_labels_store, open_labels
 from .pipeline import PostprocessCancelled
 from .region import postprocess_region
 from .slide import PostprocessResult, postprocess_slide, slide_shape_of
@@ -20,14 +19,11 @@ from .threshold import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "LabelsStoreWriter",
     "PostprocessCancelled",
     "PostprocessConfig",
     "PostprocessResult",
     "ThresholdCurve",
     "foreground",
-    "is_labels_store",
-    "open_labels",
     "postprocess_region",
     "postprocess_slide",
     "read_ensemble_config",

@@ -12,7 +12,7 @@ d (full-resolution pixels per label pixel) and writes atomically.
   The string equals :func:`napari_hubmap.annotations.rle_encode` of the upsampled mask.
 * ``geojson``: one QuPath annotation per label (polygon along pixel edges, full-resolution [x, y],
   classification "Glomerulus" by default), traced object by object on its bounding box.
-* ``ome-zarr``: a labels store (:mod:`.labels_store`) with the same downscale and slide shape.
+* ``ome-zarr``: a labels store (:mod:`napari_hubmap.stores.labels`) with the same downscale and slide shape.
 * ``tiff``: the labels at their own scale (uint8/16/32, the smallest that fits; zlib, tiled),
   streamed tile by tile from a store.
 """
@@ -31,7 +31,8 @@ from ..annotations import labels_to_feature_collection, write_geojson, write_mas
 from ..annotations.masks import read_mask
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
-from .labels_store import CHUNK, LabelsStoreWriter, check_full_shape, open_labels
+from ..stores.labels import CHUNK, LabelsStoreWriter, check_full_shape, is_labels_store, open_labels
+from ..stores.naming import slide_stem
 from .source import BlockSource, iter_blocks
 
 FORMATS = ("rle-csv", "geojson", "ome-zarr", "tiff")
@@ -276,18 +277,10 @@ def check_output(fmt: str, out: Path) -> None:
         raise HubmapInputError(None, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out.suffix.lower() not in SUFFIXES[fmt]:
         raise HubmapInputError(out, f"output for {fmt} must end in {' or '.join(SUFFIXES[fmt])}")
-    if fmt == "ome-zarr" and out.exists():
-        from .labels_store import is_labels_store
-
-        if not is_labels_store(out):
-            raise HubmapInputError(out, "exists and is not a labels store; refusing to replace it")
+    if fmt == "ome-zarr" and out.exists() and not is_labels_store(out):
+        raise HubmapInputError(out, "exists and is not a labels store; refusing to replace it")
 
 
 def _default_id(labels_path: Path, meta: dict) -> str:
     """The slide's stem (Kaggle ids are slide file stems), else the labels file's."""
-    slide = meta.get("slide")
-    name = Path(slide).name if slide else labels_path.name
-    for suffix in (".labels.zarr", ".prob.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".png"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return slide_stem(meta.get("slide") or labels_path)

@@ -17,9 +17,10 @@ import numpy as np
 
 from ..annotations import MASK_SUFFIXES, load_labels
 from ..errors import HubmapInputError
+from ..stores.labels import check_full_shape, is_labels_store, open_labels
+from ..stores.probability import open_probability
 from .export import load_labels_any, resolve_scale
-from .labels_store import check_full_shape, is_labels_store, open_labels
-from .slide import open_probability_checked, recorded_threshold, slide_shape_of
+from .slide import recorded_threshold, slide_shape_of
 
 
 @dataclass
@@ -51,7 +52,7 @@ def load_prediction(path, full_shape=None) -> Prediction:
             d = float(meta.get("downscale", 1.0))
             recorded = tuple(meta["slide_shape"]) if meta.get("slide_shape") else None
             return Prediction(path, "labels", levels[0], d, _checked(levels[0].shape, full_shape, recorded, d, path), meta)
-        levels, meta = open_probability_checked(path)
+        levels, meta = open_probability(path)
         d = float(meta["downscale"])
         recorded = None if full_shape else slide_shape_of(meta)
         return Prediction(path, "probability", levels[0], d, _checked(levels[0].shape, full_shape, recorded, d, path), meta)

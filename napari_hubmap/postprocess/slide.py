@@ -9,7 +9,6 @@ output at that path stays as it was).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -22,8 +21,9 @@ from typing import Callable
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from ..slide.scale import MPP_SOURCES, SCALE_KEYS, recorded_scale
+from ..stores.labels import LabelsStoreWriter, check_full_shape, is_labels_store
+from ..stores.probability import open_probability
 from .config import PostprocessConfig
-from .labels_store import LabelsStoreWriter, check_full_shape, is_labels_store, open_store
 from .pipeline import Steps, instances, paint_blocks, total_steps
 from .region import check_probability
 from .source import BlockSource
@@ -47,19 +47,6 @@ class PostprocessResult:
             "seconds": round(self.seconds, 3), "megapixels_per_s": round(self.megapixels_per_s, 3),
             "slide_shape": list(self.slide_shape) if self.slide_shape else None,
         }
-
-
-def open_probability_checked(prob_path):
-    """(levels, meta) of a probability store (as ``inference.prob_store.open_probability`` gives, read
-    here with zarr directly so post-processing never imports torch), or a clear error."""
-    prob_path = Path(prob_path)
-    levels, meta = open_store(prob_path, "probability",
-                              "not a probability store (<slide>.prob.zarr written by napari-hubmap predict)", "a probability map")
-    try:
-        meta["progress"] = json.loads((prob_path / "progress.json").read_text())
-    except (OSError, ValueError):
-        meta["progress"] = {}
-    return levels, meta
 
 
 def slide_shape_of(meta: dict) -> tuple[int, int] | None:
@@ -130,7 +117,7 @@ def postprocess_slide(
     start = time.perf_counter()
     config = config or PostprocessConfig()
     prob_path, out_path = Path(prob_path), Path(out_path)
-    levels, meta = open_probability_checked(prob_path)
+    levels, meta = open_probability(prob_path)
     _check_args(prob_path, out_path, levels, level, block)
     prob = levels[level]
     check_probability(prob)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
+from ..stores.naming import labels_path, slide_stem
 from .manifest import (
     DEFAULT_DOWNSCALE,
     MANIFEST,
@@ -75,9 +76,9 @@ def working_downscale(predictions=(), downscale: float | None = None) -> float:
 
 def _map_scales(prob: Path) -> tuple[float, int]:
     """(downscale of level 0, number of levels) of a probability map."""
-    from ..postprocess.slide import open_probability_checked
+    from ..stores.probability import open_probability
 
-    levels, meta = open_probability_checked(prob)
+    levels, meta = open_probability(prob)
     return float(meta.get("downscale", 1.0)), len(levels)
 
 
@@ -92,14 +93,6 @@ def _checked_level(prob: Path, d: float, n: int, downscale: float) -> int:
         raise HubmapInputError(prob, f"map at downscale {d:g} has no level at the project's working downscale "
                                f"{downscale:g} (init the project with --downscale {d:g})")
     return level
-
-
-def slide_stem(path) -> str:
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_truth=None, predictions=(),
@@ -176,14 +169,14 @@ def _remove(paths) -> None:
 
 
 def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_id: str | None) -> list[Path]:
-    from ..postprocess.labels_store import LabelsStoreWriter
+    from ..stores.labels import LabelsStoreWriter
 
     if not source.exists():
         raise HubmapInputError(source, "ground truth not found")
     labels = rasterise_ground_truth(source, entry.shape, project.downscale, rle_id=rle_id)
     suffix = ".zarr" if source.is_dir() else source.suffix.lower()
     copy = project.root / GT_DIR / f"{entry.id}{suffix}"
-    store = project.root / GT_DIR / f"{entry.id}.labels.zarr"
+    store = labels_path(entry.id, project.root / GT_DIR)
     made = [copy, store]
     if source.is_dir():
         with atomic_path(copy, is_dir=True) as tmp:
@@ -231,7 +224,7 @@ def rasterise_ground_truth(source: Path, full_shape, downscale: float, *, rle_id
     Polygons (.json/.geojson) and Kaggle RLE (.csv) are rasterised there; a mask image or labels
     store must be at the working scale or at full resolution (then sampled at pixel centres)."""
     from ..annotations import MASK_SUFFIXES, load_labels
-    from ..postprocess.labels_store import open_labels
+    from ..stores.labels import open_labels
 
     shape = working_shape_of(full_shape, downscale)
     suffix = source.suffix.lower()
@@ -267,9 +260,10 @@ def rasterise_ground_truth(source: Path, full_shape, downscale: float, *, rle_id
 
 def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshold: float | None = None, config=None) -> list[Path]:
     from ..postprocess import PostprocessConfig, postprocess_slide
-    from ..postprocess.slide import open_probability_checked, recorded_min_size, recorded_threshold
+    from ..postprocess.slide import recorded_min_size, recorded_threshold
+    from ..stores.probability import open_probability
 
-    levels, meta = open_probability_checked(prob)
+    levels, meta = open_probability(prob)
     level = _checked_level(prob, float(meta.get("downscale", 1.0)), len(levels), project.downscale)
     shape = working_shape_of(entry.shape, project.downscale)
     if tuple(levels[level].shape) != tuple(shape):
@@ -285,7 +279,7 @@ def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshol
     made: list[Path] = []
     pseudo = None
     if not entry.predictions:
-        out = project.root / PSEUDO_DIR / f"{entry.id}.labels.zarr"
+        out = labels_path(entry.id, project.root / PSEUDO_DIR)
         out.parent.mkdir(parents=True, exist_ok=True)
         postprocess_slide(prob, out, config, level=level)
         made.append(out)

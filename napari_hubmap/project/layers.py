@@ -40,10 +40,10 @@ def review_rectangles(project, slide_id: str) -> tuple[list, list[str]]:
 def project_layers(project, slide_id: str, *, edits=None) -> list[tuple]:
     """Layer-data tuples restoring a slide of ``project``; ``edits``: the open, writable
     :class:`~.edits.EditStore` to paint into (the caller owns it and its Autosaver), else none."""
-    from ..postprocess.labels_store import open_labels
-    from ..postprocess.slide import open_probability_checked
     from ..reader import slide_layer_data
     from ..slide import open_slide
+    from ..stores.labels import open_labels
+    from ..stores.probability import open_probability
 
     entry = project.slide(slide_id)
     place = placement(project.downscale)
@@ -51,7 +51,7 @@ def project_layers(project, slide_id: str, *, edits=None) -> list[tuple]:
     layers = [slide_layer_data(opened, name=slide_id)]
     layers[0][1]["metadata"]["napari_hubmap"].update(_meta(project, slide_id, "slide")["napari_hubmap"])
     for n, prediction in enumerate(entry.predictions):
-        levels, _ = open_probability_checked(project.resolve(prediction.path))
+        levels, _ = open_probability(project.resolve(prediction.path))
         levels = levels[prediction.level :]
         layers.append((levels if len(levels) > 1 else levels[0], {
             "name": f"{slide_id} prediction" + (f" {n + 1}" if n else ""), "multiscale": len(levels) > 1,

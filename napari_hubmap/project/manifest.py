@@ -5,9 +5,12 @@ Layout of a project folder (paths in the manifest are relative to it, POSIX styl
     project.json                 this manifest (format_version 1)
     review.json                  review state per tile (:mod:`.review`)
     ground_truth/<id>.<ext>      the imported annotation file, copied
-    ground_truth/<id>.labels.zarr  it rasterised at the working scale (uint32 OME-Zarr labels)
-    pseudo_labels/<id>.labels.zarr the primary prediction post-processed (uint32 OME-Zarr labels)
+    ground_truth/<id> (labels)   it rasterised at the working scale
+    pseudo_labels/<id> (labels)  the primary prediction post-processed
     edits/<id>.zarr              corrections painted in napari (:mod:`.edits`), made on first use
+
+where ``<id> (labels)`` is slide ``<id>``'s labels store (uint32 OME-Zarr labels, named by
+:func:`napari_hubmap.stores.naming.labels_path`).
 
 Slides and probability maps stay where they are: their paths are absolute, or relative when they lie
 inside the folder. Fields that name files the project owns (ground truth, pseudo-labels, edits) must be
@@ -123,8 +126,9 @@ class GroundTruth:
 
 @dataclass
 class PredictionEntry:
-    """A probability map (``<slide>.prob.zarr``) at the project's working scale (its ``level``), the
-    threshold its foreground uses, the models that made it, and its post-processed labels."""
+    """A probability map (see :func:`napari_hubmap.stores.naming.probability_path`) at the project's
+    working scale (its ``level``), the threshold its foreground uses, the models that made it, and its
+    post-processed labels."""
 
     path: str
     level: int

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HubmapInputError
-from ..postprocess.labels_store import open_labels
-from ..postprocess.slide import open_probability_checked
+from ..stores.labels import open_labels
+from ..stores.probability import open_probability
 from .edits import EditStore
 
 
@@ -32,7 +32,7 @@ def probability_arrays(project, slide_id: str) -> list:
     out = []
     for prediction in project.slide(slide_id).predictions:
         path = project.resolve(prediction.path)
-        levels, _ = open_probability_checked(path)
+        levels, _ = open_probability(path)
         if prediction.level >= len(levels):
             raise HubmapInputError(path, f"has no level {prediction.level} (the manifest's)")
         out.append(_checked(project, slide_id, levels[prediction.level], path, "prediction"))

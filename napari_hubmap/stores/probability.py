@@ -1,0 +1,100 @@
+"""The probability map on disk: an OME-Zarr (NGFF 0.4) multiscale of uint8 (0-255), written by rows.
+
+Level 0 is at the ensemble's output downscale; each lower level halves it (mean). Rows are final once
+written. The progress file (:data:`~.naming.PROGRESS_FILE`, written atomically after each write)
+records the settings hash and how many rows are final, so a re-run with the same settings resumes
+and a cancelled or killed run leaves a readable store. ``attrs["napari_hubmap"]`` records ``kind:
+"probability"``, ``downscale``, ``scale`` (255) and the run's settings. Torch-free: the inference
+engine writes it, post-processing, export and the panels read it with :func:`open_probability`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ..atomic import write_text_atomic
+from ..slide.levels import downsample_mean2, level_shapes
+from .naming import PROBABILITY_SUFFIX, progress_path
+from .ngff import CHUNK, datasets, level_arrays, multiscales, open_store
+
+KIND = "probability"
+NOT_A_STORE = f"not a probability store (<slide>{PROBABILITY_SUFFIX} written by napari-hubmap predict)"
+
+__all__ = ["CHUNK", "KIND", "ProbabilityStore", "open_probability", "read_progress"]
+
+
+class ProbabilityStore:
+    """Writer of a probability map (named by :func:`~.naming.probability_path`)."""
+
+    def __init__(self, path: Path, group: zarr.Group, settings_hash: str, rows_done: int):
+        self.path = path
+        self.group = group
+        self.settings_hash = settings_hash
+        self.rows_done = rows_done
+        self.levels = level_arrays(group)
+
+    @classmethod
+    def open_for_run(cls, path, out_shape, downscale: float, settings: dict, settings_hash: str) -> "ProbabilityStore":
+        """Resume a store made with the same settings, else start a new one (replacing the old)."""
+        path = Path(path)
+        progress = read_progress(path)
+        if progress and progress.get("settings_hash") == settings_hash:
+            group = zarr.open_group(path, mode="r+")
+            return cls(path, group, settings_hash, int(progress.get("rows_done", 0)))
+        if path.exists():
+            shutil.rmtree(path)
+        group = _create(path, out_shape, downscale, settings)
+        store = cls(path, group, settings_hash, 0)
+        store.save_progress(complete=False)
+        return store
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_done >= self.levels[0].shape[0]
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None:
+        """Write final level-0 rows [y0, y0 + len(rows)) and their share of the lower levels."""
+        for level in self.levels:
+            level[y0 : y0 + rows.shape[0], :] = rows
+            if level is self.levels[-1]:
+                break
+            y0, rows = y0 // 2, downsample_mean2(rows)
+
+    def mark_rows_done(self, rows_done: int) -> None:
+        self.rows_done = rows_done
+        self.save_progress(complete=self.complete)
+
+    def save_progress(self, complete: bool) -> None:
+        payload = {"settings_hash": self.settings_hash, "rows_done": self.rows_done, "complete": complete}
+        write_text_atomic(progress_path(self.path), json.dumps(payload))
+
+
+def read_progress(path) -> dict | None:
+    """The progress a probability store at ``path`` records, or None (none, or unreadable)."""
+    try:
+        return json.loads(progress_path(path).read_text())
+    except (OSError, ValueError):  # missing, not a folder, unreadable, not JSON
+        return None
+
+
+def _create(path: Path, out_shape, downscale: float, settings: dict) -> zarr.Group:
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    shapes = level_shapes(*out_shape)
+    for k, shape in enumerate(shapes):
+        group.create_array(str(k), shape=shape, chunks=(CHUNK, CHUNK), dtype="uint8", fill_value=0)
+    group.attrs["multiscales"] = multiscales(path.name, datasets(downscale, len(shapes)), "mean")
+    group.attrs["napari_hubmap"] = {"kind": KIND, "downscale": downscale, "scale": 255, **settings}
+    return group
+
+
+def open_probability(path) -> tuple[list[zarr.Array], dict]:
+    """(levels, metadata) of a probability store, the metadata with its ``progress`` ({} when none);
+    a missing path, another zarr or a labels store is a clear :class:`~napari_hubmap.errors.HubmapInputError`."""
+    levels, meta = open_store(path, KIND, NOT_A_STORE, "a probability map")
+    meta["progress"] = read_progress(path) or {}
+    return levels, meta
