@@ -160,8 +160,8 @@ def measure_rounds(trainer: Trainer, loader_of, batches: list, args, workers: li
     for r, order in enumerate(round_orders(workers, args.rounds)):
         for kind, w in order:
             make_batches = (lambda w=w: loader_of(w)) if kind == "real" else (lambda: batches)
-            row = measured(lambda: {"kind": kind, **timed_steps(trainer, make_batches, args.warmup)},
-                           args.wait_idle, args.retries)
+            row = measured(lambda kind=kind, make_batches=make_batches: {
+                "kind": kind, **timed_steps(trainer, make_batches, args.warmup)}, args.wait_idle, args.retries)
             row.update(round=r, workers=w)
             rows.append(row)
             print(f"round {r} {kind} workers={w}: {row['samples_per_s']:.2f} samples/s "

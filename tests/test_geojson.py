@@ -124,8 +124,8 @@ def test_reads_list_collection_single_feature_and_nested_geometry(tmp_path):
     single = read_annotations(write_json(tmp_path / "c.json", feature(square, "G")))
     nested = feature({"geometry": square}, "G")
     as_nested = read_annotations(write_json(tmp_path / "d.json", [nested]))
-    for annotations in (as_list, as_collection, single, as_nested):
-        assert len(annotations) == 1 and annotations[0].geometry.area == 100
+    for read in (as_list, as_collection, single, as_nested):
+        assert len(read) == 1 and read[0].geometry.area == 100
     assert as_collection[0].class_name == "FC"
     assert as_list[0].properties["isLocked"] is False
 

@@ -53,7 +53,7 @@ def corrupt(labels: np.ndarray, tile, kind: str, rng) -> None:
     elif kind == "blob":
         h, w = tile.y1 - tile.y0, tile.x1 - tile.x0
         region = labels[rows, cols]
-        for n in range(2):
+        for _ in range(2):
             r = int(rng.integers(10, 18))
             cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
             region[disk((h, w), (cy, cx), r)] = labels.max() + 1

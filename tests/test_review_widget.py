@@ -127,7 +127,7 @@ def test_new_project_from_the_open_slide(make_napari_viewer, qtbot, tmp_path):
     assert panel.create(tmp_path / "new")
     project = open_project(tmp_path / "new")
     assert [s.id for s in project.slides] == ["kidney"] and panel.slide_id == "kidney"
-    assert [l.name for l in viewer.layers].count("kidney") == 1 and "kidney edits" in viewer.layers
+    assert [layer.name for layer in viewer.layers].count("kidney") == 1 and "kidney edits" in viewer.layers
     assert panel.queue == [] and "no prediction" in panel.status.text()  # the slide had no map yet
     assert not panel.create(tmp_path / "new") and "already a project" in panel.status.text()
 

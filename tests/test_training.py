@@ -114,8 +114,11 @@ def _run_until(command, stop_when, timeout=240):
                 lines.append(json.loads(line))
                 if stop_when(lines[-1]):
                     break
-    finally:
-        return process, lines
+    except BaseException:  # the caller never gets the process to stop: stop it here, and let the error show
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+        raise
+    return process, lines
 
 
 def test_killed_run_leaves_a_loadable_registry_and_resumes(tmp_path, data, monkeypatch):

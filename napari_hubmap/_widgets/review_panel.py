@@ -192,21 +192,21 @@ class ReviewPanel(QWidget):
         from .postprocess_panel import probability_meta
         from .slide_panel import slide_of
 
-        slide = next((slide_of(l) for l in reversed(self.viewer.layers) if slide_of(l) is not None), None)
+        slide = next((slide_of(layer) for layer in reversed(self.viewer.layers) if slide_of(layer) is not None), None)
         if not str(folder).strip():
             self._show_error("Type a folder for the new project first")
             return False
         if slide is None:
             self._show_error("Open a slide with napari-hubmap first: the new project starts with it")
             return False
-        maps = [probability_meta(l)["probability"] for l in self.viewer.layers if probability_meta(l)]
+        maps = [probability_meta(layer)["probability"] for layer in self.viewer.layers if probability_meta(layer)]
         try:
             project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale, predictions=maps)
             add_slide(project, slide.path, predictions=maps, mpp=slide.mpp_given)
         except HubmapInputError as error:
             self._show_error(f"Cannot make the project: {error}")
             return False
-        for layer in [l for l in self.viewer.layers if slide_of(l) is slide or probability_meta(l)]:
+        for layer in [shown for shown in self.viewer.layers if slide_of(shown) is slide or probability_meta(shown)]:
             self.viewer.layers.remove(layer)  # the project's own layers replace them
         return self.open(project.root)
 

@@ -157,7 +157,7 @@ class PyramidCache:
             sizes = [(base.height, base.width)] + self.shapes
             state.total = sum(h * w for h, w in sizes[:-1])
             source: RegionSource = base
-            for level, shape in enumerate(self.shapes, start=1):
+            for level in range(1, len(self.shapes) + 1):
                 target = group[str(level)]
                 _downsample_into(source, target, state)
                 source = ZarrLevelSource(target)
