@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
+from .cli_progress import ProgressBar
 from .defaults import DEFAULT_MODEL, DEFAULT_MPP, DEFAULT_SAMPLE
 from .errors import HubmapInputError
 from .stores.naming import PROBABILITY_SUFFIX, probability_path, slide_stem
@@ -26,71 +26,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"napari-hubmap: error: {message} (see {self.prog} --help)\n")
-
-
-PLAIN_PROGRESS_EVERY_S = 5.0
-"""Off a terminal, a plain progress line at most this often, and one at the end."""
-
-
-class ProgressBar:
-    """Progress on stderr driven by ``update(done, total)``: a tqdm bar when stderr is a terminal; anywhere else
-    (a file, a CI log) a plain line ``DESC: DONE/TOTAL UNIT (P%)`` at most every :data:`PLAIN_PROGRESS_EVERY_S`
-    and one at the end, never a carriage return. Nothing shows before the first update, so an error before any
-    work is the only line printed."""
-
-    def __init__(self, description: str, *, unit: str = "", leave: bool = False):
-        self.description, self.unit, self.leave = description, unit, leave
-        self.stream = sys.stderr
-        self.terminal = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = None
-        self.state = self.shown = None  # (done, total, note): the last update, the last plain line
-        self.shown_at = -float("inf")
-
-    def update(self, done: int, total: int, note: str = "") -> None:
-        self.state = (done, total, note)
-        if self.terminal:
-            self._draw()
-        elif time.monotonic() - self.shown_at >= PLAIN_PROGRESS_EVERY_S:
-            self._print()
-
-    def write(self, line: str) -> None:
-        """A message on its own line, leaving the bar intact."""
-        if self.bar is not None:
-            self.bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def close(self, summary: bool = True) -> None:
-        """End the bar; off a terminal, print the last state unless it was printed or ``summary`` is false."""
-        if self.bar is not None:
-            self.bar.close()
-        elif summary and self.state not in (None, self.shown):
-            self._print()
-
-    def _draw(self) -> None:
-        done, total, note = self.state
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=self.description, unit=self.unit or "it", file=self.stream,
-                            leave=self.leave, dynamic_ncols=True)
-        self.bar.total = total
-        if note:
-            self.bar.set_postfix_str(note, refresh=False)
-        self.bar.update(done - self.bar.n)
-
-    def _print(self) -> None:
-        done, total, note = self.shown = self.state
-        self.shown_at = time.monotonic()
-        unit = f" {self.unit}" if self.unit else ""
-        count = f"{done}/{total}{unit} ({100 * done // total}%)" if total else f"{done}{unit}"
-        print(f"{self.description}: {count}{', ' + note if note else ''}", file=self.stream, flush=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *exc):
-        self.close(summary=kind is None)  # after an error, its one line says enough
 
 
 def _progress_bar(description: str, unit: str = ""):
@@ -194,7 +129,7 @@ def cmd_predict(args) -> int:
         out = probability_path(path, out_dir)
         bar, update = _progress_bar(f"predict {Path(path).name}", "tiles")
         with bar:
-            result = predict_slide(path, out, config, progress=lambda p: update(p.done, p.total))
+            result = predict_slide(path, out, config, progress=lambda p, update=update: update(p.done, p.total))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({
             "slide": path, "out": str(out), "tiles": result.tiles, "skipped_tiles": result.skipped,

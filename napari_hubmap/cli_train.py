@@ -116,10 +116,10 @@ def _emitter(enabled: bool):
 
 def _reporter(emit, events: bool):
     """(progress callback, finish): the events themselves with ``--events``, else a progress bar on stderr
-    (see :class:`napari_hubmap.cli.ProgressBar`) with a line per epoch."""
+    (see :class:`napari_hubmap.cli_progress.ProgressBar`) with a line per epoch."""
     if events:
         return emit, lambda: None
-    from .cli import ProgressBar
+    from .cli_progress import ProgressBar
 
     run = {"bar": None}
 

@@ -49,7 +49,7 @@ import zarr
 
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import HubmapInputError
-from .manifest import now_iso
+from .clock import now_iso
 
 try:  # POSIX advisory locks; elsewhere a second writer is not detected
     import fcntl

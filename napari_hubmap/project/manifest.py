@@ -30,7 +30,6 @@ full_hash=True)`` records a full ``"sha256"`` instead (slow on large files).
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -41,6 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from .clock import now_iso  # also imported from here (project.build)
 
 KIND = "napari-hubmap-project"
 FORMAT_VERSION = 1
@@ -52,11 +52,6 @@ _QUICK_TAG = b"napari-hubmap quick-sha256 v1\0"
 SLIDE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_DOWNSCALE = 2.0
 """A new project's working scale (full-resolution pixels per pixel) when neither it nor a prediction gives one."""
-
-
-def now_iso() -> str:
-    """UTC time, ISO 8601 with milliseconds (what every timestamp in a project uses)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ----------------------------------------------------------------------------------------------- hashes

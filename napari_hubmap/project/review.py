@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
-from .manifest import now_iso
+from .clock import now_iso
 from .tiles import grid_shape, parse_tile_key, tile_grid, tile_of_key
 
 try:
