@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything napari-hubmap needs on a fresh Debian-like machine, idempotently:
-# the Xvfb/Mesa/Qt system libraries (for napari without a screen) and .venv with the package.
+# the Xvfb/Mesa/Qt system libraries (for napari without a screen) and .venv with the package and its test
+# extra (pytest, and the linters ruff and import-linter that scripts/test.sh runs first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,5 +40,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     exit 1
   fi
   .venv/bin/python -c "import napari_hubmap, napari, torch, segmentation_models_pytorch" 
+  .venv/bin/ruff --version >/dev/null && .venv/bin/lint-imports --help >/dev/null  # scripts/test.sh runs them
   echo "$want" > "$stamp"
 fi

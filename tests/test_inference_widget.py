@@ -158,7 +158,7 @@ def test_run_fills_a_live_probability_layer_without_freezing_the_viewer(
     worker = panel.run()  # a re-run with the same settings resumes a finished store: nothing to compute
     wait_done(qtbot, panel)
     assert panel.result.complete and panel.result.computed == 0
-    assert [l.name for l in viewer.layers].count("kidney1024 probability") == 1
+    assert [layer.name for layer in viewer.layers].count("kidney1024 probability") == 1
 
 
 def test_panel_and_cli_give_an_ome_tif_slide_the_same_map_name(make_napari_viewer, qtbot, models_root, tmp_path, capsys):
