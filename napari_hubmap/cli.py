@@ -28,11 +28,6 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"napari-hubmap: error: {message} (see {self.prog} --help)\n")
 
 
-def _progress_bar(description: str, unit: str = ""):
-    bar = ProgressBar(description, unit=unit)
-    return bar, bar.update
-
-
 def mpp_argument(text: str) -> float:
     """argparse type of ``--mpp``: µm per pixel, a number > 0 (else one error line, exit 2)."""
     from .slide.scale import check_mpp
@@ -63,9 +58,8 @@ def cmd_pyramid(args) -> int:
 
     for path in args.slides:
         with open_slide(path) as slide:
-            bar, update = _progress_bar(f"pyramid {Path(path).name}")
-            with bar:
-                slide.build_cache(progress=update)
+            with ProgressBar(f"pyramid {Path(path).name}") as bar:
+                slide.build_cache(progress=bar.update)
             where = str(slide.cache.final) if slide.cache else None
             print(json.dumps({"path": path, "cache": where}))
     return 0
@@ -86,9 +80,9 @@ def cmd_synth(args) -> int:
     if args.width <= 0 or args.height <= 0:
         raise HubmapInputError(args.out, f"width and height must be positive (got {args.width}x{args.height})")
     spec = SynthSpec(width=args.width, height=args.height, seed=args.seed, stain=args.stain, mpp=args.mpp)
-    bar, update = _progress_bar(f"synth {Path(args.out).name}", "tiles")
-    with bar:
-        glomeruli = write_synthetic_tiff(args.out, spec, tile=args.tile, pyramid=args.pyramid, compression=args.compression, progress=update)
+    with ProgressBar(f"synth {Path(args.out).name}", unit="tiles") as bar:
+        glomeruli = write_synthetic_tiff(args.out, spec, tile=args.tile, pyramid=args.pyramid, compression=args.compression,
+                                         progress=bar.update)
     geojson = synth_geojson_path(args.out)
     annotations = [Annotation(Polygon(g.polygon), "Glomerulus", {}) for g in glomeruli]
     write_geojson(geojson, annotations_to_feature_collection(annotations))
@@ -127,9 +121,8 @@ def cmd_predict(args) -> int:
     out_dir = Path(args.out)
     for path in args.slides:
         out = probability_path(path, out_dir)
-        bar, update = _progress_bar(f"predict {Path(path).name}", "tiles")
-        with bar:
-            result = predict_slide(path, out, config, progress=lambda p, update=update: update(p.done, p.total))
+        with ProgressBar(f"predict {Path(path).name}", unit="tiles") as bar:
+            result = predict_slide(path, out, config, progress=bar.update)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({
             "slide": path, "out": str(out), "tiles": result.tiles, "skipped_tiles": result.skipped,
@@ -173,9 +166,8 @@ def cmd_postprocess(args) -> int:
         threshold=0.5 if threshold is None else threshold, min_size=min_size, fill_holes=not args.no_fill_holes,
         watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
     )
-    bar, update = _progress_bar(f"postprocess {Path(args.prob).name}")
-    with bar:
-        result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=update)
+    with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
+        result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update)
     print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size}))
     return 0
 
@@ -252,8 +244,10 @@ def cmd_project_init(args) -> int:
     project = init_project(root, tile=args.tile, downscale=args.downscale, predictions=maps)
     try:
         for slide in args.slide or []:
-            add_slide(project, slide, ground_truth=(truths.get(slide) or [None])[0], predictions=predictions.get(slide, []),
-                      full_hash=args.full_hash, mpp=args.mpp)
+            with ProgressBar(f"project {Path(slide).name}") as bar:  # shows the pseudo-labels' post-processing
+                add_slide(project, slide, ground_truth=(truths.get(slide) or [None])[0],
+                          predictions=predictions.get(slide, []), full_hash=args.full_hash, mpp=args.mpp,
+                          progress=bar.update)
     except BaseException:  # leave no half-made project behind
         for part, was_there in existed.items():
             if part and not was_there:
@@ -282,8 +276,10 @@ def cmd_project_add_slide(args) -> int:
     from .project.build import add_slide
 
     project = open_project(args.dir)
-    entry = add_slide(project, args.slide, slide_id=args.id, ground_truth=args.ground_truth,
-                      predictions=args.prediction or [], full_hash=args.full_hash, rle_id=args.rle_id, mpp=args.mpp)
+    with ProgressBar(f"project {Path(args.slide).name}") as bar:  # shows the pseudo-labels' post-processing
+        entry = add_slide(project, args.slide, slide_id=args.id, ground_truth=args.ground_truth,
+                          predictions=args.prediction or [], full_hash=args.full_hash, rle_id=args.rle_id,
+                          mpp=args.mpp, progress=bar.update)
     print(json.dumps(_slide_line(project, entry)))
     return 0
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 import time
 
+from .progress import Progress
+
 PLAIN_PROGRESS_EVERY_S = 5.0
 """Off a terminal, a plain progress line at most this often, and one at the end."""
 
 
 class ProgressBar:
-    """Progress on stderr driven by ``update(done, total)``: a tqdm bar when stderr is a terminal; anywhere else
+    """Progress on stderr driven by ``update(progress)`` (a :class:`~napari_hubmap.progress.Progress`, its
+    message shown beside the count): a tqdm bar when stderr is a terminal; anywhere else
     (a file, a CI log) a plain line ``DESC: DONE/TOTAL UNIT (P%)`` at most every :data:`PLAIN_PROGRESS_EVERY_S`
     and one at the end, never a carriage return. Nothing shows before the first update, so an error before any
     work is the only line printed."""
@@ -24,8 +27,9 @@ class ProgressBar:
         self.state = self.shown = None  # (done, total, note): the last update, the last plain line
         self.shown_at = -float("inf")
 
-    def update(self, done: int, total: int, note: str = "") -> None:
-        self.state = (done, total, note)
+    def update(self, progress: Progress) -> None:
+        """Show ``progress``; a :data:`~napari_hubmap.progress.ProgressCallback`."""
+        self.state = (progress.done, progress.total, progress.message)
         if self.terminal:
             self._draw()
         elif time.monotonic() - self.shown_at >= PLAIN_PROGRESS_EVERY_S:

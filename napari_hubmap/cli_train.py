@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .errors import HubmapInputError
@@ -115,30 +116,25 @@ def _emitter(enabled: bool):
 
 
 def _reporter(emit, events: bool):
-    """(progress callback, finish): the events themselves with ``--events``, else a progress bar on stderr
-    (see :class:`napari_hubmap.cli_progress.ProgressBar`) with a line per epoch."""
+    """(progress callback, finish): the events themselves (each Progress's ``details``) with ``--events``, else
+    a progress bar on stderr (see :class:`napari_hubmap.cli_progress.ProgressBar`) with a line per epoch."""
     if events:
-        return emit, lambda: None
+        return lambda progress: emit(progress.details), lambda: None
     from .cli_progress import ProgressBar
 
     run = {"bar": None}
 
-    def report(event: dict) -> None:
+    def report(progress) -> None:
         if os.environ.get("RANK", "0") != "0":
             return
-        kind = event["event"]
+        kind = progress.details["event"]
         if kind == "start":
             run["bar"] = ProgressBar("training", unit="steps", leave=True)
-            run["total"] = event["epochs"] * event["steps_per_epoch"]
-            run["done"] = event["resumed_at"] * event["steps_per_epoch"]
-            run["bar"].update(run["done"], run["total"])
+            run["bar"].update(progress)
         elif kind == "step":
-            run["done"] += 1
-            run["bar"].update(run["done"], run["total"], f"loss {event['loss']:.3f}")
+            run["bar"].update(progress)
         elif kind == "epoch":
-            dice = "-" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
-            run["bar"].write(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.3f}, "
-                             f"validation Dice {dice}{' (best, saved)' if event['best'] else ''}")
+            run["bar"].write(progress.message)
 
     def finish() -> None:
         if run["bar"] is not None:
@@ -177,30 +173,44 @@ def cmd_train(args) -> int:
         raise HubmapInputError(None, f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _run_torchrun(args)
+    from .progress import Cancelled
     from .training import train
+    from .training.checkpoint import checkpoint_folder
 
     emit = _emitter(args.events)
-    stop = {"asked": False}
+    stop, asked = threading.Event(), []
 
     def ask_stop(signum, frame):
-        stop["asked"] = True
+        if not asked:  # set once: a second signal arriving while the first sets it must not wait on its lock
+            asked.append(signum)
+            stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, ask_stop)
     report, finish = _reporter(emit, args.events)
+    epochs_run = [0]
+
+    def progress(update) -> None:
+        event = update.details
+        if event["event"] in ("start", "epoch"):  # epochs finished: those resumed, then each epoch's number
+            epochs_run[0] = event["resumed_at"] if event["event"] == "start" else event["epoch"]
+        report(update)
+
     try:
         config = config_of(args)
         mpp = _mpp_overrides(args.mpp, _mpp_file(args.mpp_file))
-        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic, progress=report,
-                       cancel=lambda: stop["asked"], resume=not args.no_resume, overwrite=args.overwrite)
+        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic, progress=progress,
+                       cancel=stop, resume=not args.no_resume, overwrite=args.overwrite)
     except HubmapInputError as error:
         emit({"event": "error", "message": str(error)})
         raise
-    finish()
-    if result.cancelled:
-        emit({"event": "cancelled", "checkpoint": str(result.checkpoint), "epochs_run": result.epochs_run})
-        print(f"napari-hubmap: cancelled; checkpoint {result.checkpoint} (run again to resume)", file=sys.stderr)
+    except Cancelled:  # the run saved its resume checkpoint first
+        finish()
+        checkpoint = checkpoint_folder(Path(args.out))
+        emit({"event": "cancelled", "checkpoint": str(checkpoint), "epochs_run": epochs_run[0]})
+        print(f"napari-hubmap: cancelled; checkpoint {checkpoint} (run again to resume)", file=sys.stderr)
         return 130
+    finish()
     card = result.card
     emit({"event": "done", "model": str(result.model), "metrics": card.metrics if card else {},
           "parent": card.parent if card else None, "cancelled": False, "epochs_run": result.epochs_run,

@@ -198,18 +198,20 @@ def test_predict_progress_in_a_log_file_is_plain_lines(tmp_path):
 def test_progress_off_a_terminal_prints_at_most_every_few_seconds(monkeypatch, capsys):
     from napari_hubmap import cli_progress
 
+    from napari_hubmap.progress import Progress
+
     clock = {"now": 100.0}
     monkeypatch.setattr(cli_progress.time, "monotonic", lambda: clock["now"])
     with cli_progress.ProgressBar("predict x.tif", unit="tiles") as bar:
         for done in range(0, 101):
-            bar.update(done, 100)
+            bar.update(Progress(done, 100))
             clock["now"] += 0.125  # 12.5 s in all: lines at 0, 5 and 10 s, then the last one
     assert capsys.readouterr().err.splitlines() == [
         "predict x.tif: 0/100 tiles (0%)", "predict x.tif: 40/100 tiles (40%)", "predict x.tif: 80/100 tiles (80%)",
         "predict x.tif: 100/100 tiles (100%)"]
     with pytest.raises(ValueError), cli_progress.ProgressBar("pyramid y.tif") as bar:
-        bar.update(3, 0)
-        bar.update(4, 0, "loss 0.5")
+        bar.update(Progress(3, 0))
+        bar.update(Progress(4, 0, "loss 0.5"))
         raise ValueError  # after an error, no summary line: the error's own line is the last
     assert capsys.readouterr().err.splitlines() == ["pyramid y.tif: 3"]
 

@@ -14,6 +14,7 @@ from napari_hubmap.errors import HubmapInputError
 from napari_hubmap.inference import InferenceConfig, predict_slide
 from napari_hubmap.stores.probability import open_probability, read_progress
 from napari_hubmap.inference.tta import DIHEDRAL, apply, invert, resolve_tta
+from napari_hubmap.progress import Cancelled
 from napari_hubmap.registry import LoadedModel, ModelCard, build_module, save_model
 from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
 
@@ -128,13 +129,14 @@ def test_resume_gives_byte_identical_output(tmp_path, synth_slide):
 
     def stop_after_some_rows(progress):
         events.append(progress)
-        if progress.rows_done >= 512:
+        if progress.details["rows_done"] >= 512:
             cancel.set()
 
     out = tmp_path / "resumed.zarr"
-    first = predict_slide(synth_slide, out, InferenceConfig(**config), progress=stop_after_some_rows, cancel=cancel, models=[model])
+    with pytest.raises(Cancelled):  # not complete
+        predict_slide(synth_slide, out, InferenceConfig(**config), progress=stop_after_some_rows, cancel=cancel, models=[model])
     done_after_first = read_progress(out)["rows_done"]
-    assert not first.complete and 0 < done_after_first < 1024
+    assert 0 < done_after_first < 1024
     partial = np.asarray(open_probability(out)[0][0][:])  # readable after cancel
     assert partial.shape == whole.shape
     second = predict_slide(synth_slide, out, InferenceConfig(**config), models=[model])
@@ -150,8 +152,15 @@ def test_resume_gives_byte_identical_output(tmp_path, synth_slide):
 def test_cancel_mid_run_leaves_a_readable_partial_store(tmp_path, synth_slide):
     cancel = threading.Event()
     out = tmp_path / "cancelled.zarr"
-    result = predict_slide(synth_slide, out, InferenceConfig(batch=1), progress=lambda p: cancel.set(), cancel=cancel, models=[conv_model(4, tile=64, overlap=16)])
-    assert not result.complete and result.computed >= 1
+    seen = []
+
+    def stop(progress):
+        seen.append(progress)
+        cancel.set()
+
+    with pytest.raises(Cancelled):  # not complete
+        predict_slide(synth_slide, out, InferenceConfig(batch=1), progress=stop, cancel=cancel, models=[conv_model(4, tile=64, overlap=16)])
+    assert len(seen) == 1 and seen[0].done >= 1  # stopped after the batch that was under way
     levels, meta = open_probability(out)
     assert levels[0].shape == (1024, 1536) and meta["progress"]["complete"] is False
 

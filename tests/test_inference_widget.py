@@ -225,8 +225,10 @@ def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
     panel.cancel()
     assert not panel.cancel_button.isEnabled()
     wait_done(qtbot, panel)
-    assert panel.error is None, panel.error
-    assert not panel.result.complete
+    from napari_hubmap.progress import Cancelled
+
+    assert isinstance(panel.error, Cancelled), panel.error
+    assert panel.result is None  # not complete
     assert "Cancelled" in panel.status.text()
     assert panel.last_progress.done < panel.last_progress.total
     store = slide_path.parent / "predictions" / "kidney1024.prob.zarr"

@@ -14,7 +14,6 @@ from synthetic_maps import blob_map, disk, write_prob_store
 
 from napari_hubmap.errors import HubmapInputError
 from napari_hubmap.postprocess import (
-    PostprocessCancelled,
     PostprocessConfig,
     postprocess_region,
     postprocess_slide,
@@ -26,6 +25,7 @@ from napari_hubmap.postprocess import (
 )
 from napari_hubmap.postprocess.pipeline import labels_array
 from napari_hubmap.postprocess.source import BlockSource
+from napari_hubmap.progress import Cancelled
 from napari_hubmap.stores.labels import open_labels
 
 
@@ -125,7 +125,7 @@ def test_slide_store_equals_region_and_overlays_the_slide(tmp_path):
     config = PostprocessConfig(watershed=True, min_distance=5, min_size=5)
     whole = postprocess_region(prob, config)
     calls = []
-    result = postprocess_slide(store, tmp_path / "slide.labels.zarr", config, block=256, progress=lambda d, t: calls.append((d, t)))
+    result = postprocess_slide(store, tmp_path / "slide.labels.zarr", config, block=256, progress=lambda p: calls.append((p.done, p.total)))
     levels, meta = open_labels(tmp_path / "slide.labels.zarr")
     assert np.array_equal(np.asarray(levels[0]), whole) and levels[0].dtype == np.uint32
     assert np.array_equal(np.asarray(levels[1]), whole[::2, ::2])
@@ -144,18 +144,18 @@ def test_cancel_leaves_no_output_and_keeps_an_older_one(tmp_path):
     out = tmp_path / "m.labels.zarr"
     cancel = threading.Event()
     cancel.set()
-    with pytest.raises(PostprocessCancelled):
+    with pytest.raises(Cancelled):
         postprocess_slide(store, out, PostprocessConfig(), cancel=cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.prob.zarr"]
     postprocess_slide(store, out, PostprocessConfig(threshold=0.6), block=128)
     before = np.asarray(open_labels(out)[0][0])
     late = threading.Event()
 
-    def progress(done, total):
-        if done == total - 1:  # during the last block write
+    def progress(update):
+        if update.done == update.total - 1:  # during the last block write
             late.set()
 
-    with pytest.raises(PostprocessCancelled):
+    with pytest.raises(Cancelled):
         postprocess_slide(store, out, PostprocessConfig(threshold=0.4), block=128, progress=progress, cancel=late)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.labels.zarr", "m.prob.zarr"]
     assert np.array_equal(np.asarray(open_labels(out)[0][0]), before)

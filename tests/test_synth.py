@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from shapely.geometry import Polygon
 
+from napari_hubmap.progress import Cancelled
 from napari_hubmap.synth import (
     SynthSpec,
     glomeruli,
@@ -246,7 +247,7 @@ def test_write_tiff_round_trip(tmp_path):
     spec = SynthSpec(1100, 900, seed=4, mpp=0.4)
     calls = []
     path = tmp_path / "slide.tif"
-    gloms = write_synthetic_tiff(path, spec, tile=256, progress=lambda d, t: calls.append((d, t)))
+    gloms = write_synthetic_tiff(path, spec, tile=256, progress=lambda p: calls.append((p.done, p.total)))
     assert [g.label for g in gloms] == [g.label for g in glomeruli(spec)]
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -303,11 +304,11 @@ def test_cancel_leaves_no_file(tmp_path):
     cancel = threading.Event()
     path = tmp_path / "cancelled.tif"
 
-    def progress(done, total):
-        if done >= 3:
+    def progress(update):
+        if update.done >= 3:
             cancel.set()
 
-    with pytest.raises(InterruptedError):
+    with pytest.raises(Cancelled):
         write_synthetic_tiff(path, spec, tile=256, progress=progress, cancel=cancel)
     assert not path.exists()
     assert os.listdir(tmp_path) == []

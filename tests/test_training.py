@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from napari_hubmap.errors import HubmapInputError
+from napari_hubmap.progress import Cancelled
 from napari_hubmap.registry import list_models, load_model, read_card
 from napari_hubmap.training import TrainConfig, load_sources, train
 from napari_hubmap.training.checkpoint import checkpoint_folder
@@ -44,7 +46,7 @@ def state_of(folder: Path) -> dict:
 
 def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     events = []
-    result = train(tiny(epochs=6, samples_per_epoch=16), [data], tmp_path / "m", progress=events.append)
+    result = train(tiny(epochs=6, samples_per_epoch=16), [data], tmp_path / "m", progress=lambda p: events.append(p.details))
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 6 and events[0]["event"] == "start" and events[0]["val_images"] == 2
     assert epochs[-1]["train_loss"] < 0.8 * epochs[0]["train_loss"]
@@ -62,7 +64,7 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     assert card.min_object_um2 == object_floor_um2(train_samples, 2.0) > 0  # from its training glomeruli
     loaded = load_model(tmp_path / "m")
     assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
-    assert not checkpoint_folder(tmp_path / "m").exists() and result.cancelled is False
+    assert not checkpoint_folder(tmp_path / "m").exists() and result.epochs_run == 6  # returned: not cancelled
 
 
 def test_fine_tuning_records_the_parent(tmp_path, data):
@@ -75,26 +77,33 @@ def test_resume_continues_from_the_last_checkpoint_exactly(tmp_path, data):
     config = tiny(epochs=2)
     train(config, [data], tmp_path / "straight")
     steps = []
+    cancel = threading.Event()
 
-    def cancel_after_three() -> bool:
-        return len(steps) >= 3
+    def cancel_after_three(progress) -> None:
+        if progress.details["event"] == "step":
+            steps.append(progress.details)
+        if len(steps) >= 3:
+            cancel.set()
 
-    first = train(config, [data], tmp_path / "resumed", progress=lambda e: steps.append(e) if e["event"] == "step" else None,
-                  cancel=cancel_after_three)
-    assert first.cancelled and checkpoint_folder(tmp_path / "resumed").is_dir()
+    with pytest.raises(Cancelled):
+        train(config, [data], tmp_path / "resumed", progress=cancel_after_three, cancel=cancel)
+    assert checkpoint_folder(tmp_path / "resumed").is_dir()
     saved = json.loads((checkpoint_folder(tmp_path / "resumed") / "state.json").read_text())
     assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
     load_model(tmp_path / "resumed")  # epoch 1's best is registered and loads
     events = []
-    second = train(config, [data], tmp_path / "resumed", progress=events.append)
+    second = train(config, [data], tmp_path / "resumed", progress=lambda p: events.append(p.details))
     assert events[0]["resumed_at"] == 1 and [e["step"] for e in events if e["event"] == "step"] == [2]
-    assert not second.cancelled and second.epochs_run == 2
+    assert second.epochs_run == 2  # returned: not cancelled
     a, b = state_of(tmp_path / "straight"), state_of(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_other_settings(tmp_path, data):
-    train(tiny(epochs=2), [data], tmp_path / "m", cancel=lambda: True)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        train(tiny(epochs=2), [data], tmp_path / "m", cancel=cancel)
     with pytest.raises(HubmapInputError, match="other settings.*lr"):
         train(tiny(epochs=2, lr=1e-2), [data], tmp_path / "m")
     (tmp_path / "users").mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..defaults import DEFAULT_MODEL
 from ..errors import HubmapInputError
+from ..progress import Cancelled
 from ..stores.naming import probability_path, progress_path, slide_stem
 from .background import YIELD_INTERVAL_S, emit_from_daemon, yield_progress
 from .slide_panel import slide_of
@@ -112,9 +114,11 @@ def format_seconds(seconds: float) -> str:
 
 
 def describe_progress(progress) -> str:
+    """``12/40 tiles · 3.1 tiles/s · ETA 9 s`` of the engine's Progress (its details hold rate and ETA)."""
+    details = progress.details or {}
     return (
-        f"{progress.done}/{progress.total} tiles · {progress.tiles_per_s:.1f} tiles/s · "
-        f"ETA {format_seconds(progress.eta_s)}"
+        f"{progress.done}/{progress.total} tiles · {details.get('tiles_per_s', 0.0):.1f} tiles/s · "
+        f"ETA {format_seconds(details.get('eta_s', float('inf')))}"
     )
 
 
@@ -383,7 +387,8 @@ class InferencePanel(QWidget):
         self.last_progress = self.result = self.error = None
         self.prob_layer = None
         self._refreshed_rows = -1
-        self._run_info = {"slide_layer": layer, "out": out, "name": f"{slide_stem(slide.path)} probability"}
+        self._run_info = {"slide_layer": layer, "out": out, "name": f"{slide_stem(slide.path)} probability",
+                          "started": time.perf_counter()}
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the plan is made
@@ -427,9 +432,10 @@ class InferencePanel(QWidget):
         if not self.cancel_event.is_set():
             self.status.setText(describe_progress(progress))
         layer = self._show_probability()
-        if layer is not None and progress.rows_done != self._refreshed_rows:
+        rows_done = (progress.details or {}).get("rows_done")
+        if layer is not None and rows_done != self._refreshed_rows:
             # the store changes only when rows become final: re-read (and redraw) only then
-            self._refreshed_rows = progress.rows_done
+            self._refreshed_rows = rows_done
             layer.refresh()
 
     def _show_probability(self):
@@ -467,28 +473,37 @@ class InferencePanel(QWidget):
         layer = self._show_probability()
         if layer is not None:
             layer.refresh()
-        cancelled = self.cancel_event.is_set() and not result.complete
         self.progress.setRange(0, max(result.tiles, 1))
-        if cancelled:
-            done = self.last_progress.done if self.last_progress else 0
-            self.progress.setValue(done)
-            message = (
-                f"Cancelled after {done}/{result.tiles} tiles ({result.seconds:.1f} s); "
-                f"partial map kept in {result.path}"
-            )
-        else:
-            self.progress.setValue(result.tiles)
-            resumed = f", resumed after row {result.resumed_rows}" if result.resumed_rows else ""
-            message = (
-                f"Done: {result.tiles} tiles ({result.skipped} skipped as background, {result.computed} computed) "
-                f"in {result.seconds:.1f} s{resumed} → {result.path}\n"
-                f"map at ×{result.downscale:g}, slide at {result.scale.describe()}"
-            )
+        self.progress.setValue(result.tiles)
+        resumed = f", resumed after row {result.resumed_rows}" if result.resumed_rows else ""
+        message = (
+            f"Done: {result.tiles} tiles ({result.skipped} skipped as background, {result.computed} computed) "
+            f"in {result.seconds:.1f} s{resumed} → {result.path}\n"
+            f"map at ×{result.downscale:g}, slide at {result.scale.describe()}"
+        )
+        self.status.setText(message)
+        self.viewer.status = message
+
+    def _on_cancelled(self):
+        """The engine stopped after a batch (Cancelled): the partial map stays, shown, and the next run resumes it."""
+        layer = self._show_probability()
+        if layer is not None:
+            layer.refresh()
+        done, total = (self.last_progress.done, self.last_progress.total) if self.last_progress else (0, 0)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        seconds = time.perf_counter() - self._run_info["started"]
+        out = self._run_info["out"]
+        message = (f"Cancelled after {done}/{total} tiles" if self.last_progress else "Cancelled before the first batch")
+        message += f" ({seconds:.1f} s)" + (f"; partial map kept in {out}" if progress_path(out).exists() else "")
         self.status.setText(message)
         self.viewer.status = message
 
     def _on_error(self, error):
         self.error = error
+        if isinstance(error, Cancelled):
+            self._on_cancelled()
+            return
         if not isinstance(error, HubmapInputError):  # a bug, not bad input: keep the traceback
             traceback.print_exception(type(error), error, error.__traceback__)
         self.progress.setRange(0, 1)

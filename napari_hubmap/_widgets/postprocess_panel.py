@@ -448,7 +448,7 @@ class PostprocessPanel(QWidget):
         self.status.setText(f"Post-processing the slide… → {out}")
 
         def work(progress):
-            return postprocess_slide(prob_path, out, config, progress=lambda d, t: progress((d, t)), cancel=cancel)
+            return postprocess_slide(prob_path, out, config, progress=progress, cancel=cancel)
 
         self.worker = create_worker(
             yield_progress, work, cancel, _start_thread=False,
@@ -466,9 +466,8 @@ class PostprocessPanel(QWidget):
             self.status.setText("Cancelling…")
 
     def _on_progress(self, progress):
-        done, total = progress
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        self.progress.setRange(0, max(progress.total, 1))
+        self.progress.setValue(progress.done)
 
     def _on_returned(self, result):
         from ..stores.labels import open_labels
@@ -495,12 +494,12 @@ class PostprocessPanel(QWidget):
         self.viewer.status = message
 
     def _on_error(self, error):
-        from ..postprocess import PostprocessCancelled
+        from ..progress import Cancelled
 
         self.error = error
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        if isinstance(error, PostprocessCancelled):
+        if isinstance(error, Cancelled):
             self.status.setText("Cancelled; nothing was written")
             return
         if not isinstance(error, HubmapInputError):

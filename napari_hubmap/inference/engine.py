@@ -4,7 +4,8 @@ Reader threads (each with its own open slide) read and normalise the next batche
 model runs; predictions of every model and TTA transform are averaged, blended with Gaussian (or
 centre-crop) weights onto one output grid and streamed to a uint8 OME-Zarr, rows at a time.
 A re-run with the same settings resumes after the last finished rows; ``cancel`` stops after the
-current batch and leaves a readable store. Memory is bounded by tiles and a few output bands.
+current batch, leaves a readable store (which the next run resumes) and raises
+:class:`~napari_hubmap.progress.Cancelled`. Memory is bounded by tiles and a few output bands.
 The working scales follow the slide's µm/px (:mod:`napari_hubmap.slide.scale`: given, else the file's,
 else assumed, with a warning); a slide coarser than a model's working scale is read at full
 resolution and upsampled.
@@ -21,13 +22,13 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import HubmapInputError
+from ..progress import Cancelled, ProgressCallback, report
 from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, ProbabilityStore
 from .accumulate import RowAccumulator
@@ -52,15 +53,6 @@ class InferenceConfig:
     forward_batch: int | None = None  # tiles per forward call; None: the whole batch on a GPU, 1 on CPU
     skip_background: bool = True
     tissue_saturation: float = 0.07
-
-
-@dataclass
-class Progress:
-    done: int
-    total: int
-    tiles_per_s: float
-    eta_s: float
-    rows_done: int
 
 
 @dataclass
@@ -252,11 +244,18 @@ def predict_slide(
     slide_path,
     out,
     config: InferenceConfig | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     models: list | None = None,
 ) -> PredictionResult:
-    """Run the ensemble over ``slide_path`` into the probability store ``out`` (resumable)."""
+    """Run the ensemble over ``slide_path`` into the probability store ``out`` (resumable).
+
+    ``progress`` gets :class:`~napari_hubmap.progress.Progress` in tiles (of every model; skipped background
+    tiles count, a resumed run starts at the tiles it skips; a constant total) after each batch, its
+    ``details`` {``tiles_per_s``, ``eta_s``, ``rows_done``: rows of the map final in the store}. ``cancel``
+    set: stops after the current batch (or stops a pyramid cache build the run needs) and raises
+    :class:`~napari_hubmap.progress.Cancelled`; the store keeps the finished rows and the next run with the
+    same settings resumes there."""
     config = config or InferenceConfig()
     cancel = cancel or threading.Event()
     tta = resolve_tta(config.tta)
@@ -269,7 +268,7 @@ def predict_slide(
     with open_slide(slide_path, mpp=config.mpp) as slide:
         _say_scale(slide.scale, slide_path, models)
         if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
-            slide.build_cache()  # compressed single-level slide: overview levels need the cache
+            slide.build_cache(cancel=cancel)  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
     settings, digest = settings_of(slide_path, plan, config, tta)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
@@ -315,6 +314,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     total_jobs = len(plan.jobs)
     done_jobs = sum(len(b) for b in plan.batches[:start])
     computed = 0
+    cancelled = False
     with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool:
         pending = {}
         lookahead = max(2, config.readers * 2)
@@ -322,6 +322,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
             pending[b] = pool.submit(prepare, plan.batches[b])
         for b in range(start, len(plan.batches)):
             if cancel.is_set():
+                cancelled = True
                 break
             batch = plan.batches[b]
             inputs = pending.pop(b).result()
@@ -338,11 +339,15 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
                 elapsed = time.perf_counter() - started
                 rate = computed / elapsed if elapsed > 0 else 0.0
                 remaining = sum(not j.skipped for bb in plan.batches[b + 1 :] for j in bb)
-                progress(Progress(done_jobs, total_jobs, rate, remaining / rate if rate else float("inf"), store.rows_done))
+                report(progress, done_jobs, total_jobs, details={
+                    "tiles_per_s": rate, "eta_s": remaining / rate if rate else float("inf"), "rows_done": store.rows_done})
         for future in pending.values():
             future.cancel()
     seconds = time.perf_counter() - started
     store.save_progress(complete=store.complete)
+    if cancelled:  # after the store recorded how far it got: the next run resumes there
+        raise Cancelled(f"prediction cancelled after {done_jobs}/{total_jobs} tiles ({seconds:.1f} s); "
+                        f"the partial map in {store.path} resumes on the next run")
     return PredictionResult(
         Path(store.path), total_jobs, plan.skipped, computed, seconds, computed / seconds if seconds else 0.0,
         resumed_rows, store.complete, plan.out_downscale, plan.scale,

@@ -5,7 +5,6 @@ a whole slide block by block (:func:`postprocess_slide`); see :mod:`.pipeline` f
 """
 
 from .config import PostprocessConfig, foreground, uint8_cutoff
-from .pipeline import PostprocessCancelled
 from .region import postprocess_region
 from .slide import PostprocessResult, postprocess_slide, slide_shape_of
 from .threshold import (
@@ -19,7 +18,6 @@ from .threshold import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "PostprocessCancelled",
     "PostprocessConfig",
     "PostprocessResult",
     "ThresholdCurve",

@@ -14,20 +14,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from typing import Callable
 
 import numpy as np
 
+from ..progress import Steps
 from .components import Components, find_components
 from .config import PostprocessConfig
 from .objects import ObjectResult, process_object
 from .source import BlockSource, block_count, iter_blocks
-
-
-class PostprocessCancelled(InterruptedError):
-    """Post-processing was cancelled (``cancel`` was set); no output was written."""
 
 
 class Instances:
@@ -67,30 +63,9 @@ class Instances:
         return out
 
 
-class Steps:
-    """Progress (done, total) and cancellation between units of work."""
-
-    def __init__(self, total: int, progress: Callable[[int, int], None] | None, cancel: threading.Event | None):
-        self.done, self.total = 0, total
-        self.progress, self.cancel = progress, cancel
-
-    def check(self) -> None:
-        if self.cancel is not None and self.cancel.is_set():
-            raise PostprocessCancelled("post-processing cancelled")
-
-    def __call__(self, units: int = 1) -> None:
-        self.check()
-        self.done += units
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-    def grow(self, units: int) -> None:
-        self.total += units
-
-
 def instances(source: BlockSource, config: PostprocessConfig, block: int, steps: Steps | None = None) -> Instances:
     """Passes 1 and 2 over ``source``: the processed objects, numbered, ready to paint."""
-    steps = steps or Steps(0, None, None)
+    steps = steps or Steps(0)
     steps.check()
     components = find_components(source, config.threshold, block, step=steps)
     steps.grow(len(components))

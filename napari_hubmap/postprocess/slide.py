@@ -3,8 +3,8 @@
 Never loads the whole map: pass 1 reads it block by block, pass 2 reads each object's padded box
 (through a chunk cache), pass 3 writes the labels block by block into a temporary OME-Zarr that is
 renamed onto the output only when complete. Memory: the compressed object masks, a few numbers per
-object, and a few rows of decompressed chunks. A cancelled or failed run leaves no output (an older
-output at that path stays as it was).
+object, and a few rows of decompressed chunks. A cancelled (:class:`~napari_hubmap.progress.Cancelled`) or
+failed run leaves no output (an older output at that path stays as it was).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
+from ..progress import ProgressCallback, Steps
 from ..slide.scale import MPP_SOURCES, SCALE_KEYS, recorded_scale
 from ..stores.labels import LabelsStoreWriter, check_full_shape, is_labels_store
 from ..stores.probability import open_probability
 from .config import PostprocessConfig
-from .pipeline import Steps, instances, paint_blocks, total_steps
+from .pipeline import instances, paint_blocks, total_steps
 from .region import check_probability
 from .source import BlockSource
 
@@ -105,14 +105,14 @@ def postprocess_slide(
     *,
     level: int = 0,
     block: int = 2048,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> PostprocessResult:
     """Labels store ``out_path`` (uint32 OME-Zarr) of probability store ``prob_path`` at ``level``.
 
-    ``progress(done, total)``: units are blocks read, objects processed and blocks written (the total
-    grows by the object count once pass 1 has found them). ``cancel`` set: raises
-    :class:`PostprocessCancelled`, leaving no output.
+    ``progress`` gets :class:`~napari_hubmap.progress.Progress` whose units are blocks read, objects
+    processed and blocks written: the total grows, once, by the object count when pass 1 has found them.
+    ``cancel`` set: raises :class:`~napari_hubmap.progress.Cancelled`, leaving no output.
     """
     start = time.perf_counter()
     config = config or PostprocessConfig()
@@ -131,7 +131,7 @@ def postprocess_slide(
             check_full_shape(shape, slide_shape, downscale)
         except HubmapInputError:
             slide_shape = None  # the slide changed since; the labels still overlay by downscale
-    steps = Steps(total_steps(shape, block), progress, cancel)
+    steps = Steps(total_steps(shape, block), progress, cancel, "post-processing cancelled")
     found = instances(BlockSource(prob), config, block, steps)
     attrs = {"slide_shape": list(slide_shape) if slide_shape else None, "source": str(prob_path), "level": level,
              "postprocess": config.as_dict(), "slide": meta.get("slide"),

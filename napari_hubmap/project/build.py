@@ -2,7 +2,9 @@
 
 Every operation checks its inputs before writing, writes the stores it makes atomically (temporary
 folder renamed when complete) and writes the manifest last, so a failure leaves the old manifest (and
-at worst an unlisted file under the project folder, removed where possible).
+at worst an unlisted file under the project folder, removed where possible). The long part, post-processing
+a slide's primary prediction into pseudo-labels, reports :class:`~napari_hubmap.progress.Progress` and
+stops with :class:`~napari_hubmap.progress.Cancelled` (see :func:`add_slide`), which rolls back like a failure.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
+from ..progress import ProgressCallback, check_cancelled, with_message
 from ..stores.naming import labels_path, slide_stem
 from .manifest import (
     DEFAULT_DOWNSCALE,
@@ -96,10 +100,16 @@ def _checked_level(prob: Path, d: float, n: int, downscale: float) -> int:
 
 
 def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_truth=None, predictions=(),
-              full_hash: bool = False, rle_id: str | None = None, mpp: float | None = None) -> SlideEntry:
+              full_hash: bool = False, rle_id: str | None = None, mpp: float | None = None,
+              progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> SlideEntry:
     """Add ``slide`` (read to learn its size and µm/px; hashed), optionally its ground truth (any
     annotation format) and probability maps (the first is post-processed into pseudo-labels).
-    ``mpp``: the slide's µm/px when given (recorded; wins over the file's, see :class:`SlideEntry`)."""
+    ``mpp``: the slide's µm/px when given (recorded; wins over the file's, see :class:`SlideEntry`).
+
+    ``progress``: the pseudo-labels' post-processing as :func:`~napari_hubmap.postprocess.postprocess_slide`
+    reports it (its total grows once), with the message ``pseudo-labels <slide id>``; nothing else reports (no
+    prediction: no progress). ``cancel`` set: raises :class:`~napari_hubmap.progress.Cancelled` (checked before
+    each part and during the post-processing); the project is left as it was, as after any failure."""
     from ..slide import open_slide
 
     slide = Path(slide)
@@ -117,9 +127,11 @@ def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_tr
     made: list[Path] = []
     try:
         if ground_truth is not None:
+            check_cancelled(cancel, f"adding slide {slide_id!r} cancelled")
             made += _import_ground_truth(project, entry, Path(ground_truth), rle_id)
         for prediction in predictions or ():
-            made += _add_prediction(project, entry, Path(prediction))
+            made += _add_prediction(project, entry, Path(prediction), progress=progress, cancel=cancel)
+        check_cancelled(cancel, f"adding slide {slide_id!r} cancelled")
         project.save()
     except BaseException:
         project.slides.remove(entry)
@@ -143,14 +155,16 @@ def import_ground_truth(project: Project, slide_id: str, annotation, *, rle_id: 
     return entry.ground_truth
 
 
-def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | None = None, config=None) -> PredictionEntry:
+def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | None = None, config=None,
+                   progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> PredictionEntry:
     """Add a probability map to a slide (the first one becomes the primary, post-processed into
     pseudo-labels with ``config``, else the threshold (default: the recorded one) and the models'
-    recorded minimum size at the map level used)."""
+    recorded minimum size at the map level used). ``progress`` and ``cancel``: as in :func:`add_slide`."""
     entry = project.slide(slide_id)
     made = []
     try:
-        made = _add_prediction(project, entry, Path(prob), threshold=threshold, config=config)
+        made = _add_prediction(project, entry, Path(prob), threshold=threshold, config=config, progress=progress,
+                               cancel=cancel)
         project.save()
     except BaseException:
         entry.predictions = [p for p in entry.predictions if project.resolve(p.path) != Path(prob)]
@@ -258,7 +272,8 @@ def rasterise_ground_truth(source: Path, full_shape, downscale: float, *, rle_id
 # ------------------------------------------------------------------------------------------ predictions
 
 
-def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshold: float | None = None, config=None) -> list[Path]:
+def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshold: float | None = None, config=None,
+                    progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> list[Path]:
     from ..postprocess import PostprocessConfig, postprocess_slide
     from ..postprocess.slide import recorded_min_size, recorded_threshold
     from ..stores.probability import open_probability
@@ -281,7 +296,8 @@ def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshol
     if not entry.predictions:
         out = labels_path(entry.id, project.root / PSEUDO_DIR)
         out.parent.mkdir(parents=True, exist_ok=True)
-        postprocess_slide(prob, out, config, level=level)
+        postprocess_slide(prob, out, config, level=level, progress=with_message(progress, f"pseudo-labels {entry.id}"),
+                          cancel=cancel)
         made.append(out)
         pseudo = project.record(out)
     models = [dict(m) for m in meta.get("models", []) if isinstance(m, dict)]

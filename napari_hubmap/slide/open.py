@@ -9,6 +9,7 @@ of the cache built so far (white elsewhere) for compressed files.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import HubmapInputError
+from ..progress import ProgressCallback
 from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2, empty_region, level_shapes
 from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
 from .scale import SlideScale, check_mpp, slide_scale
@@ -116,15 +118,20 @@ class Slide:
             "layout": self.layout,
         }
 
-    def build_cache(self, *, background: bool = False, progress=None) -> BuildState | None:
-        """Build the pyramid cache of a single-level slide (no-op for pyramidal files)."""
+    def build_cache(self, *, background: bool = False, progress: ProgressCallback | None = None,
+                    cancel: threading.Event | None = None) -> BuildState | None:
+        """Build the pyramid cache of a single-level slide (no-op for pyramidal files): ``progress`` gets
+        :class:`~napari_hubmap.progress.Progress` in pixels read; ``cancel`` set: raises
+        :class:`~napari_hubmap.progress.Cancelled`, leaving no cache. ``background``: in a daemon thread;
+        returns its state at once (its ``error`` holds the Cancelled; a build already running keeps its
+        own ``cancel``, see :meth:`PyramidCache.start_build`)."""
         if self.cache is None or self.cache.complete:
             return None
         if background:
-            state = self.cache.start_build(self.reopen)
+            state = self.cache.start_build(self.reopen, cancel=cancel)
             state.on_progress = progress
             return state
-        state = BuildState(on_progress=progress)
+        state = BuildState(on_progress=progress, cancel=cancel or threading.Event())
         self.cache.build(self.reopen, state=state)
         return state
 

@@ -5,6 +5,9 @@ the slide's real path, size and modification time. It holds levels 1..n (each a 
 level above, stored as (c, y, x) uint8, chunks (3, 512, 512)); level 0 stays in the slide file.
 A build writes into ``<name>.partial-<pid>`` and renames it when complete, so a crash never leaves a
 cache that looks complete. While a build runs in this process, its partial arrays can be read.
+A build reports :class:`~napari_hubmap.progress.Progress` in pixels of the levels read (the total is known
+before the first report) and raises :class:`~napari_hubmap.progress.Cancelled` when its ``cancel`` event is
+set, leaving no cache (nor a partial one).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from typing import Callable
 import numpy as np
 import zarr
 
+from ..progress import ProgressCallback, check_cancelled, report
 from .levels import RegionSource, downsample_mean2, level_shapes
 
 CHUNK = 512
 BLOCK = 4096
 FILL = 255
-ProgressCallback = Callable[[int, int], None]
 
 
 def cache_root() -> Path:
@@ -46,7 +49,8 @@ def cache_dir_for(slide_path: str | os.PathLike) -> Path:
 
 @dataclass
 class BuildState:
-    """Progress of a cache build running in this process."""
+    """Progress of a cache build running in this process (``done`` of ``total`` pixels read), its cancel
+    event, and where it reports (``on_progress``)."""
 
     done: int = 0
     total: int = 1
@@ -59,8 +63,7 @@ class BuildState:
 
     def advance(self, amount: int) -> None:
         self.done += amount
-        if self.on_progress is not None:
-            self.on_progress(self.done, self.total)
+        report(self.on_progress, self.done, self.total)
 
     @property
     def fraction(self) -> float:
@@ -118,13 +121,15 @@ class PyramidCache:
         except (FileNotFoundError, ValueError, KeyError, zarr.errors.ArrayNotFoundError):
             return None
 
-    def start_build(self, open_base: Callable[[], tuple[RegionSource, Callable[[], None]]]) -> BuildState:
-        """Build in a daemon thread unless complete or already building; returns its state."""
+    def start_build(self, open_base: Callable[[], tuple[RegionSource, Callable[[], None]]],
+                    cancel: threading.Event | None = None) -> BuildState:
+        """Build in a daemon thread unless complete or already building; returns its state (a new build
+        stops when ``cancel``, else the state's own ``cancel``, is set; a running one keeps its own)."""
         with _builds_lock:
             entry = _builds.get(self.final)
             if entry is not None and not entry[1].finished:
                 return entry[1]
-            state = BuildState()
+            state = BuildState(cancel=cancel or threading.Event())
             partial = self.final.with_name(f"{self.final.name}.partial-{os.getpid()}-{threading.get_ident()}")
             _builds[self.final] = (partial, state)
         if self.complete:
@@ -144,7 +149,8 @@ class PyramidCache:
         return state
 
     def build(self, open_base, partial: Path | None = None, state: BuildState | None = None) -> Path:
-        """Build the cache now (blocking). Raises InterruptedError when ``state.cancel`` is set."""
+        """Build the cache now (blocking). Raises :class:`~napari_hubmap.progress.Cancelled` when
+        ``state.cancel`` is set (the partial cache removed)."""
         state = state or BuildState()
         partial = partial or self.final.with_name(f"{self.final.name}.partial-{os.getpid()}")
         if self.complete:
@@ -218,8 +224,7 @@ def _downsample_into(source: RegionSource, target: zarr.Array, state: BuildState
     """Fill ``target`` (half the size of ``source``) block by block with 2x2 means."""
     for y in range(0, source.height, BLOCK):
         for x in range(0, source.width, BLOCK):
-            if state.cancel.is_set():
-                raise InterruptedError("pyramid cache build cancelled")
+            check_cancelled(state.cancel, "pyramid cache build cancelled")
             rows = slice(y, min(y + BLOCK, source.height), 1)
             cols = slice(x, min(x + BLOCK, source.width), 1)
             reduced = downsample_mean2(source.read(rows, cols))

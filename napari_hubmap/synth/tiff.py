@@ -15,11 +15,10 @@ import numpy as np
 import tifffile
 
 from ..atomic import atomic_path
+from ..progress import ProgressCallback, check_cancelled, report
 from .layout import Glomerulus, glomeruli
 from .render import render_region
 from .spec import SynthSpec, ceil_div
-
-Progress = Callable[[int, int], None]
 
 _BIGTIFF_BYTES = 2_000_000_000  # classic TIFF offsets are 32-bit; stay well clear of 4 GiB
 _MIN_LEVEL_SIDE = 1024  # reduced levels stop once the largest side is at most this
@@ -64,7 +63,7 @@ def write_synthetic_tiff(
     pyramid: bool = False,
     compression: str | None = None,
     bigtiff: bool | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> list[Glomerulus]:
     """Write ``spec`` as a tiled RGB TIFF at ``path`` and return its glomeruli.
@@ -73,8 +72,9 @@ def write_synthetic_tiff(
     (pixels per centimetre). With ``pyramid`` the reduced levels (each half the previous, down
     to a largest side <= 1024) are SubIFDs of level 0 with ``subfiletype=1``, each rendered
     procedurally with the matching downsample. ``bigtiff=None`` picks BigTIFF above ~2 GB.
-    ``progress(done_tiles, total_tiles)`` is called as tiles are rendered; setting ``cancel``
-    stops the write, removes the partial file and raises InterruptedError.
+    ``progress`` gets :class:`~napari_hubmap.progress.Progress` in tiles written, of all levels (a constant
+    total); setting ``cancel`` stops the write, removes the partial file and raises
+    :class:`~napari_hubmap.progress.Cancelled`.
     """
     if tile < 16 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
@@ -85,10 +85,9 @@ def write_synthetic_tiff(
 
     def step() -> None:
         nonlocal done
-        if cancel is not None and cancel.is_set():
-            raise InterruptedError(f"writing {os.fspath(path)} was cancelled")
-        if progress is not None and done:
-            progress(done, total)
+        check_cancelled(cancel, f"writing {os.fspath(path)} was cancelled")
+        if done:
+            report(progress, done, total)
         done += 1
 
     with atomic_path(path) as tmp:

@@ -7,16 +7,19 @@ images (Dice, object F1, threshold chosen), and registers the best weights atomi
 registry (``card.json`` + ``model.safetensors``). It resumes from ``<out>.checkpoint`` and runs as
 DistributedDataParallel under torchrun (``napari-hubmap train --nproc N``).
 
-Progress events (dicts; ``napari-hubmap train --events`` prints them as JSON lines):
+Progress (:class:`napari_hubmap.progress.Progress` in optimiser steps) carries an event, a dict, as its
+``details`` (``napari-hubmap train --events`` prints them as JSON lines):
 ``start`` {epochs, steps_per_epoch, train_samples, val_images, out, resumed_at, device, world},
 ``step`` {epoch, step, steps, loss, lr}, ``epoch`` {epoch, epochs, train_loss, val_dice,
-val_object_f1, threshold, lr, best, seconds}; the CLI adds ``done``, ``cancelled`` and ``error``.
+val_object_f1, threshold, val_dice_by_source, lr, seconds, best}; the CLI adds ``done``, ``cancelled``
+and ``error``. A cancelled run raises :class:`napari_hubmap.progress.Cancelled` once its resume checkpoint
+is saved.
 """
 
 from .config import LOSSES, TrainConfig
 from .presets import DEFAULT_PRESET, PRESETS, Preset, preset_card
 
-_LAZY = {"TrainingCancelled": "loop", "TrainResult": "loop", "train": "loop", "Sample": "sources",
+_LAZY = {"TrainResult": "loop", "train": "loop", "Sample": "sources",
          "load_sources": "sources"}
 
 
@@ -29,4 +32,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["DEFAULT_PRESET", "LOSSES", "PRESETS", "Preset", "Sample", "TrainConfig", "TrainResult",
-           "TrainingCancelled", "load_sources", "preset_card", "train"]
+           "load_sources", "preset_card", "train"]

@@ -1,10 +1,11 @@
 """The training run: plan (data, split, model) -> epochs of steps -> validate -> register the best.
 
 ``train`` is the one entry point (the CLI, the widget's subprocess and torchrun ranks all call it). It
-reports through ``progress`` (dicts, see :mod:`napari_hubmap.training` for the events), stops when
-``cancel()`` is true (at the next step, after saving a resume checkpoint), and returns a
-:class:`TrainResult`. The best weights (EMA, by validation Dice) are saved to the registry folder
-``out`` whenever they improve, atomically, so an interruption never leaves an unloadable model.
+reports :class:`~napari_hubmap.progress.Progress` in optimiser steps (``details``: the events, see
+:mod:`napari_hubmap.training`), stops when its ``cancel`` event is set (at the next step, after saving a
+resume checkpoint, raising :class:`~napari_hubmap.progress.Cancelled`), and returns a :class:`TrainResult`.
+The best weights (EMA, by validation Dice) are saved to the registry folder ``out`` whenever they improve,
+atomically, so an interruption never leaves an unloadable model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HubmapInputError
+from ..progress import Cancelled, ProgressCallback, report
 from ..registry import ModelCard, build_module, load_model, save_model
 from . import distributed
 from .augment import training_augmentation
@@ -33,18 +36,12 @@ from .split import split_samples
 from .validate import validation_scores
 
 
-class TrainingCancelled(Exception):
-    """Raised inside the loop when ``cancel()`` turned true; the checkpoint has been saved."""
-
-
 @dataclass
 class TrainResult:
     model: Path | None
     card: ModelCard | None
     history: list = field(default_factory=list)
     best: dict = field(default_factory=dict)
-    cancelled: bool = False
-    checkpoint: Path | None = None
     epochs_run: int = 0
     rank_digests: list = field(default_factory=list)
 
@@ -90,10 +87,6 @@ def pick_device(name: str) -> torch.device:
     from ..inference.engine import pick_device as engine_pick
 
     return engine_pick(name)
-
-
-def _never() -> bool:
-    return False
 
 
 def starting_card(config: TrainConfig, out: Path) -> tuple[ModelCard, dict | None]:
@@ -242,7 +235,19 @@ def training_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, sca
     return loss.detach()
 
 
-def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
+def _report(run: _Run, progress: ProgressCallback, done: int, event: dict, message: str = "") -> None:
+    """A training event as :class:`~napari_hubmap.progress.Progress`: ``done`` of all the run's steps."""
+    report(progress, done, run.config.epochs * run.config.steps_for(run.world.size), message, event)
+
+
+def epoch_line(event: dict) -> str:
+    """``epoch 2/6: loss 0.412, validation Dice 0.801 (best, saved)``: what an ``epoch`` event says."""
+    dice = "-" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
+    return (f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.3f}, "
+            f"validation Dice {dice}{' (best, saved)' if event['best'] else ''}")
+
+
+def _train_epoch(run: _Run, epoch: int, progress: ProgressCallback, cancel: threading.Event) -> float:
     """Steps of one epoch (from where a resumed run stopped); the mean loss over its steps."""
     c = run.config
     loss_fn = loss_function(c.loss)
@@ -254,9 +259,9 @@ def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
     loader = tile_loader(c, run.train, run.card.normalization, run.device, epoch, step, run.world.rank,
                          run.world.size)
     for images, masks in loader:
-        if distributed.broadcast(run.world, bool(cancel())):
+        if distributed.broadcast(run.world, cancel.is_set()):
             _save_checkpoint(run) if run.world.main else None
-            raise TrainingCancelled()
+            raise Cancelled(f"training cancelled; resume checkpoint {checkpoint_folder(run.out)}")
         global_step = epoch * steps + step
         for group in run.optimizer.param_groups:
             group["lr"] = c.lr * lr_factor(global_step, total, warmup)
@@ -266,14 +271,15 @@ def _train_epoch(run: _Run, epoch: int, progress, cancel) -> float:
         run.loss_sum += value
         step += 1
         run.step_in_epoch = step
-        progress({"event": "step", "epoch": epoch + 1, "step": step, "steps": steps, "loss": value,
-                  "lr": run.optimizer.param_groups[0]["lr"]})
+        _report(run, progress, epoch * steps + step, {"event": "step", "epoch": epoch + 1, "step": step, "steps": steps,
+                                                      "loss": value, "lr": run.optimizer.param_groups[0]["lr"]},
+                f"loss {value:.3f}")
     mean_loss = run.loss_sum / max(1, step)
     run.step_in_epoch, run.loss_sum = 0, 0.0
     return mean_loss
 
 
-def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: float, progress) -> bool:
+def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: float, progress: ProgressCallback) -> bool:
     """Rank 0: validate the EMA weights, save them if best; every rank: whether to stop now."""
     c = run.config
     stop = False
@@ -292,7 +298,8 @@ def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: fl
         else:
             run.stale += 1
         stop = bool(run.val) and epoch + 1 >= c.min_epochs and run.stale >= c.patience
-        progress({"event": "epoch", "epochs": c.epochs, "best": improved, **entry})
+        event = {"event": "epoch", "epochs": c.epochs, "best": improved, **entry}
+        _report(run, progress, (epoch + 1) * c.steps_for(run.world.size), event, epoch_line(event))
     return bool(distributed.broadcast(run.world, stop))
 
 
@@ -309,11 +316,18 @@ def _register(run: _Run) -> None:
 
 
 def train(config: TrainConfig, data_paths=None, out=None, *, mpp: dict | None = None, synthetic: int = 0,
-          samples: list[Sample] | None = None, progress=None, cancel=None, resume: bool = True,
-          overwrite: bool = False) -> TrainResult:
-    """Train (or resume) a model and register its best weights in ``out``; see the module doc."""
-    progress = progress or (lambda event: None)
-    cancel = cancel or _never
+          samples: list[Sample] | None = None, progress: ProgressCallback | None = None,
+          cancel: threading.Event | None = None, resume: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train (or resume) a model and register its best weights in ``out``; see the module doc.
+
+    ``progress`` gets :class:`~napari_hubmap.progress.Progress` in optimiser steps of the whole run
+    (``epochs`` x steps per epoch, a constant total; a resumed run starts at the steps it took; a run stopped
+    early by ``patience`` ends short of it), its ``details`` the event (``start``, ``step``, ``epoch``: see
+    :mod:`napari_hubmap.training`), its ``message`` the loss of a step or the summary of an epoch (``epoch``
+    on rank 0 only). ``cancel`` set: at the next step the resume checkpoint ``<out>.checkpoint`` is
+    saved (the best weights so far stay registered in ``out``) and :class:`~napari_hubmap.progress.Cancelled`
+    is raised; the next call with the same settings resumes there."""
+    cancel = cancel or threading.Event()
     out = Path(out)
     world = distributed.world_from_env()
     device = pick_device(config.device)
@@ -332,21 +346,20 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
     ckpt = checkpoint_folder(out)
     if resume and ckpt.exists():
         _resume(run, ckpt)
-    progress({"event": "start", "epochs": config.epochs, "steps_per_epoch": config.steps_for(world.size),
-              "train_samples": len(run.train), "val_images": len(run.val), "out": str(out),
-              "resumed_at": run.epoch, "device": str(run.device), "world": world.size})
-    try:
-        while run.epoch < config.epochs:
-            started = time.perf_counter()
-            loss = _train_epoch(run, run.epoch, progress, cancel)
-            stop = _validate_and_register(run, run.epoch, loss, time.perf_counter() - started, progress)
-            run.epoch += 1
-            if world.main:
-                _save_checkpoint(run)
-            if stop:
-                break
-    except TrainingCancelled:
-        return TrainResult(out if out.exists() else None, None, run.history, run.best, True, ckpt, run.epoch)
+    steps = config.steps_for(world.size)
+    _report(run, progress, run.epoch * steps + run.step_in_epoch,
+            {"event": "start", "epochs": config.epochs, "steps_per_epoch": steps, "train_samples": len(run.train),
+             "val_images": len(run.val), "out": str(out), "resumed_at": run.epoch, "device": str(run.device),
+             "world": world.size})
+    while run.epoch < config.epochs:
+        started = time.perf_counter()
+        loss = _train_epoch(run, run.epoch, progress, cancel)
+        stop = _validate_and_register(run, run.epoch, loss, time.perf_counter() - started, progress)
+        run.epoch += 1
+        if world.main:
+            _save_checkpoint(run)
+        if stop:
+            break
     digests = distributed.gather(world, distributed.weights_digest(_plain(run.module)))
     if world.main and ckpt.exists():
         shutil.rmtree(ckpt)
@@ -355,4 +368,4 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
         from ..registry import read_card
 
         card = read_card(out)
-    return TrainResult(out, card, run.history, run.best, False, None, run.epoch, digests)
+    return TrainResult(out, card, run.history, run.best, run.epoch, digests)
