@@ -172,6 +172,14 @@ def cmd_postprocess(args) -> int:
     return 0
 
 
+def cmd_save_threshold(args) -> int:
+    from .postprocess import save_best_threshold
+
+    saved = save_best_threshold(args.prob, args.threshold)
+    print(json.dumps({"prob": args.prob, "threshold": args.threshold, "saved": str(saved)}))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
@@ -469,6 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--level", type=int, default=0, help="pyramid level of the probability map")
     post.add_argument("--out", required=True, metavar="LABELS.zarr")
     post.set_defaults(func=cmd_postprocess)
+
+    save = sub.add_parser("save-threshold", help="make THRESHOLD the default of the models that made a probability "
+                                                  "map: its one model's card, or an ensemble.json beside the map")
+    save.add_argument("prob", metavar="PROB.zarr")
+    save.add_argument("threshold", type=float, metavar="THRESHOLD", help="probability cutoff in [0, 1] (e.g. "
+                                                                         "evaluate --curve's best_threshold)")
+    save.set_defaults(func=cmd_save_threshold)
 
     evaluate = sub.add_parser("evaluate", help="pixel Dice/IoU and object F1 of a prediction against ground truth (one JSON line)")
     evaluate.add_argument("pred", metavar="PRED", help=f"a {PROBABILITY_SUFFIX}, a labels .zarr, or a label/mask PNG/TIFF")

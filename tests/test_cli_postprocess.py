@@ -103,6 +103,34 @@ def test_bad_inputs_are_one_line_and_leave_no_output(prob_store, tmp_path, capsy
     assert names == ["kid.png", "kid.prob.zarr", "o.zarr", "small.png"], names
 
 
+def test_save_threshold_into_the_card_or_an_ensemble_beside_the_map(tmp_path, capsys):
+    """The Post-processing panel's *Save threshold* as a command: the map's one model's card, or ensemble.json."""
+    from napari_hubmap.postprocess import read_ensemble_config
+    from napari_hubmap.registry import ModelCard, read_card
+
+    folders = []
+    for name in ("a", "b"):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        (folders[-1] / "card.json").write_text(ModelCard(name=name, architecture="Unet", encoder="resnet18").to_json())
+        (folders[-1] / "model.safetensors").write_bytes(b"")
+    prob = blob_map((40, 40), seed=1)
+    one = write_prob_store(tmp_path / "one" / "s.prob.zarr", prob, settings={"models": [{"name": "a", "path": str(folders[0])}]})
+    code, out, _ = run(capsys, "save-threshold", one, 0.35)
+    assert code == 0 and one_json_line(out) == {"prob": str(one), "threshold": 0.35, "saved": str(folders[0] / "card.json")}
+    assert read_card(folders[0]).threshold == 0.35
+    both = write_prob_store(tmp_path / "two" / "s.prob.zarr", prob,
+                            settings={"models": [{"name": n, "path": str(f)} for n, f in zip("ab", folders, strict=True)]})
+    code, out, _ = run(capsys, "save-threshold", both, 0.4)
+    assert code == 0 and one_json_line(out)["saved"] == str(tmp_path / "two" / "ensemble.json")
+    assert read_ensemble_config(tmp_path / "two" / "ensemble.json") == {"models": [str(f) for f in folders], "threshold": 0.4}
+    assert_one_error_line(*run(capsys, "save-threshold", one, 1.5), "threshold")
+    assert read_card(folders[0]).threshold == 0.35
+    none = write_prob_store(tmp_path / "none.prob.zarr", prob)
+    assert_one_error_line(*run(capsys, "save-threshold", none, 0.5), "none.prob.zarr", "no model")
+    assert_one_error_line(*run(capsys, "save-threshold", tmp_path / "missing.prob.zarr", 0.5), "missing.prob.zarr")
+
+
 def test_entry_point_usage_error_is_one_line(tmp_path):
     result = subprocess.run(CLI + ["export", str(tmp_path / "a.zarr"), "--format", "pdf", "--out", "x"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""

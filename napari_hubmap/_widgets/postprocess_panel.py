@@ -119,19 +119,6 @@ def curve_against(prob_path, levels, gt_layer=None, gt_file=None):
     return threshold_curve(prediction.array, load_ground_truth(gt_file, prediction))
 
 
-def save_best_threshold(prob_path: Path, threshold: float) -> Path:
-    """Save into the card of the map's one model, or an ``ensemble.json`` beside the map."""
-    from ..postprocess import save_ensemble_config, save_threshold
-    from ..stores.probability import open_probability
-
-    models = open_probability(prob_path)[1].get("models") or []
-    if len(models) == 1:
-        return save_threshold(models[0]["path"], threshold)
-    if not models:
-        raise HubmapInputError(prob_path, "the map records no model to save a threshold for")
-    return save_ensemble_config(Path(prob_path).parent / "ensemble.json", [m["path"] for m in models], threshold)
-
-
 def made_here(layer) -> bool:
     """A labels layer this panel made (the live preview or a slide's post-processed labels)."""
     meta = getattr(layer, "metadata", {}).get("napari_hubmap") or {}
@@ -562,6 +549,8 @@ class PostprocessPanel(QWidget):
         self._show_error(f"Threshold search failed: {error}")
 
     def save_threshold(self):
+        from ..postprocess.threshold import save_best_threshold
+
         layer = self.prob_layer()
         if layer is None or self.curve is None:
             return None

@@ -10,7 +10,9 @@ prediction and truth are both empty. The threshold rule is :mod:`.config`'s (``>
 :func:`save_threshold` writes the best threshold into a model's ``card.json`` (checked by
 :class:`~napari_hubmap.registry.ModelCard`, written atomically). An ensemble's threshold lives in a
 small JSON file of its own (:func:`save_ensemble_config`): ``{"kind": "napari-hubmap-ensemble",
-"format_version": 1, "models": [names or folders], "threshold": t}``.
+"format_version": 1, "models": [names or folders], "threshold": t}``. :func:`save_best_threshold` picks
+which, from the models a probability map records (the Post-processing panel's *Save* and
+``napari-hubmap save-threshold``).
 """
 
 from __future__ import annotations
@@ -152,6 +154,19 @@ def save_threshold(model_or_folder, threshold: float) -> Path:
         raise HubmapInputError(card_path, error.problem) from None
     write_text_atomic(card_path, card.to_json())
     return card_path
+
+
+def save_best_threshold(prob_path, threshold: float) -> Path:
+    """Make ``threshold`` the default of the models that made a probability map: the card of its one model,
+    or an ``ensemble.json`` beside the map for several. Returns the file written."""
+    from ..stores.probability import open_probability
+
+    models = [m.get("path") or m.get("name") for m in open_probability(prob_path)[1].get("models") or []]
+    if not models or not all(models):
+        raise HubmapInputError(prob_path, "the map records no model to save a threshold for")
+    if len(models) == 1:
+        return save_threshold(models[0], threshold)
+    return save_ensemble_config(Path(prob_path).parent / "ensemble.json", models, threshold)
 
 
 def save_ensemble_config(path, models, threshold: float) -> Path:
