@@ -233,13 +233,28 @@ def _pairs(values, option: str, slides: list[str]) -> dict[str, list[str]]:
     return out
 
 
+class SlideBars:
+    """One :class:`ProgressBar` per slide (``project <file name>``), for progress naming its slide in ``details``."""
+
+    def __init__(self):
+        self.slide, self.bar = None, None
+
+    def update(self, progress) -> None:
+        slide = progress.details["slide"]
+        if slide != self.slide:
+            self.close()
+            self.slide, self.bar = slide, ProgressBar(f"project {Path(slide).name}")
+        self.bar.update(progress)
+
+    def close(self, summary: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.close(summary=summary)
+        self.slide, self.bar = None, None
+
+
 def cmd_project_init(args) -> int:
-    import shutil
+    from .project.create import NewSlide, create_project
 
-    from .project.build import EDITS_DIR, GT_DIR, PSEUDO_DIR, add_slide, init_project
-    from .project.manifest import MANIFEST
-
-    root = Path(args.dir)
     truths = _pairs(args.ground_truth, "--ground-truth", args.slide or [])
     predictions = _pairs(args.prediction, "--prediction", args.slide or [])
     for slide, files in truths.items():
@@ -247,24 +262,17 @@ def cmd_project_init(args) -> int:
             raise HubmapInputError(slide, "more than one --ground-truth for this slide")
     if args.mpp is not None and not args.slide:
         raise HubmapInputError(None, "--mpp is the µm/px of the --slide slides; give at least one --slide")
-    existed = {p: (root / p).exists() for p in ("", MANIFEST, GT_DIR, PSEUDO_DIR, EDITS_DIR)}
-    maps = [prob for slide in args.slide or [] for prob in predictions.get(slide, [])]
-    project = init_project(root, tile=args.tile, downscale=args.downscale, predictions=maps)
+    slides = [NewSlide(slide, (truths.get(slide) or [None])[0], tuple(predictions.get(slide, [])))
+              for slide in args.slide or []]
+    bars = SlideBars()  # shows the pseudo-labels' post-processing
     try:
-        for slide in args.slide or []:
-            with ProgressBar(f"project {Path(slide).name}") as bar:  # shows the pseudo-labels' post-processing
-                add_slide(project, slide, ground_truth=(truths.get(slide) or [None])[0],
-                          predictions=predictions.get(slide, []), full_hash=args.full_hash, mpp=args.mpp,
-                          progress=bar.update)
-    except BaseException:  # leave no half-made project behind
-        for part, was_there in existed.items():
-            if part and not was_there:
-                target = root / part
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        if not existed[""]:
-            shutil.rmtree(root, ignore_errors=True)
+        project = create_project(args.dir, slides, tile=args.tile, downscale=args.downscale, full_hash=args.full_hash,
+                                 mpp=args.mpp, progress=bars.update)
+    except BaseException:
+        bars.close(summary=False)  # after an error, its one line says enough
         raise
-    print(json.dumps({"project": str(root), "format_version": project.format_version, "tile": project.tile_size,
+    bars.close()
+    print(json.dumps({"project": str(Path(args.dir)), "format_version": project.format_version, "tile": project.tile_size,
                       "downscale": project.downscale, "slides": [s.id for s in project.slides],
                       "scales": {s.id: s.scale.as_dict() for s in project.slides}}))
     return 0

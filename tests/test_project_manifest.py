@@ -197,6 +197,38 @@ def test_init_refuses_an_existing_project_and_adding_twice(project_dir):
     assert snapshot(root) == before
 
 
+def test_create_project_is_all_or_nothing_and_never_removes_what_it_did_not_make(tmp_path):
+    import threading
+
+    from napari_hubmap.progress import Cancelled
+    from napari_hubmap.project import NewSlide, create_project
+
+    inputs = make_inputs(tmp_path / "inputs")
+    reports = []
+    project = create_project(tmp_path / "new", [NewSlide(inputs["slide"], inputs["gt"], (inputs["prob"],))], tile=128,
+                             downscale=1, progress=reports.append)
+    assert [s.id for s in open_project(tmp_path / "new").slides] == ["kidney"] == [s.id for s in project.slides]
+    assert reports and {r.details["slide"] for r in reports} == {str(inputs["slide"])}
+    other = tmp_path / "inputs" / "other.png"
+    shutil.copyfile(inputs["slide"], other)
+    missing = NewSlide(other, tmp_path / "missing.geojson")
+    with pytest.raises(HubmapInputError, match="not found"):  # the second slide fails: the folder it made goes
+        create_project(tmp_path / "a" / "b", [inputs["slide"], missing], tile=128, downscale=1)
+    assert not (tmp_path / "a" / "b").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):  # cancelled: a folder it did not make stays, with what it held
+        create_project(mine, [NewSlide(inputs["slide"], inputs["gt"])], tile=128, downscale=1, cancel=stop)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    before = snapshot(tmp_path / "new")
+    with pytest.raises(HubmapInputError, match="already a project"):
+        create_project(tmp_path / "new", [inputs["slide"]])
+    assert snapshot(tmp_path / "new") == before
+
+
 def test_ground_truth_formats_and_mismatches(tmp_path):
     from napari_hubmap.annotations import rle_encode, write_mask, write_rle_csv
 

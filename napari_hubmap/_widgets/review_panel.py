@@ -188,7 +188,7 @@ class ReviewPanel(QWidget):
         """``napari-hubmap project init`` from the GUI: a project in ``folder`` holding the viewer's
         slide (the one opened with napari-hubmap) and its probability maps, then opened. The working
         scale is ``downscale``, else the maps', else the default."""
-        from ..project import add_slide, init_project
+        from ..project.create import NewSlide, create_project
         from .postprocess_panel import probability_meta
         from .slide_panel import slide_of
 
@@ -201,8 +201,8 @@ class ReviewPanel(QWidget):
             return False
         maps = [probability_meta(layer)["probability"] for layer in self.viewer.layers if probability_meta(layer)]
         try:
-            project = init_project(Path(str(folder)).expanduser(), tile=tile, downscale=downscale, predictions=maps)
-            add_slide(project, slide.path, predictions=maps, mpp=slide.mpp_given)
+            project = create_project(Path(str(folder)).expanduser(), [NewSlide(slide.path, predictions=tuple(maps))],
+                                     tile=tile, downscale=downscale, mpp=slide.mpp_given)
         except HubmapInputError as error:
             self._show_error(f"Cannot make the project: {error}")
             return False

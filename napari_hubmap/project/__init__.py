@@ -13,6 +13,7 @@ import importlib
 
 _NAMES = {
     "build": ("add_prediction", "add_slide", "import_ground_truth", "init_project"),
+    "create": ("NewSlide", "create_project"),
     "dataset": ("TrainingTile", "read_tile_labels", "training_set"),
     "edits": ("Autosaver", "EditStore", "EditWindow"),
     "layers": ("project_layers",),
