@@ -1,21 +1,18 @@
 """Inference panel: pick models (several = ensemble), TTA, tiling and device, run over the slide.
 
-Thin: the run is one ``predict_slide`` call. It runs in a napari worker thread so the viewer stays
-responsive; the worker's generator starts ``predict_slide`` in an inner thread and yields its
-``Progress`` events (coalesced) from a queue, so every widget and layer is touched in the GUI thread
-only. The probability map appears as a layer as soon as its store exists and fills in as rows finish.
+Thin: the run is one ``predict_slide`` call, started by the shared :class:`.RunControls` in a napari
+worker so the viewer stays responsive; its ``Progress`` events reach the GUI thread coalesced, so every
+widget and layer is touched there only. The probability map appears as a layer as soon as its store exists and fills in as rows finish.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import traceback
 import warnings
 from pathlib import Path
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,9 +20,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QToolButton,
@@ -33,18 +28,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..defaults import DEFAULT_MODEL
-from ..errors import HubmapInputError
-from ..progress import Cancelled
+from ..reader import slide_of
 from ..stores.naming import probability_path, progress_path, slide_stem
-from .background import YIELD_INTERVAL_S, emit_from_daemon, yield_progress
-from .slide_panel import slide_of
+from .background import emit_from_daemon
+from .model_list import ModelChecklist, describe_card, describe_metrics
+from .peers import ListsModels
+from .run_controls import RunControls
+from .viewer_layers import current_slide_layer
+
+__all__ = ["InferencePanel", "describe_card", "describe_metrics"]  # the last two live in .model_list
 
 TTA_CHOICES = ("none", "flips", "d4")
 BLEND_CHOICES = ("gaussian", "centre")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PREDICTIONS_FOLDER = "predictions"
-NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the card's name (UserRole: the model folder)
 
 
 # --- what runs in the worker thread (no Qt here) ------------------------------------------------
@@ -59,47 +56,20 @@ def list_models_slowly_once() -> list:
     return list_models()
 
 
-def predict_in_background(slide_path, out, config: dict, cancel: threading.Event, interval_s: float = YIELD_INTERVAL_S):
-    """Generator for a napari worker: runs ``predict_slide`` in an inner thread, yields its Progress.
+def predict_work(slide_path, out, config: dict):
+    """``work(progress, cancel)`` for :meth:`.RunControls.start_worker`: ``predict_slide`` with
+    ``InferenceConfig(**config)``, returning its PredictionResult. The engine module imports torch, which
+    takes seconds the first time, so it is imported when the work runs, off the GUI thread."""
 
-    ``config`` holds InferenceConfig's fields (the engine module imports torch, which takes seconds
-    the first time, so it is imported here, off the GUI thread). Events are coalesced (see
-    :func:`.background.yield_progress`). Returns the PredictionResult; re-raises the engine's error.
-    """
-    from ..inference.engine import InferenceConfig, predict_slide
+    def work(progress, cancel):
+        from ..inference.engine import InferenceConfig, predict_slide
 
-    config = InferenceConfig(**config)
-    return (yield from yield_progress(
-        lambda progress: predict_slide(slide_path, out, config, progress=progress, cancel=cancel), cancel, interval_s
-    ))
+        return predict_slide(slide_path, out, InferenceConfig(**config), progress=progress, cancel=cancel)
+
+    return work
 
 
 # --- formatting ---------------------------------------------------------------------------------
-
-
-def describe_metrics(metrics: dict) -> str:
-    """``val Dice 0.81, F1 0.77`` for a card the trainer wrote; flat numeric metrics as they are."""
-    validation = metrics.get("validation")
-    if isinstance(validation, dict):
-        parts = [f"{label} {validation[key]:.3g}" for key, label in (("dice", "val Dice"), ("object_f1", "F1"))
-                 if isinstance(validation.get(key), (int, float))]
-        return ", ".join(parts)
-    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-
-
-def describe_card(card, parent=None) -> str:
-    """One line per model: name, network, working scale, tile, metrics (and its parent's beside them)."""
-    text = f"{card.name} — {card.architecture}/{card.encoder}, ×{card.downscale:g}"
-    if card.target_mpp is not None:
-        text += f" ({card.target_mpp:g} µm/px)"
-    text += f", tile {card.tile}/{card.overlap}"
-    metrics = describe_metrics(card.metrics)
-    if metrics:
-        text += " · " + metrics
-    if card.parent:
-        before = describe_metrics(parent.metrics) if parent is not None else ""
-        text += f" · from {card.parent}" + (f" ({before})" if before else "")
-    return text
 
 
 def format_seconds(seconds: float) -> str:
@@ -151,7 +121,7 @@ def placement(slide_layer, downscale: float) -> tuple[tuple, tuple]:
 # --- the widget ---------------------------------------------------------------------------------
 
 
-class InferencePanel(QWidget):
+class InferencePanel(QWidget, ListsModels):
     """Dock widget: models, TTA, tiling, device, output folder; Run / Cancel with live progress."""
 
     models_listed = Signal(object)  # list_models() or its error, emitted from a daemon thread
@@ -159,8 +129,6 @@ class InferencePanel(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.worker = None
-        self.cancel_event: threading.Event | None = None
         self.last_progress = None
         self.result = None
         self.error: BaseException | None = None
@@ -169,8 +137,7 @@ class InferencePanel(QWidget):
         self._run_info: dict = {}
         self._run_once_listed: list[str] | None = None
 
-        self.models = QListWidget()
-        self.models.setMinimumHeight(80)
+        self.models = ModelChecklist()
         self.refresh_button = QPushButton("Refresh")
         self.tta = QComboBox()
         self.tta.addItems(TTA_CHOICES)
@@ -196,15 +163,9 @@ class InferencePanel(QWidget):
         self.out_folder.setPlaceholderText(f"{PREDICTIONS_FOLDER}/ beside the slide")
         self.browse_button = QToolButton()
         self.browse_button.setText("…")
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.controls = RunControls(self.viewer, "Run")
+        self.run_button, self.cancel_button = self.controls.run_button, self.controls.cancel_button
+        self.progress, self.status = self.controls.progress, self.controls.status
         self.scale_label = QLabel("")  # the slide's µm/px the run follows (given, the file's or assumed)
         self.scale_label.setWordWrap(True)
 
@@ -228,12 +189,7 @@ class InferencePanel(QWidget):
         out_row.addWidget(self.browse_button)
         form.addRow("Output folder", out_row)
         layout.addLayout(form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.controls)
         layout.addStretch(1)
 
         self.refresh_button.clicked.connect(self.refresh_models)
@@ -250,7 +206,7 @@ class InferencePanel(QWidget):
 
     def _load_models_in_background(self):
         """List the models in a daemon thread the first time (torch import), handing them to the GUI thread."""
-        self.models.addItem(QListWidgetItem("loading models…"))
+        self.models.show_placeholder("loading models…")
         emit_from_daemon(list_models_slowly_once, self.models_listed, "napari-hubmap-list-models")
 
     def _on_models_listed(self, outcome):
@@ -287,51 +243,23 @@ class InferencePanel(QWidget):
         self._fill_models(models)
 
     def _fill_models(self, models):
-        checked = set(self.checked_models())
-        first = self.models.count() == 0 or self.models.item(0).data(Qt.ItemDataRole.UserRole) is None
-        self.models.clear()
-        by_name = {card.name: card for card, _ in models}
-        for card, folder in models:
-            item = QListWidgetItem(describe_card(card, by_name.get(card.parent)))
-            item.setData(Qt.ItemDataRole.UserRole, str(folder))
-            item.setData(NAME_ROLE, card.name)
-            item.setToolTip(f"{folder}\n{card.notes}".strip())
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            tick = str(folder) in checked or (first and (len(models) == 1 or card.name == DEFAULT_MODEL == folder.name))
-            item.setCheckState(Qt.CheckState.Checked if tick else Qt.CheckState.Unchecked)
-            self.models.addItem(item)
-        if not models:
-            item = QListWidgetItem("no models found (see NAPARI_HUBMAP_MODELS)")
-            item.setFlags(Qt.ItemFlag.NoItemFlags)
-            self.models.addItem(item)
+        self.models.fill(models)
 
     def model_items(self) -> list[QListWidgetItem]:
-        items = (self.models.item(i) for i in range(self.models.count()))
-        return [item for item in items if item.data(Qt.ItemDataRole.UserRole) is not None]
+        return self.models.model_items()
 
     def checked_models(self) -> list[str]:
         """Folders of the ticked models, in list order."""
-        return [
-            item.data(Qt.ItemDataRole.UserRole)
-            for item in self.model_items()
-            if item.checkState() == Qt.CheckState.Checked
-        ]
+        return self.models.checked()
 
     def set_checked(self, names_or_folders) -> None:
         """Tick exactly the models whose card name, folder name or folder path is given."""
-        wanted = {str(n) for n in names_or_folders}
-        for item in self.model_items():
-            folder = item.data(Qt.ItemDataRole.UserRole)
-            tick = bool({folder, Path(folder).name, item.data(NAME_ROLE)} & wanted)
-            item.setCheckState(Qt.CheckState.Checked if tick else Qt.CheckState.Unchecked)
+        self.models.set_checked(names_or_folders)
 
     # --- slide and output -----------------------------------------------------------------------
 
     def current_layer(self):
-        active = self.viewer.layers.selection.active
-        if slide_of(active) is not None:
-            return active
-        return next((layer for layer in reversed(self.viewer.layers) if slide_of(layer) is not None), None)
+        return current_slide_layer(self.viewer)
 
     def _update_placeholder(self, *_):
         slide = slide_of(self.current_layer())
@@ -368,7 +296,15 @@ class InferencePanel(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.controls.running
+
+    @property
+    def worker(self):
+        return self.controls.worker
+
+    @property
+    def cancel_event(self):
+        return self.controls.cancel_event
 
     def run(self):
         """Start inference on the selected slide; returns the napari worker (None if nothing to run)."""
@@ -380,55 +316,30 @@ class InferencePanel(QWidget):
             return self._refuse("Select a slide layer opened with napari-hubmap first")
         if not self.checked_models():
             return self._refuse("Check at least one model")
-        from napari.qt.threading import create_worker
-
         out = probability_path(slide.path, self.output_folder(slide))
-        self.cancel_event = threading.Event()
         self.last_progress = self.result = self.error = None
         self.prob_layer = None
         self._refreshed_rows = -1
         self._run_info = {"slide_layer": layer, "out": out, "name": f"{slide_stem(slide.path)} probability",
                           "started": time.perf_counter()}
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy until the plan is made
         self._update_placeholder()
-        self.status.setText(f"Loading models and planning… → {out}\n{describe_scale(slide)}")
-        self.worker = create_worker(
-            predict_in_background,
-            slide.path,
-            out,
-            {**self.config(), "mpp": slide.mpp_given},
-            self.cancel_event,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": self._on_returned,
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
+        return self.controls.start_worker(
+            predict_work(slide.path, out, {**self.config(), "mpp": slide.mpp_given}),
+            f"Loading models and planning… → {out}\n{describe_scale(slide)}",
+            on_progress=self._on_progress, on_returned=self._on_returned, on_cancelled=self._on_cancelled,
+            on_failed=self._on_failed,
         )
-        # quit() from napari's activity dock or at app exit: stop the engine too (runs in the worker thread)
-        self.worker.aborted.connect(self.cancel_event.set, Qt.ConnectionType.DirectConnection)
-        self.worker.start()
-        return self.worker
 
     def cancel(self):
         """Stop after the current batch; the partial map stays readable."""
-        if self.cancel_event is not None and self.running:
-            self.cancel_event.set()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("Cancelling after the current batch…")
+        self.controls.cancel("Cancelling after the current batch…")
 
     def _refuse(self, message: str):
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.refuse(message)
         return None
 
     def _on_progress(self, progress):
         self.last_progress = progress
-        self.progress.setRange(0, max(progress.total, 1))
-        self.progress.setValue(progress.done)
         if not self.cancel_event.is_set():
             self.status.setText(describe_progress(progress))
         layer = self._show_probability()
@@ -473,59 +384,37 @@ class InferencePanel(QWidget):
         layer = self._show_probability()
         if layer is not None:
             layer.refresh()
-        self.progress.setRange(0, max(result.tiles, 1))
-        self.progress.setValue(result.tiles)
+        self.controls.set_bar(result.tiles, result.tiles)
         resumed = f", resumed after row {result.resumed_rows}" if result.resumed_rows else ""
         message = (
             f"Done: {result.tiles} tiles ({result.skipped} skipped as background, {result.computed} computed) "
             f"in {result.seconds:.1f} s{resumed} → {result.path}\n"
             f"map at ×{result.downscale:g}, slide at {result.scale.describe()}"
         )
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.announce(message)
 
-    def _on_cancelled(self):
+    def _on_cancelled(self, error):
         """The engine stopped after a batch (Cancelled): the partial map stays, shown, and the next run resumes it."""
+        self.error = error
         layer = self._show_probability()
         if layer is not None:
             layer.refresh()
         done, total = (self.last_progress.done, self.last_progress.total) if self.last_progress else (0, 0)
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        self.controls.set_bar(done, total)
         seconds = time.perf_counter() - self._run_info["started"]
         out = self._run_info["out"]
         message = (f"Cancelled after {done}/{total} tiles" if self.last_progress else "Cancelled before the first batch")
         message += f" ({seconds:.1f} s)" + (f"; partial map kept in {out}" if progress_path(out).exists() else "")
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.announce(message)
 
-    def _on_error(self, error):
+    def _on_failed(self, error):
         self.error = error
-        if isinstance(error, Cancelled):
-            self._on_cancelled()
-            return
-        if not isinstance(error, HubmapInputError):  # a bug, not bad input: keep the traceback
-            traceback.print_exception(type(error), error, error.__traceback__)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
         self._show_error(error)
 
     def _show_error(self, error):
-        message = f"Inference failed: {error}"
-        self.status.setText(message)
-        from napari.utils.notifications import show_error
-
-        show_error(message)
+        self.controls.fail(f"Inference failed: {error}")
 
     def _show_warning(self, message):
         from napari.utils.notifications import show_warning
 
         show_warning(str(message))
-
-    def _on_finished(self):
-        if self.result is None and self.error is None and self.cancel_event is not None:
-            self.cancel_event.set()  # quit from outside (activity dock): make sure the engine stops
-            self.status.setText("Stopped")
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
