@@ -16,8 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,145 +24,31 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from ..errors import HubmapInputError
-from .background import yield_progress
+from .forms import LabeledSlider
+from .plots import ThresholdPlot
+from .probability_maps import (
+    MAX_VIEW_SIDE,
+    curve_against,
+    live_labels,
+    made_here,
+    map_min_size,
+    map_threshold,
+    view_window,
+)
+from .run_controls import RunControls
+from .viewer_layers import camera_of, probability_meta
 
-MAX_VIEW_SIDE = 2048
-"""The live preview reads at most this many map pixels per side (a coarser level if need be)."""
+# moved to .forms, .probability_maps and .viewer_layers; still importable from here
+__all__ = ["MAX_VIEW_SIDE", "LabeledSlider", "PostprocessPanel", "camera_of", "curve_against", "live_labels",
+           "probability_meta", "view_window"]
+
 DEBOUNCE_MS = 30
-
-
-# --- what runs off the GUI thread (no Qt) --------------------------------------------------------
-
-
-def probability_meta(layer) -> dict | None:
-    """The napari_hubmap metadata of a probability image layer (made by the Inference panel)."""
-    meta = getattr(layer, "metadata", {}).get("napari_hubmap") if layer is not None else None
-    return meta if meta and meta.get("probability") else None
-
-
-def map_store_meta(layer) -> dict | None:
-    """The attrs of the probability store behind a layer, or None."""
-    from ..stores.probability import open_probability
-
-    meta = probability_meta(layer)
-    try:
-        return open_probability(Path(meta["probability"]))[1] if meta else None
-    except (HubmapInputError, OSError, ValueError, KeyError):
-        return None  # an unreadable map shows its own error on preview
-
-
-def map_threshold(layer) -> float | None:
-    """The card threshold of the model(s) that made a probability layer's map, when they agree."""
-    from ..postprocess.slide import recorded_threshold
-
-    meta = map_store_meta(layer)
-    return recorded_threshold(meta) if meta else None
-
-
-def map_min_size(layer) -> int:
-    """The models' smallest glomerulus (card ``min_object_um2``) in pixels of the map's level 0, the
-    slider's scale (the preview rescales it to the level it shows); 0 when unrecorded."""
-    from ..postprocess.slide import recorded_min_size
-
-    meta = map_store_meta(layer)
-    return recorded_min_size(meta) if meta else 0
-
-
-def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
-    """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows
-    (or a coarser one, so that no side exceeds ``max_side``)."""
-    levels = layer.data if layer.multiscale else [layer.data]
-    level = int(layer.data_level) if layer.multiscale else 0
-    corners = np.asarray(layer.corner_pixels)[:, -2:]  # at the shown level
-    (y0, x0), (y1, x1) = corners[0].astype(int), corners[1].astype(int) + 1
-    while level + 1 < len(levels) and max(y1 - y0, x1 - x0) > max_side:
-        level, y0, x0, y1, x1 = level + 1, y0 // 2, x0 // 2, -(-y1 // 2), -(-x1 // 2)
-    height, width = levels[level].shape[-2:]
-    y0, x0 = max(0, min(y0, height)), max(0, min(x0, width))
-    y1, x1 = max(y0, min(y1, height, y0 + max_side)), max(x0, min(x1, width, x0 + max_side))
-    return level, (y0, y1, x0, x1)
-
-
-def live_labels(levels, level: int, window, config) -> np.ndarray:
-    """Preview labels of ``levels[level][window]``, the sizes in ``config`` rescaled to that level."""
-    from ..postprocess.preview import preview_labels, view_config
-
-    y0, y1, x0, x1 = window
-    region = np.asarray(levels[level][y0:y1, x0:x1])
-    return preview_labels(region, view_config(config, 2**level))
-
-
-def curve_against(prob_path, levels, gt_layer=None, gt_file=None):
-    """The threshold curve of the map against a labels layer (on one of the map's levels) or a file."""
-    from ..postprocess import threshold_curve
-
-    if gt_layer is not None:
-        gt = np.asarray(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data)
-        level = next((k for k, lvl in enumerate(levels) if tuple(lvl.shape) == gt.shape), None)
-        if level is None:
-            shapes = ", ".join(f"{h}x{w}" for h, w in (lvl.shape for lvl in levels))
-            raise HubmapInputError(None, f"ground truth layer {gt_layer.name!r} is {gt.shape[0]}x{gt.shape[1]}, "
-                                         f"no level of the map has that size ({shapes})")
-        return threshold_curve(levels[level], gt)
-    from ..postprocess.inputs import load_ground_truth, load_prediction
-
-    prediction = load_prediction(prob_path)
-    return threshold_curve(prediction.array, load_ground_truth(gt_file, prediction))
-
-
-def made_here(layer) -> bool:
-    """A labels layer this panel made (the live preview or a slide's post-processed labels)."""
-    meta = getattr(layer, "metadata", {}).get("napari_hubmap") or {}
-    return bool(meta.get("live") or meta.get("labels"))
-
-
-def camera_of(viewer):
-    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-# --- the widget ---------------------------------------------------------------------------------
-
-
-class LabeledSlider(QWidget):
-    """A horizontal slider over integer steps showing its value as ``value * step``."""
-
-    def __init__(self, low: int, high: int, value: int, step: float = 1.0, fmt: str = "{:g}"):
-        super().__init__()
-        self.step, self.fmt = step, fmt
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(low, high)
-        self.slider.setValue(value)
-        self.label = QLabel()
-        self.label.setMinimumWidth(44)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.slider, 1)
-        layout.addWidget(self.label)
-        self.slider.valueChanged.connect(self._show)
-        self._show()
-
-    @property
-    def valueChanged(self):
-        return self.slider.valueChanged
-
-    def value(self) -> float:
-        return self.slider.value() * self.step
-
-    def setValue(self, value: float) -> None:
-        self.slider.setValue(int(round(value / self.step)))
-
-    def _show(self, *_):
-        self.label.setText(self.fmt.format(self.value()))
 
 
 class PostprocessPanel(QWidget):
@@ -176,8 +61,6 @@ class PostprocessPanel(QWidget):
         self.viewer = napari_viewer
         self.live_layer = None
         self.slide_labels_layer = None
-        self.worker = None
-        self.cancel_event: threading.Event | None = None
         self.result = self.error = self.curve = None
         self.last_live: dict = {}
         self._live_busy = False
@@ -198,21 +81,16 @@ class PostprocessPanel(QWidget):
         self.live = QCheckBox("Live preview of the view")
         self.live.setChecked(True)
         self.live_status = QLabel("")
-        self.apply_button = QPushButton("Apply to slide")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.controls = RunControls(self.viewer, "Apply to slide")
+        self.apply_button, self.cancel_button = self.controls.run_button, self.controls.cancel_button
+        self.progress, self.status = self.controls.progress, self.controls.status
         self.gt_source = QComboBox()
         self.gt_file_button = QPushButton("File…")
         self.curve_button = QPushButton("Find threshold")
         self.save_button = QPushButton("Save as model default")
         self.save_button.setEnabled(False)
-        self.canvas, self.axes = self._make_plot()
+        self.plot = ThresholdPlot()
+        self.canvas, self.axes = self.plot.canvas, self.plot.axes
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -228,12 +106,7 @@ class PostprocessPanel(QWidget):
         form.addRow("", self.live)
         layout.addLayout(form)
         layout.addWidget(self.live_status)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.apply_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.controls)
         gt_row = QHBoxLayout()
         gt_row.addWidget(QLabel("Ground truth"))
         gt_row.addWidget(self.gt_source, 1)
@@ -408,7 +281,15 @@ class PostprocessPanel(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.controls.running
+
+    @property
+    def worker(self):
+        return self.controls.worker
+
+    @property
+    def cancel_event(self) -> threading.Event | None:
+        return self.controls.cancel_event
 
     def apply_to_slide(self):
         """Post-process the whole map into the labels store beside it (named by
@@ -418,43 +299,22 @@ class PostprocessPanel(QWidget):
         layer = self.prob_layer()
         if layer is None:
             return self._refuse("Run inference first: no probability map in the viewer")
-        from napari.qt.threading import create_worker
-
         from ..postprocess import postprocess_slide
         from ..stores.naming import labels_beside
 
         prob_path = Path(probability_meta(layer)["probability"])
         out = labels_beside(prob_path)
         config = self.config()
-        cancel = self.cancel_event = threading.Event()
         self.result = self.error = None
         self._applied = {"layer": layer, "out": out}
-        self.apply_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"Post-processing the slide… → {out}")
-
-        def work(progress):
-            return postprocess_slide(prob_path, out, config, progress=progress, cancel=cancel)
-
-        self.worker = create_worker(
-            yield_progress, work, cancel, _start_thread=False,
-            _connect={"yielded": self._on_progress, "returned": self._on_returned,
-                      "errored": self._on_error, "finished": self._on_finished},
+        return self.controls.start_worker(
+            lambda progress, cancel: postprocess_slide(prob_path, out, config, progress=progress, cancel=cancel),
+            f"Post-processing the slide… → {out}",
+            on_returned=self._on_returned, on_cancelled=self._on_cancelled, on_failed=self._on_failed,
         )
-        self.worker.aborted.connect(cancel.set, Qt.ConnectionType.DirectConnection)
-        self.worker.start()
-        return self.worker
 
     def cancel(self):
-        if self.cancel_event is not None and self.running:
-            self.cancel_event.set()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("Cancelling…")
-
-    def _on_progress(self, progress):
-        self.progress.setRange(0, max(progress.total, 1))
-        self.progress.setValue(progress.done)
+        self.controls.cancel("Cancelling…")
 
     def _on_returned(self, result):
         from ..stores.labels import open_labels
@@ -473,30 +333,18 @@ class PostprocessPanel(QWidget):
         )
         if self.live_layer is not None and self.live_layer in self.viewer.layers:
             self.live_layer.visible = False
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
-        message = (f"Done: {result.objects} glomeruli in {result.seconds:.1f} s "
-                   f"({result.megapixels_per_s:.0f} Mpx/s) → {result.out}")
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.set_bar(1, 1)
+        self.controls.announce(f"Done: {result.objects} glomeruli in {result.seconds:.1f} s "
+                               f"({result.megapixels_per_s:.0f} Mpx/s) → {result.out}")
 
-    def _on_error(self, error):
-        from ..progress import Cancelled
-
+    def _on_cancelled(self, error):
         self.error = error
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        if isinstance(error, Cancelled):
-            self.status.setText("Cancelled; nothing was written")
-            return
-        if not isinstance(error, HubmapInputError):
-            traceback.print_exception(type(error), error, error.__traceback__)
-        self._show_error(f"Post-processing failed: {error}")
+        self.controls.reset_bar()
+        self.status.setText("Cancelled; nothing was written")
 
-    def _on_finished(self):
-        self.worker = None
-        self.apply_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+    def _on_failed(self, error):
+        self.error = error
+        self._show_error(f"Post-processing failed: {error}")
 
     # --- threshold search -----------------------------------------------------------------------
 
@@ -538,7 +386,7 @@ class PostprocessPanel(QWidget):
 
     def _on_curve(self, curve):
         self.curve = curve
-        self._plot(curve)
+        self.plot.plot(curve)
         self.threshold.setValue(curve.best_threshold)
         self.save_button.setEnabled(True)
         self.status.setText(f"Best threshold {curve.best_threshold:.2f}: Dice {curve.best_dice:.3f}")
@@ -562,39 +410,11 @@ class PostprocessPanel(QWidget):
         self.status.setText(f"Saved threshold {self.curve.best_threshold:.2f} → {path}")
         return path
 
-    def _make_plot(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(3.2, 2.2), tight_layout=True)
-        canvas = FigureCanvasQTAgg(figure)
-        canvas.setMinimumHeight(160)
-        axes = figure.add_subplot(111)
-        axes.set_xlabel("threshold")
-        axes.set_ylabel("Dice")
-        return canvas, axes
-
-    def _plot(self, curve):
-        axes = self.axes
-        axes.clear()
-        axes.plot(curve.thresholds, curve.dice, "-o", markersize=3)
-        axes.axvline(curve.best_threshold, color="tab:red", linestyle="--")
-        axes.annotate(f"{curve.best_threshold:.2f}: {curve.best_dice:.3f}", (curve.best_threshold, curve.best_dice),
-                      textcoords="offset points", xytext=(5, -12), fontsize=8, color="tab:red")
-        axes.set_xlabel("threshold")
-        axes.set_ylabel("Dice")
-        axes.set_ylim(0, 1.02)
-        self.canvas.draw_idle()
-
     # --- messages -------------------------------------------------------------------------------
 
     def _refuse(self, message: str):
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.refuse(message)
         return None
 
     def _show_error(self, message: str):
-        self.status.setText(message)
-        from napari.utils.notifications import show_error
-
-        show_error(message)
+        self.controls.fail(message)

@@ -32,7 +32,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import HubmapInputError
-from .postprocess_panel import camera_of
+from ..reader import slide_of
+from .peers import HoldsProject
+from .viewer_layers import camera_of, last_slide, probability_meta
 
 AUTOSAVE_WINDOW_S = 2.0
 WHOLE_EDITS_MAX_PIXELS = 64 * 2**20
@@ -80,7 +82,7 @@ def unbind_keys(viewer, bindings: dict) -> None:
         pass
 
 
-class ReviewPanel(QWidget):
+class ReviewPanel(QWidget, HoldsProject):
     """Dock widget: project folder, slide, ranked tiles, navigation and review buttons, save state."""
 
     saved = Signal(int)  # durable edit sequence, from the autosave thread
@@ -189,10 +191,8 @@ class ReviewPanel(QWidget):
         slide (the one opened with napari-hubmap) and its probability maps, then opened. The working
         scale is ``downscale``, else the maps', else the default."""
         from ..project.create import NewSlide, create_project
-        from .postprocess_panel import probability_meta
-        from .slide_panel import slide_of
 
-        slide = next((slide_of(layer) for layer in reversed(self.viewer.layers) if slide_of(layer) is not None), None)
+        slide = last_slide(self.viewer)
         if not str(folder).strip():
             self._show_error("Type a folder for the new project first")
             return False
@@ -209,6 +209,10 @@ class ReviewPanel(QWidget):
         for layer in [shown for shown in self.viewer.layers if slide_of(shown) is slide or probability_meta(shown)]:
             self.viewer.layers.remove(layer)  # the project's own layers replace them
         return self.open(project.root)
+
+    def project_root(self) -> str | None:
+        """The open project's folder (the Training panel's data folder defaults to it), or None."""
+        return str(self.project.root) if self.project is not None else None
 
     def _slide_chosen(self, slide_id: str):
         if slide_id and self.project is not None and slide_id != self.slide_id:

@@ -13,13 +13,7 @@ When a model is done, its validation metrics are shown beside its parent's and e
 
 from __future__ import annotations
 
-import codecs
-import json
 import os
-import re
-import sys
-import time
-from collections import deque
 from pathlib import Path
 
 from qtpy.QtCore import QEvent, QProcess, QProcessEnvironment, Qt, QTimer, Signal
@@ -32,203 +26,45 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..errors import HubmapInputError
+from ..progress import Progress
 from .background import emit_from_daemon
+from .forms import spin
+from .peers import HoldsProject, ListsModels, docked
+from .plots import TrainingCurves
+from .run_controls import RunControls
+from .training_runs import (
+    CANCELLED_MESSAGE,
+    MODEL_KIND,
+    PRESET_KIND,
+    OutputLines,
+    cancelled_message,
+    checkpoint_of,
+    compare_models,
+    describe_epoch,
+    describe_start,
+    describe_step,
+    failure_message,
+    format_metrics,
+    free_model_name,
+    list_bases,
+    parse_event,
+    progress_value,
+    train_command,
+)
+
+# moved to .training_runs and .plots; still importable from here
+__all__ = ["CANCELLED_MESSAGE", "KILL_AFTER_S", "MODEL_KIND", "PRESET_KIND", "TrainingCurves", "TrainingPanel",
+           "checkpoint_of", "compare_models", "format_metrics", "free_model_name", "train_command"]
 
 KILL_AFTER_S = 10.0
 """After Cancel (SIGTERM), a trainer still running this long is killed."""
-STEP_REDRAW_S = 0.3
-"""Step events redraw the loss curve at most this often; epoch events always redraw."""
-STDERR_LINES = 20
-"""Last stderr lines kept for the message of a crash."""
-PRESET_KIND, MODEL_KIND = "preset", "model"
 BASE_ROLE = Qt.ItemDataRole.UserRole  # (kind, name) of a base combo item
-CANCELLED_MESSAGE = "cancelled (checkpoint saved, Start resumes)"
-
-
-# --- no Qt here: the trainer's command line and its events -------------------------------------
-
-
-def list_bases() -> tuple[list, list]:
-    """``(presets, models)``: ``[(name, about)]`` of ``training.PRESETS`` (empty when the trainer is
-    not installed) and ``registry.list_models()``. Imports torch the first time: for a thread."""
-    from ..registry import list_models
-
-    try:
-        from ..training import PRESETS
-    except ImportError:
-        PRESETS = {}
-    presets = [(name, getattr(preset, "about", "")) for name, preset in PRESETS.items()]
-    return presets, list_models()
-
-
-def train_command(data: list[str], kind: str, base: str, epochs: int, out, *, lr: float | None = None,
-                  folds: int = 1, fold: int = 0, batch: int | None = None, samples_per_epoch: int | None = None,
-                  tile: int | None = None, workers: int | None = None) -> list[str]:
-    """``python -m napari_hubmap.cli train ... --events``; ``None`` options are the trainer's defaults."""
-    command = [sys.executable, "-m", "napari_hubmap.cli", "train"]
-    for folder in data:
-        command += ["--data", str(folder)]
-    command += ["--preset" if kind == PRESET_KIND else "--base", base, "--epochs", str(epochs), "--out", str(out)]
-    if folds > 1:
-        command += ["--folds", str(folds), "--fold", str(fold)]
-    options = {"--lr": lr, "--batch": batch, "--samples-per-epoch": samples_per_epoch, "--tile": tile,
-               "--workers": workers}
-    for flag, value in options.items():
-        if value is not None:
-            command += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return command + ["--events"]
-
-
-def parse_event(line: str) -> dict | None:
-    """The event of one stdout line (a JSON object with an ``"event"`` string), else None."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
-
-
-def split_lines(buffer: str, text: str, separators: str = r"\r?\n") -> tuple[list[str], str]:
-    """``(complete lines, rest)`` of ``buffer + text``: a read may end in the middle of a line."""
-    *lines, rest = re.split(separators, buffer + text)
-    return lines, rest
-
-
-METRIC_LABELS = {"dice": "Dice", "object_f1": "object F1", "iou": "IoU", "threshold": "threshold"}
-
-
-def headline_metrics(metrics: dict) -> dict:
-    """A card's top-level numbers plus the Dice, object F1 and threshold of its ``validation`` entry
-    (the trainer's layout); bools and nested entries left out."""
-    flat = {key: value for key, value in metrics.items() if _is_number(value)}
-    validation = metrics.get("validation")
-    if isinstance(validation, dict):
-        flat.update({key: validation[key] for key in ("dice", "object_f1", "threshold") if _is_number(validation.get(key))})
-    return flat
-
-
-def format_metrics(metrics: dict) -> str:
-    """``Dice 0.812 · object F1 0.7`` for a card's metrics."""
-    flat = headline_metrics(metrics)
-    return " · ".join(f"{METRIC_LABELS.get(key, key)} {value:.3g}" for key, value in flat.items()) or "no metrics"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def compare_models(model_folder, parent: str | None) -> str:
-    """The new model's metrics beside its parent's (both read from their cards)."""
-    from ..registry import find_model, read_card
-
-    card = read_card(model_folder)
-    text = f"{card.name}: {format_metrics(card.metrics)}"
-    parent = parent or card.parent
-    if not parent:
-        return text + " (no parent: trained from a preset)"
-    try:
-        parent_card = read_card(find_model(parent))
-    except HubmapInputError:
-        return text + f" (parent {parent}: not found)"
-    return text + f" | parent {parent_card.name}: {format_metrics(parent_card.metrics)}"
-
-
-def checkpoint_of(model_folder: Path) -> Path:
-    """Where the trainer keeps a run's resume checkpoint: ``<model folder>.checkpoint`` beside it."""
-    return model_folder.with_name(model_folder.name + ".checkpoint")
-
-
-def free_model_name(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... whichever the trainer can write: no such folder yet, or
-    one with a resume checkpoint (a cancelled run, which the next Start resumes)."""
-    name, n = stem, 1
-    while (folder / name).exists() and not checkpoint_of(folder / name).exists():
-        n += 1
-        name = f"{stem}-{n}"
-    return name
-
-
-def progress_value(epoch: int, step: int, steps_per_epoch: int) -> int:
-    """Steps done over all epochs (``epoch`` is 1-based)."""
-    return (max(epoch, 1) - 1) * steps_per_epoch + step
-
-
-# --- the curves ---------------------------------------------------------------------------------
-
-
-class TrainingCurves:
-    """One small figure: training loss (per step and per epoch) and validation Dice / object F1."""
-
-    def __init__(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(3.4, 2.2), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumHeight(170)
-        self.loss_axes, self.val_axes = figure.subplots(1, 2)
-        self.step_line, = self.loss_axes.plot([], [], "-", linewidth=0.8, alpha=0.6, label="step")
-        self.epoch_loss_line, = self.loss_axes.plot([], [], "o-", markersize=3, label="epoch")
-        self.dice_line, = self.val_axes.plot([], [], "o-", markersize=3, label="Dice")
-        self.f1_line, = self.val_axes.plot([], [], "s--", markersize=3, label="object F1")
-        self.loss_axes.set_title("train loss", fontsize=8)
-        self.val_axes.set_title("validation", fontsize=8)
-        self.val_axes.set_ylim(0, 1.02)
-        for axes in (self.loss_axes, self.val_axes):
-            axes.set_xlabel("epoch", fontsize=8)
-            axes.tick_params(labelsize=7)
-        self.val_axes.legend(fontsize=6, loc="lower right")
-        self.clear()
-
-    def clear(self):
-        self.steps: tuple[list, list] = ([], [])
-        self.epochs: list[dict] = []
-        self._last_draw = 0.0
-        self._update_lines()
-
-    def add_step(self, x: float, loss) -> None:
-        """A step's loss at fractional epoch ``x``; redraws at most every :data:`STEP_REDRAW_S`."""
-        if loss is None:
-            return
-        self.steps[0].append(x)
-        self.steps[1].append(float(loss))
-        if time.monotonic() - self._last_draw >= STEP_REDRAW_S:
-            self._update_lines()
-
-    def add_epoch(self, event: dict) -> None:
-        self.epochs.append(event)
-        self._update_lines()
-
-    def _update_lines(self) -> None:
-        self.step_line.set_data(*self.steps)
-        self._set_line(self.epoch_loss_line, "train_loss")
-        self._set_line(self.dice_line, "val_dice")
-        self._set_line(self.f1_line, "val_object_f1")
-        self.loss_axes.relim()
-        self.loss_axes.autoscale_view()
-        self.val_axes.relim()
-        self.val_axes.autoscale_view(scaley=False)
-        self._last_draw = time.monotonic()
-        self.canvas.draw_idle()
-
-    def _set_line(self, line, key: str) -> None:
-        points = [(e["epoch"], e[key]) for e in self.epochs if isinstance(e.get(key), (int, float))]
-        line.set_data([p[0] for p in points], [p[1] for p in points])
-
-
-# --- the widget ---------------------------------------------------------------------------------
 
 
 class TrainingPanel(QWidget):
@@ -244,9 +80,9 @@ class TrainingPanel(QWidget):
         self.events: list[dict] = []
         self.last_error: str | None = None
         self.result: dict | None = None
-        self._stdout = self._stderr = ""
-        self._stderr_tail: deque = deque(maxlen=STDERR_LINES)
+        self.output = OutputLines()
         self._steps_per_epoch = 1
+        self._total_steps = 1
         self._cancel_requested = False
         self._run_out: Path | None = None
         self._watched_window = None
@@ -258,31 +94,24 @@ class TrainingPanel(QWidget):
         self.data.setToolTip(f"Several folders: separate them with {os.pathsep!r}")
         self.browse_button = QToolButton()
         self.browse_button.setText("…")
-        self.epochs = _spin(1, 10_000, 30)
+        self.epochs = spin(1, 10_000, 30)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
         self.lr.setRange(0, 1)
         self.lr.setSingleStep(1e-4)
         self.lr.setSpecialValueText("default")
-        self.folds = _spin(1, 20, 1, tip="Cross-validation folds (1: one validation split)")
-        self.fold = _spin(0, 0, 0, tip="Which fold validates (0-based)")
-        self.batch = _spin(0, 1024, 0, special="default")
-        self.samples = _spin(0, 1_000_000, 0, special="default", step=64, tip="Training tiles drawn per epoch")
-        self.tile = _spin(0, 4096, 0, special="default", step=32, tip="Training tile side (a multiple of 32)")
-        self.workers = _spin(0, 64, 1, tip="Data-loader worker processes (0: load tiles in the trainer itself)")
+        self.folds = spin(1, 20, 1, tip="Cross-validation folds (1: one validation split)")
+        self.fold = spin(0, 0, 0, tip="Which fold validates (0-based)")
+        self.batch = spin(0, 1024, 0, special="default")
+        self.samples = spin(0, 1_000_000, 0, special="default", step=64, tip="Training tiles drawn per epoch")
+        self.tile = spin(0, 4096, 0, special="default", step=32, tip="Training tile side (a multiple of 32)")
+        self.workers = spin(0, 64, 1, tip="Data-loader worker processes (0: load tiles in the trainer itself)")
         self.name = QLineEdit()
         self.out_label = QLabel("")
         self.out_label.setWordWrap(True)
-        self.start_button = QPushButton("Start")
-        self.start_button.setEnabled(False)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.controls = RunControls(self.viewer, "Start", run_enabled=False)
+        self.start_button, self.cancel_button = self.controls.run_button, self.controls.cancel_button
+        self.progress, self.status = self.controls.progress, self.controls.status
         self.curves = TrainingCurves()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -326,12 +155,7 @@ class TrainingPanel(QWidget):
         form.addRow("New model name", self.name)
         layout.addLayout(form)
         layout.addWidget(self.out_label)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.controls)
         layout.addWidget(self.curves.canvas)
         layout.addWidget(self.log)
         layout.addStretch(1)
@@ -389,21 +213,9 @@ class TrainingPanel(QWidget):
         return index >= 0
 
     def _review_project(self) -> str | None:
-        """The root of the project open in a docked Review panel, if any."""
-        from .review_panel import ReviewPanel
-
-        for widget in self._docked(ReviewPanel):
-            if widget.project is not None:
-                return str(widget.project.root)
-        return None
-
-    def _docked(self, cls) -> list:
-        """The docked widgets of this viewer that are ``cls`` instances."""
-        try:
-            widgets = list(self.viewer.window.dock_widgets.values())
-        except (AttributeError, RuntimeError):  # no window (headless viewer) or already closed
-            return []
-        return [widget for widget in widgets if isinstance(widget, cls)]
+        """The root of the project open in a docked Review panel (any :class:`.HoldsProject`), if any."""
+        roots = (widget.project_root() for widget in docked(self.viewer, HoldsProject))
+        return next((root for root in roots if root is not None), None)
 
     def data_folders(self) -> list[str]:
         text = self.data.text().strip() or self._review_project() or ""
@@ -458,15 +270,13 @@ class TrainingPanel(QWidget):
         if command is None:
             return None
         self.events, self.result, self.last_error = [], None, None
-        self._stdout = self._stderr = ""
-        self._decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
-        self._stderr_tail.clear()
+        self.output = OutputLines()
         self._cancel_requested = False
+        self._total_steps = 1
         self._run_out = Path(command[command.index("--out") + 1])
         self.curves.clear()
         self.log.clear()
-        self.progress.setRange(0, 0)  # busy until the start event
-        self.status.setText(f"Starting the trainer → {self._run_out}")
+        self.controls.begin(f"Starting the trainer → {self._run_out}")  # the bar busy until the start event
         if self.process is not None:
             self.process.deleteLater()  # the previous run's, finished
         self.process = process = QProcess(self)  # a child: deleted with the panel (which kills the trainer)
@@ -477,8 +287,6 @@ class TrainingPanel(QWidget):
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_process_error)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         self._register_task()
         process.start(command[0], command[1:])
         return process
@@ -488,8 +296,7 @@ class TrainingPanel(QWidget):
         if not self.running:
             return
         self._cancel_requested = True
-        self.cancel_button.setEnabled(False)
-        self.status.setText("Cancelling: the trainer saves a checkpoint at its next step…")
+        self.controls.request_cancel("Cancelling: the trainer saves a checkpoint at its next step…")
         self.process.terminate()
         self._kill_timer.start(int(KILL_AFTER_S * 1000))
 
@@ -532,16 +339,11 @@ class TrainingPanel(QWidget):
     # --- the trainer's output -----------------------------------------------------------------------
 
     def _read_stdout(self):
-        text = self._decoders["stdout"].decode(bytes(self.process.readAllStandardOutput()))
-        lines, self._stdout = split_lines(self._stdout, text)
-        for line in lines:
+        for line in self.output.stdout(bytes(self.process.readAllStandardOutput())):
             self._handle_line(line)
 
     def _read_stderr(self):
-        text = self._decoders["stderr"].decode(bytes(self.process.readAllStandardError()))
-        lines, self._stderr = split_lines(self._stderr, text, r"\r\n|\r|\n")  # tqdm redraws with \r
-        for line in filter(str.strip, lines):
-            self._stderr_tail.append(line)
+        for line in self.output.stderr(bytes(self.process.readAllStandardError())):
             self.log.appendPlainText(line)
 
     def _handle_line(self, line: str):
@@ -561,37 +363,32 @@ class TrainingPanel(QWidget):
     def _on_start_event(self, event):
         self._steps_per_epoch = max(int(event["steps_per_epoch"]), 1)
         resumed = int(event.get("resumed_at") or 0)
-        self.progress.setRange(0, max(int(event["epochs"]) * self._steps_per_epoch, 1))
-        self.progress.setValue(min(resumed * self._steps_per_epoch, self.progress.maximum()))
-        self.status.setText(
-            f"Training on {event.get('train_samples', '?')} images, validating on {event.get('val_images', '?')}: "
-            f"{event['epochs']} epochs of {self._steps_per_epoch} steps"
-            + (f", resumed after epoch {resumed}" if resumed else "") + f" ({event.get('device', '?')})"
-        )
+        self._total_steps = max(int(event["epochs"]) * self._steps_per_epoch, 1)
+        self._show_steps(resumed * self._steps_per_epoch)
+        self.status.setText(describe_start(event, self._steps_per_epoch, resumed))
 
     def _on_step_event(self, event):
         epoch, step = int(event["epoch"]), int(event["step"])
         steps = max(int(event.get("steps") or self._steps_per_epoch), 1)
-        self.progress.setValue(min(progress_value(epoch, step, steps), self.progress.maximum()))
+        self._show_steps(progress_value(epoch, step, steps))
         self.curves.add_step(epoch - 1 + step / steps, event.get("loss"))
         if not self._cancel_requested:
-            loss = event.get("loss")
-            self.status.setText(f"Epoch {epoch}, step {step}/{steps}" + (f" · loss {loss:.4f}" if loss is not None else ""))
+            self.status.setText(describe_step(epoch, step, steps, event.get("loss")))
 
     def _on_epoch_event(self, event):
         epoch = int(event["epoch"])
-        self.progress.setValue(min(progress_value(epoch + 1, 0, self._steps_per_epoch), self.progress.maximum()))
+        self._show_steps(progress_value(epoch + 1, 0, self._steps_per_epoch))
         self.curves.add_epoch(event)
         if not self._cancel_requested:
-            dice = event.get("val_dice")
-            text = f"Epoch {epoch}/{event.get('epochs', '?')}: train loss {event['train_loss']:.4f}"
-            text += f" · val Dice {dice:.3f}" if dice is not None else ""
-            text += " (best)" if event.get("best") else ""
-            self.status.setText(text)
+            self.status.setText(describe_epoch(event))
+
+    def _show_steps(self, done: int) -> None:
+        """The bar at ``done`` training steps of the run's total (from the start event)."""
+        self.controls.show_progress(Progress(min(done, self._total_steps), self._total_steps))
 
     def _on_done_event(self, event):
         self.result = event
-        self.progress.setValue(self.progress.maximum())
+        self._show_steps(self._total_steps)
         try:
             comparison = compare_models(event["model"], event.get("parent"))
         except HubmapInputError as error:
@@ -608,76 +405,43 @@ class TrainingPanel(QWidget):
         self.last_error = str(event.get("message", ""))
 
     def _refresh_inference_panels(self):
-        from .inference_panel import InferencePanel
-
-        for panel in self._docked(InferencePanel):
+        """Every docked panel listing the registry (the Inference panel, a :class:`.ListsModels`) re-reads it."""
+        for panel in docked(self.viewer, ListsModels):
             panel.refresh_models()
 
     def _on_finished(self, exit_code: int, exit_status):
         self._kill_timer.stop()
         for reader in (self._read_stdout, self._read_stderr):
             reader()
-        if self._stdout.strip():
-            self._handle_line(self._stdout)
-            self._stdout = ""
+        rest = self.output.rest_of_stdout()
+        if rest.strip():
+            self._handle_line(rest)
         crashed = exit_status == QProcess.ExitStatus.CrashExit
         if self.result is not None and not crashed:
             pass  # the done event wrote the status
         elif self._cancel_requested or any(e["event"] == "cancelled" for e in self.events):
-            self.status.setText(self._cancelled_message())
+            self.status.setText(cancelled_message(self.events, self._run_out))
         else:
-            self._show_error(f"Training failed: {self._failure(exit_code, crashed)}")
+            failure = failure_message(self.last_error, self.output.stderr_tail, exit_code, crashed)
+            self._show_error(f"Training failed: {failure}")
         if self.result is None:
             self.progress.setRange(0, max(self.progress.maximum(), 1))
         self._end_task(failed=self.result is None)
-        self.start_button.setEnabled(self.base.count() > 0)
-        self.cancel_button.setEnabled(False)
-
-    def _cancelled_message(self) -> str:
-        if any(e["event"] == "cancelled" for e in self.events):
-            return CANCELLED_MESSAGE
-        out = self._run_out
-        if out is not None and checkpoint_of(out).exists():  # killed: the checkpoint of the last epoch is left
-            return "cancelled (the trainer was killed; Start resumes after its last finished epoch)"
-        return "cancelled (before any checkpoint was saved)"
-
-    def _failure(self, exit_code: int, crashed: bool) -> str:
-        """The trainer's error event, else its last stderr lines, else how it ended."""
-        if self.last_error:
-            return self.last_error
-        how = "crashed" if crashed else f"exit code {exit_code}"
-        tail = " / ".join(list(self._stderr_tail)[-3:])
-        return f"{tail} ({how})" if tail else how
+        self.controls.end(run_enabled=self.base.count() > 0)
 
     def _on_process_error(self, error):
         if error == QProcess.ProcessError.FailedToStart:  # no finished signal follows
             self._show_error(f"Cannot start the trainer: {self.process.errorString()}")
             self._end_task(failed=True)
-            self.progress.setRange(0, 1)
-            self.start_button.setEnabled(True)
-            self.cancel_button.setEnabled(False)
+            self.controls.reset_bar()
+            self.controls.end()
 
     # --- messages -----------------------------------------------------------------------------------
 
     def _refuse(self, message: str):
-        self.status.setText(message)
-        self.viewer.status = message
+        self.controls.refuse(message)
         return None
 
     def _show_error(self, message: str):
-        self.status.setText(message)
-        from napari.utils.notifications import show_error
+        self.controls.fail(message)
 
-        show_error(message)
-
-
-def _spin(low: int, high: int, value: int, *, special: str = "", step: int = 1, tip: str = "") -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setSingleStep(step)
-    if special:
-        spin.setSpecialValueText(special)
-    if tip:
-        spin.setToolTip(tip)
-    return spin
