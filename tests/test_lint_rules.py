@@ -1,5 +1,6 @@
 """The rules checked before the code runs: ruff and import-linter pass on the tree (scripts/test.sh also runs
-them, before pytest), and the core's import contract names every module of the core."""
+them, before pytest), the core's import contract names every module of the core and the panels' contract every
+panel."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import napari_hubmap
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_CONTRACT = "The core never imports Qt, napari, magicgui or the widgets"
+PANEL_CONTRACT = "The panels are siblings: none imports another, directly or through a helper"
 
 
 def tool(name: str) -> str:
@@ -47,3 +49,12 @@ def test_core_contract_names_every_module_but_the_widgets():
     (core,) = [c for c in config["contracts"] if c["name"] == CORE_CONTRACT]
     modules = {f"napari_hubmap.{m.name}" for m in pkgutil.iter_modules(napari_hubmap.__path__)}
     assert set(core["source_modules"]) == modules - {"napari_hubmap._widgets"}
+
+
+def test_panel_contract_names_every_panel():
+    """A panel added to _widgets is in the panels' independence contract, or it could import its siblings."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    (panels,) = [c for c in config["contracts"] if c["name"] == PANEL_CONTRACT]
+    folder = ROOT / "napari_hubmap" / "_widgets"
+    assert set(panels["modules"]) == {f"napari_hubmap._widgets.{p.stem}" for p in folder.glob("*_panel.py")}
