@@ -163,7 +163,7 @@ def cmd_postprocess(args) -> int:
         threshold = recorded_threshold(meta) if threshold is None else threshold
         min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
     config = PostprocessConfig(
-        threshold=0.5 if threshold is None else threshold, min_size=min_size, fill_holes=not args.no_fill_holes,
+        threshold=PostprocessConfig.threshold if threshold is None else threshold, min_size=min_size, fill_holes=not args.no_fill_holes,
         watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
     )
     with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
@@ -339,7 +339,8 @@ def cmd_project_dataset(args) -> int:
 
 
 def _add_project_parser(sub) -> None:
-    from .project.manifest import DEFAULT_DOWNSCALE
+    from .project.manifest import DEFAULT_DOWNSCALE, DEFAULT_TILE
+    from .project.review import STATES
 
     project = sub.add_parser("project", help="curation projects: slides, ground truth, predictions, review, training set")
     psub = project.add_subparsers(dest="project_command", required=True, parser_class=OneLineParser)
@@ -350,7 +351,7 @@ def _add_project_parser(sub) -> None:
     init.add_argument("--ground-truth", action="append", metavar="SLIDE=ANNOTATION",
                       help="a slide's ground truth (GeoJSON, RLE CSV, mask, labels .zarr); SLIDE is its path or id")
     init.add_argument("--prediction", action="append", metavar="SLIDE=PROB.zarr", help="a slide's probability map; repeat for more")
-    init.add_argument("--tile", type=int, default=512, help="review tile size at the working scale")
+    init.add_argument("--tile", type=int, default=DEFAULT_TILE, help="review tile size at the working scale")
     init.add_argument("--downscale", type=float, default=None,
                       help="working scale: full-resolution pixels per pixel (default: the predictions' scale, "
                            f"else {DEFAULT_DOWNSCALE:g})")
@@ -384,7 +385,7 @@ def _add_project_parser(sub) -> None:
     review.add_argument("dir", metavar="DIR")
     review.add_argument("--slide", required=True)
     review.add_argument("--tile", required=True, metavar="ROW,COL", help="grid position, as the queue prints it")
-    review.add_argument("--state", required=True, choices=["accepted", "corrected", "dropped", "unreviewed"])
+    review.add_argument("--state", required=True, choices=sorted(STATES))
     review.add_argument("--note")
     review.set_defaults(func=cmd_project_review)
 
@@ -394,6 +395,10 @@ def _add_project_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inference.config import BLENDS, DEVICES, InferenceConfig
+    from .postprocess.config import BLOCK, MARKERS, PostprocessConfig
+    from .synth.spec import STAINS, SynthSpec
+
     parser = OneLineParser(prog="napari-hubmap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -419,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out", metavar="OUT.tif")
     synth.add_argument("--width", type=int, default=8192)
     synth.add_argument("--height", type=int, default=6144)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--stain", choices=["pas", "he"], default="pas")
-    synth.add_argument("--mpp", type=float, default=0.5)
+    synth.add_argument("--seed", type=int, default=SynthSpec.seed)
+    synth.add_argument("--stain", choices=STAINS, default=SynthSpec.stain)
+    synth.add_argument("--mpp", type=float, default=SynthSpec.mpp)
     synth.add_argument("--tile", type=int, default=512)
     synth.add_argument("--pyramid", action="store_true", help="also write reduced levels (SubIFDs)")
     synth.add_argument("--compression", default=None, help="e.g. zlib, jpeg, lzw (default: none, like Kaggle slides)")
@@ -431,12 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("slides", nargs="+", metavar="SLIDE")
     predict.add_argument("--model", action="append", required=True, help="model name or folder; repeat for an ensemble")
     predict.add_argument("--out", required=True, help=f"folder for <slide stem>{PROBABILITY_SUFFIX}")
-    predict.add_argument("--tta", default="none", help="none, flips, d4 or a comma-separated list of transforms")
+    inference = InferenceConfig()
+    predict.add_argument("--tta", default=inference.tta, help="none, flips, d4 or a comma-separated list of transforms")
     predict.add_argument("--tile", type=int, default=None, help="tile size at the working scale (default: the card's)")
     predict.add_argument("--overlap", type=int, default=None)
-    predict.add_argument("--blend", choices=["gaussian", "centre"], default="gaussian")
-    predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    predict.add_argument("--batch", type=int, default=4)
+    predict.add_argument("--blend", choices=BLENDS, default=inference.blend)
+    predict.add_argument("--device", choices=DEVICES, default=inference.device)
+    predict.add_argument("--batch", type=int, default=inference.batch)
     predict.add_argument("--forward-batch", type=int, default=None,
                          help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")
     predict.add_argument("--no-skip-background", action="store_true", help="also run on tiles without tissue")
@@ -471,17 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     post = sub.add_parser("postprocess", help="probability map -> glomerulus instances (labels OME-Zarr), block by block")
     post.add_argument("prob", metavar="PROB.zarr")
-    post.add_argument("--threshold", type=float, default=None, help="probability cutoff, >= (default: the models' card threshold, else 0.5)")
+    d = PostprocessConfig()
+    post.add_argument("--threshold", type=float, default=None,
+                      help=f"probability cutoff, >= (default: the models' card threshold, else {d.threshold:g})")
     post.add_argument("--min-size", type=int, default=None,
                       help="remove objects under N pixels at the labels' scale (default: the models' card "
                            "min_object_um2 at the map's recorded µm/px, else 0)")
     post.add_argument("--no-fill-holes", action="store_true", help="keep holes inside objects")
     post.add_argument("--watershed", action="store_true", help="split touching glomeruli")
-    post.add_argument("--markers", choices=["distance", "h-maxima"], default="distance")
-    post.add_argument("--min-distance", type=int, default=10, help="pixels between watershed seeds (markers=distance)")
-    post.add_argument("--h", type=float, default=2.0, help="h of the h-maxima seeds (markers=h-maxima)")
-    post.add_argument("--compactness", type=float, default=0.0)
-    post.add_argument("--block", type=int, default=2048, help="block size in pixels")
+    post.add_argument("--markers", choices=MARKERS, default=d.markers)
+    post.add_argument("--min-distance", type=int, default=d.min_distance, help="pixels between watershed seeds (markers=distance)")
+    post.add_argument("--h", type=float, default=d.h, help="h of the h-maxima seeds (markers=h-maxima)")
+    post.add_argument("--compactness", type=float, default=d.compactness)
+    post.add_argument("--block", type=int, default=BLOCK, help="block size in pixels")
     post.add_argument("--level", type=int, default=0, help="pyramid level of the probability map")
     post.add_argument("--out", required=True, metavar="LABELS.zarr")
     post.set_defaults(func=cmd_postprocess)

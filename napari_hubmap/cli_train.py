@@ -20,7 +20,8 @@ from .errors import HubmapInputError
 
 
 def add_train_parser(sub) -> None:
-    from .training.config import LOSSES, TrainConfig
+    from .defaults import DEVICES
+    from .training.config import LOSSES, SPLITS, TrainConfig
     from .training.presets import PRESETS
 
     d = TrainConfig()
@@ -54,13 +55,13 @@ def add_train_parser(sub) -> None:
                    help="share of tiles centred on a glomerulus (the rest: anywhere in tissue)")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--fold", type=int, default=d.fold)
-    p.add_argument("--split", choices=["group", "image"], default=d.split, help="k-fold by patient/slide or image")
+    p.add_argument("--split", choices=SPLITS, default=d.split, help="k-fold by patient/slide or image")
     p.add_argument("--val-groups", default="", help="comma-separated groups or images always held out for validation")
     p.add_argument("--exclude-groups", default="",
                    help="comma-separated groups or images (SOURCE/STEM) neither trained nor validated on")
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default=d.device, help=f"{', '.join(DEVICES)}, or a torch device such as cuda:1")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")

@@ -11,3 +11,7 @@ when it is made (see :mod:`napari_hubmap.slide.scale`)."""
 DEFAULT_SAMPLE = "hubmap-pas"
 """The sample ``napari-hubmap view`` opens without slides: the real HuBMAP PAS tile (see
 :mod:`napari_hubmap.sample_data`)."""
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""The devices inference and training run on, as the command line and the panels offer them: ``auto`` picks a
+CUDA GPU, else Apple's MPS, else the CPU. Both also take any torch device string, such as ``cuda:1``."""

@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,27 +32,10 @@ from ..progress import Cancelled, ProgressCallback, report
 from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, ProbabilityStore
 from .accumulate import RowAccumulator
+from .config import InferenceConfig
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .tissue import detect_tissue
 from .tta import apply, invert, resolve_tta
-
-
-@dataclass
-class InferenceConfig:
-    """What ``predict_slide`` runs; None means "from the model card" (``mpp``: from the slide file)."""
-
-    models: list = field(default_factory=lambda: ["default"])
-    mpp: float | None = None  # the slide's µm/px when given; wins over the file's (see slide.scale)
-    tta: str | tuple = "none"
-    tile: int | None = None
-    overlap: int | None = None
-    blend: str = "gaussian"  # or "centre"
-    device: str = "auto"
-    batch: int = 4
-    readers: int = 1  # reader threads; more only help when decoding (JPEG, zlib) is the bottleneck
-    forward_batch: int | None = None  # tiles per forward call; None: the whole batch on a GPU, 1 on CPU
-    skip_background: bool = True
-    tissue_saturation: float = 0.07
 
 
 @dataclass

@@ -1,35 +1,26 @@
 """Post-processing: probability map -> glomerulus instances, threshold search, export.
 
 Imports neither Qt nor napari. Same result on a region in memory (:func:`postprocess_region`) and on
-a whole slide block by block (:func:`postprocess_slide`); see :mod:`.pipeline` for how.
+a whole slide block by block (:func:`postprocess_slide`); see :mod:`.pipeline` for how. Names load lazily,
+so that :mod:`.config` (what the command line builds its options from) is read without scipy or scikit-image.
 """
 
-from .config import PostprocessConfig, foreground, uint8_cutoff
-from .region import postprocess_region
-from .slide import PostprocessResult, postprocess_slide, slide_shape_of
-from .threshold import (
-    DEFAULT_THRESHOLDS,
-    ThresholdCurve,
-    read_ensemble_config,
-    save_best_threshold,
-    save_ensemble_config,
-    save_threshold,
-    threshold_curve,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_THRESHOLDS",
-    "PostprocessConfig",
-    "PostprocessResult",
-    "ThresholdCurve",
-    "foreground",
-    "postprocess_region",
-    "postprocess_slide",
-    "read_ensemble_config",
-    "save_best_threshold",
-    "save_ensemble_config",
-    "save_threshold",
-    "slide_shape_of",
-    "threshold_curve",
-    "uint8_cutoff",
-]
+import importlib
+
+_NAMES = {
+    "config": ("PostprocessConfig", "foreground", "uint8_cutoff"),
+    "region": ("postprocess_region",),
+    "slide": ("PostprocessResult", "postprocess_slide", "slide_shape_of"),
+    "threshold": ("DEFAULT_THRESHOLDS", "ThresholdCurve", "read_ensemble_config", "save_best_threshold",
+                  "save_ensemble_config", "save_threshold", "threshold_curve"),
+}
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

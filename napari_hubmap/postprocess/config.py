@@ -19,6 +19,9 @@ import numpy as np
 from ..errors import HubmapInputError
 
 MARKERS = ("distance", "h-maxima")
+"""Watershed seeds: peaks of the distance transform at least ``min_distance`` apart, or its ``h``-maxima."""
+BLOCK = 2048
+"""Whole-slide post-processing reads and writes blocks of this many pixels a side."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from ..progress import ProgressCallback, Steps
 from ..slide.scale import MPP_SOURCES, SCALE_KEYS, recorded_scale
 from ..stores.labels import LabelsStoreWriter, check_full_shape, is_labels_store
 from ..stores.probability import open_probability
-from .config import PostprocessConfig
+from .config import BLOCK, PostprocessConfig
 from .pipeline import instances, paint_blocks, total_steps
 from .region import check_probability
 from .source import BlockSource
@@ -104,7 +104,7 @@ def postprocess_slide(
     config: PostprocessConfig | None = None,
     *,
     level: int = 0,
-    block: int = 2048,
+    block: int = BLOCK,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> PostprocessResult:

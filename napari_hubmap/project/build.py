@@ -23,6 +23,7 @@ from ..progress import ProgressCallback, check_cancelled, with_message
 from ..stores.naming import labels_path, slide_stem
 from .manifest import (
     DEFAULT_DOWNSCALE,
+    DEFAULT_TILE,
     MANIFEST,
     SLIDE_ID,
     GroundTruth,
@@ -39,7 +40,7 @@ from .review import ReviewState
 GT_DIR, PSEUDO_DIR, EDITS_DIR = "ground_truth", "pseudo_labels", "edits"
 
 
-def init_project(root, *, tile: int = 512, downscale: float | None = None, predictions=()) -> Project:
+def init_project(root, *, tile: int = DEFAULT_TILE, downscale: float | None = None, predictions=()) -> Project:
     """A new empty project in ``root`` (made if needed); an existing project there is an error.
 
     ``downscale`` None: the scale of the probability maps in ``predictions`` (see :func:`working_downscale`),

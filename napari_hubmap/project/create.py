@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..progress import ProgressCallback
 from .build import EDITS_DIR, GT_DIR, PSEUDO_DIR, add_slide, init_project
-from .manifest import MANIFEST, Project
+from .manifest import DEFAULT_TILE, MANIFEST, Project
 from .review import REVIEW
 
 PARTS = (MANIFEST, REVIEW, ".review.lock", GT_DIR, PSEUDO_DIR, EDITS_DIR)
@@ -34,7 +34,7 @@ class NewSlide:
     predictions: tuple = field(default_factory=tuple)
 
 
-def create_project(root, slides=(), *, tile: int = 512, downscale: float | None = None, full_hash: bool = False,
+def create_project(root, slides=(), *, tile: int = DEFAULT_TILE, downscale: float | None = None, full_hash: bool = False,
                    mpp: float | None = None, progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> Project:
     """A new project in ``root`` holding ``slides`` (:class:`NewSlide`, or plain paths), or nothing on failure.

@@ -52,6 +52,8 @@ _QUICK_TAG = b"napari-hubmap quick-sha256 v1\0"
 SLIDE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_DOWNSCALE = 2.0
 """A new project's working scale (full-resolution pixels per pixel) when neither it nor a prediction gives one."""
+DEFAULT_TILE = 512
+"""A new project's review tile size at the working scale."""
 
 
 # ----------------------------------------------------------------------------------------------- hashes
