@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..inference.config import BLENDS, DEVICES
 from ..reader import slide_of
 from ..stores.naming import probability_path, progress_path, slide_stem
 from .background import emit_from_daemon
@@ -39,8 +40,8 @@ from .viewer_layers import current_slide_layer
 __all__ = ["InferencePanel", "describe_card", "describe_metrics"]  # the last two live in .model_list
 
 TTA_CHOICES = ("none", "flips", "d4")
-BLEND_CHOICES = ("gaussian", "centre")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+BLEND_CHOICES = BLENDS  # the engine's, as the command line offers them
+DEVICE_CHOICES = DEVICES  # auto, cpu, cuda, mps: the one device list (defaults.DEVICES)
 PREDICTIONS_FOLDER = "predictions"
 
 

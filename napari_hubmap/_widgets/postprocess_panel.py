@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import HubmapInputError
+from ..postprocess.config import MARKERS
 from .forms import LabeledSlider
 from .plots import ThresholdPlot
 from .probability_maps import (
@@ -74,7 +75,7 @@ class PostprocessPanel(QWidget):
         self.fill_holes.setChecked(True)
         self.watershed = QCheckBox("Split touching glomeruli (watershed)")
         self.markers = QComboBox()
-        self.markers.addItems(["distance", "h-maxima"])
+        self.markers.addItems(MARKERS)
         self.min_distance = LabeledSlider(1, 100, 10, 1, "{:.0f} px")
         self.h = LabeledSlider(1, 100, 20, 0.1, "{:.1f}")
         self.compactness = LabeledSlider(0, 100, 0, 0.01, "{:.2f}")
