@@ -21,7 +21,7 @@ from .errors import HubmapInputError
 
 def add_train_parser(sub) -> None:
     from .defaults import DEVICES
-    from .training.config import LOSSES, SPLITS, TrainConfig
+    from .training.config import LOSSES, SELECT_BY, SPLITS, TrainConfig
     from .training.presets import PRESETS
 
     d = TrainConfig()
@@ -60,6 +60,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--exclude-groups", default="",
                    help="comma-separated groups or images (SOURCE/STEM) neither trained nor validated on")
     p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
+                   help="what picks the saved epoch on the validation images (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="data-loader worker processes")
     p.add_argument("--device", default=d.device, help=f"{', '.join(DEVICES)}, or a torch device such as cuda:1")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -105,7 +107,8 @@ def config_of(args):
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch=args.batch, lr=args.lr, loss=args.loss,
         positive_fraction=args.positive_fraction, folds=args.folds, fold=args.fold, split=args.split,
         val_groups=[g for g in args.val_groups.split(",") if g],
-        exclude_groups=[g for g in args.exclude_groups.split(",") if g], patience=args.patience, workers=args.workers,
+        exclude_groups=[g for g in args.exclude_groups.split(",") if g], patience=args.patience,
+        select_by=args.select_by, workers=args.workers,
         device=args.device, seed=args.seed, labels=args.label)
 
 

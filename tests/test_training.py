@@ -67,6 +67,20 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     assert not checkpoint_folder(tmp_path / "m").exists() and result.epochs_run == 6  # returned: not cancelled
 
 
+def test_select_by_object_f1_saves_the_epoch_with_the_best_glomerulus_f1(tmp_path, data):
+    events = []
+    train(tiny(epochs=4, samples_per_epoch=16, select_by="object_f1"), [data], tmp_path / "m",
+          progress=lambda p: events.append(p.details))
+    epochs = [e for e in events if e["event"] == "epoch"]
+    best = max(epochs, key=lambda e: (e["val_object_f1"], e["val_dice"]))
+    card = read_card(tmp_path / "m")
+    assert card.training_data["epoch"] == best["epoch"] and card.metrics["validation"]["object_f1"] == best["val_object_f1"]
+    assert [e["best"] for e in epochs][best["epoch"] - 1] is True
+    assert card.training_data["config"]["select_by"] == "object_f1"
+    with pytest.raises(HubmapInputError, match="select_by"):
+        tiny(select_by="loss")
+
+
 def test_fine_tuning_records_the_parent(tmp_path, data):
     train(tiny(epochs=1), [data], tmp_path / "first")
     result = train(tiny(epochs=1, preset=None, base=str(tmp_path / "first")), [data], tmp_path / "second")

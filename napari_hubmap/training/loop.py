@@ -285,7 +285,7 @@ def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: fl
     stop = False
     if run.world.main:
         scores = validation_scores(run.ema.module, run.val, run.card.normalization, run.device, c.thresholds)
-        improved = not run.val or not run.best or scores["dice"] > run.best["dice"]
+        improved = not run.val or not run.best or _selection_key(scores, c.select_by) > _selection_key(run.best, c.select_by)
         entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": scores.get("dice"),
                  "val_object_f1": scores.get("object_f1"), "threshold": scores.get("threshold"),
                  "val_dice_by_source": {k: v["dice"] for k, v in scores.get("by_source", {}).items()},
@@ -301,6 +301,13 @@ def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: fl
         event = {"event": "epoch", "epochs": c.epochs, "best": improved, **entry}
         _report(run, progress, (epoch + 1) * c.steps_for(run.world.size), event, epoch_line(event))
     return bool(distributed.broadcast(run.world, stop))
+
+
+def _selection_key(scores: dict, select_by: str) -> tuple:
+    """How validation scores rank epochs (higher is better): see ``TrainConfig.select_by``."""
+    if select_by == "object_f1":
+        return (scores.get("object_f1") or 0.0, scores.get("dice") or 0.0)
+    return (scores.get("dice") or 0.0,)
 
 
 def _register(run: _Run) -> None:
