@@ -196,7 +196,7 @@ def test_predict_progress_in_a_log_file_is_plain_lines(tmp_path):
 
 
 def test_progress_off_a_terminal_prints_at_most_every_few_seconds(monkeypatch, capsys):
-    from napari_hubmap import cli_progress
+    from napari_hubmap.cli import progress_bar as cli_progress
 
     from napari_hubmap.progress import Progress
 

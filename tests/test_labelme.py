@@ -230,7 +230,7 @@ def test_cli_malformed_labelme_is_one_line_exit_2(tmp_path, content, needle):
 
 def test_train_cli_label_option():
     from napari_hubmap.cli import build_parser
-    from napari_hubmap.cli_train import config_of
+    from napari_hubmap.cli.train import config_of
 
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--label", "Glomeruli", "--label", "G"])
     assert config_of(args).labels == ["Glomeruli", "G"]

@@ -243,7 +243,7 @@ def test_one_image_can_have_its_own_mpp(data):
 
 
 def test_cli_reads_an_mpp_file_and_refuses_a_bad_one(tmp_path, data):
-    from napari_hubmap.cli_train import _mpp_file, _mpp_overrides
+    from napari_hubmap.cli.train import _mpp_file, _mpp_overrides
 
     table = tmp_path / "mpp.json"
     table.write_text(json.dumps({"discs": 4.0, "discs/pA_0": 1.0}))

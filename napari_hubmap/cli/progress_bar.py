@@ -1,12 +1,12 @@
-"""The command line's progress display (:class:`ProgressBar`), shared by :mod:`napari_hubmap.cli` and
-:mod:`napari_hubmap.cli_train` (its own module so that neither imports the other)."""
+"""The command line's progress display: :class:`ProgressBar`, and :class:`SlideBars` (one bar per slide)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from .progress import Progress
+from ..progress import Progress
 
 PLAIN_PROGRESS_EVERY_S = 5.0
 """Off a terminal, a plain progress line at most this often, and one at the end."""
@@ -73,3 +73,22 @@ class ProgressBar:
 
     def __exit__(self, kind, *exc):
         self.close(summary=kind is None)  # after an error, its one line says enough
+
+
+class SlideBars:
+    """One :class:`ProgressBar` per slide (``project <file name>``), for progress naming its slide in ``details``."""
+
+    def __init__(self):
+        self.slide, self.bar = None, None
+
+    def update(self, progress: Progress) -> None:
+        slide = progress.details["slide"]
+        if slide != self.slide:
+            self.close()
+            self.slide, self.bar = slide, ProgressBar(f"project {Path(slide).name}")
+        self.bar.update(progress)
+
+    def close(self, summary: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.close(summary=summary)
+        self.slide, self.bar = None, None

@@ -4,25 +4,22 @@
 with ``done``, ``cancelled`` (exit 130, after SIGTERM/SIGINT: the run stops at the next step and saves a
 resume checkpoint) or ``error`` (exit 2 for bad input). ``--nproc N`` > 1 runs N processes of
 DistributedDataParallel through torchrun (gloo on CPU, nccl on CUDA); rank 0 reports and saves.
+How a run reports, stops and spreads over processes: :mod:`.train_run`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
-from .errors import HubmapInputError
+from ..errors import HubmapInputError
+from .train_run import RunReports, run_torchrun, stop_on_signals
 
 
-def add_train_parser(sub) -> None:
-    from .defaults import DEVICES
-    from .training.config import LOSSES, SELECT_BY, SPLITS, TrainConfig
-    from .training.presets import PRESETS
+def add_parsers(sub) -> None:
+    from ..training.config import TrainConfig
+    from ..training.presets import PRESETS
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train or fine-tune a model on data folders or a curation project")
@@ -49,6 +46,14 @@ def add_train_parser(sub) -> None:
     p.add_argument("--mpp-file", type=Path, metavar="JSON",
                    help='µm/px by folder or image, {"FOLDER": MPP, "FOLDER/STEM": MPP}; --mpp wins')
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic regions (PAS and H&E)")
+    _add_run_options(p, d)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_run_options(p, d) -> None:
+    from ..defaults import DEVICES
+    from ..training.config import LOSSES, SELECT_BY, SPLITS
+
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
     p.add_argument("--positive-fraction", type=float, default=d.positive_fraction,
@@ -69,7 +74,6 @@ def add_train_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.add_argument("--nproc", type=int, default=1, help="processes (DDP through torchrun)")
     p.add_argument("--events", action="store_true", help="JSON lines on stdout")
-    p.set_defaults(func=cmd_train)
 
 
 def _mpp_file(path: Path | None) -> dict[str, float]:
@@ -99,7 +103,7 @@ def _mpp_overrides(values: list[str], table: dict[str, float] | None = None) -> 
 
 
 def config_of(args):
-    from .training import TrainConfig
+    from ..training import TrainConfig
 
     return TrainConfig(
         preset=None if args.base else (args.preset or TrainConfig().preset), base=args.base, name=args.name,
@@ -112,113 +116,27 @@ def config_of(args):
         device=args.device, seed=args.seed, labels=args.label)
 
 
-def _emitter(enabled: bool):
-    def emit(event: dict) -> None:
-        if enabled and os.environ.get("RANK", "0") == "0":
-            print(json.dumps(event), flush=True)
-    return emit
-
-
-def _reporter(emit, events: bool):
-    """(progress callback, finish): the events themselves (each Progress's ``details``) with ``--events``, else
-    a progress bar on stderr (see :class:`napari_hubmap.cli_progress.ProgressBar`) with a line per epoch."""
-    if events:
-        return lambda progress: emit(progress.details), lambda: None
-    from .cli_progress import ProgressBar
-
-    run = {"bar": None}
-
-    def report(progress) -> None:
-        if os.environ.get("RANK", "0") != "0":
-            return
-        kind = progress.details["event"]
-        if kind == "start":
-            run["bar"] = ProgressBar("training", unit="steps", leave=True)
-            run["bar"].update(progress)
-        elif kind == "step":
-            run["bar"].update(progress)
-        elif kind == "epoch":
-            run["bar"].write(progress.message)
-
-    def finish() -> None:
-        if run["bar"] is not None:
-            run["bar"].close()
-    return report, finish
-
-
-def _strip_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--nproc":
-            skip = True
-        elif not item.startswith("--nproc="):
-            out.append(item)
-    return out
-
-
-def _run_torchrun(args) -> int:
-    """Re-run this command as ``args.nproc`` DDP processes; SIGTERM/SIGINT reach every rank."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "napari_hubmap.cli", *_strip_nproc(args.argv)]
-    child = subprocess.Popen(command, start_new_session=True)
-
-    def forward(signum, frame):
-        os.killpg(child.pid, signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, forward)
-    return child.wait()
-
-
 def cmd_train(args) -> int:
     if args.nproc < 1:
         raise HubmapInputError(None, f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _run_torchrun(args)
-    from .progress import Cancelled
-    from .training import train
-    from .training.checkpoint import checkpoint_folder
+        return run_torchrun(args)
+    from ..progress import Cancelled
+    from ..training import train
 
-    emit = _emitter(args.events)
-    stop, asked = threading.Event(), []
-
-    def ask_stop(signum, frame):
-        if not asked:  # set once: a second signal arriving while the first sets it must not wait on its lock
-            asked.append(signum)
-            stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, ask_stop)
-    report, finish = _reporter(emit, args.events)
-    epochs_run = [0]
-
-    def progress(update) -> None:
-        event = update.details
-        if event["event"] in ("start", "epoch"):  # epochs finished: those resumed, then each epoch's number
-            epochs_run[0] = event["resumed_at"] if event["event"] == "start" else event["epoch"]
-        report(update)
-
+    stop = stop_on_signals()
+    reports = RunReports(args.events)
     try:
         config = config_of(args)
         mpp = _mpp_overrides(args.mpp, _mpp_file(args.mpp_file))
-        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic, progress=progress,
+        result = train(config, args.data, args.out, mpp=mpp, synthetic=args.synthetic, progress=reports.progress,
                        cancel=stop, resume=not args.no_resume, overwrite=args.overwrite)
     except HubmapInputError as error:
-        emit({"event": "error", "message": str(error)})
+        reports.emit({"event": "error", "message": str(error)})
         raise
     except Cancelled:  # the run saved its resume checkpoint first
-        finish()
-        checkpoint = checkpoint_folder(Path(args.out))
-        emit({"event": "cancelled", "checkpoint": str(checkpoint), "epochs_run": epochs_run[0]})
-        print(f"napari-hubmap: cancelled; checkpoint {checkpoint} (run again to resume)", file=sys.stderr)
-        return 130
-    finish()
-    card = result.card
-    emit({"event": "done", "model": str(result.model), "metrics": card.metrics if card else {},
-          "parent": card.parent if card else None, "cancelled": False, "epochs_run": result.epochs_run,
-          "rank_digests": result.rank_digests})
-    if not args.events and os.environ.get("RANK", "0") == "0":
-        print(json.dumps({"model": str(result.model), "best": {k: v for k, v in result.best.items() if k != "by_source"}}))
+        reports.finish()
+        return reports.cancelled(Path(args.out))
+    reports.finish()
+    reports.done(result)
     return 0
