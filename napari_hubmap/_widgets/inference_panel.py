@@ -34,7 +34,7 @@ from ..stores.naming import probability_path, progress_path, slide_stem
 from .background import emit_from_daemon
 from .model_list import ModelChecklist, describe_card, describe_metrics
 from .peers import ListsModels
-from .run_controls import RunControls
+from .run_controls import RunControls, WorkerRun
 from .viewer_layers import current_slide_layer
 
 __all__ = ["InferencePanel", "describe_card", "describe_metrics"]  # the last two live in .model_list
@@ -122,7 +122,7 @@ def placement(slide_layer, downscale: float) -> tuple[tuple, tuple]:
 # --- the widget ---------------------------------------------------------------------------------
 
 
-class InferencePanel(QWidget, ListsModels):
+class InferencePanel(QWidget, ListsModels, WorkerRun):
     """Dock widget: models, TTA, tiling, device, output folder; Run / Cancel with live progress."""
 
     models_listed = Signal(object)  # list_models() or its error, emitted from a daemon thread
@@ -294,18 +294,6 @@ class InferencePanel(QWidget, ListsModels):
         )
 
     # --- run ------------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self.controls.running
-
-    @property
-    def worker(self):
-        return self.controls.worker
-
-    @property
-    def cancel_event(self):
-        return self.controls.cancel_event
 
     def run(self):
         """Start inference on the selected slide; returns the napari worker (None if nothing to run)."""

@@ -42,7 +42,7 @@ from .probability_maps import (
     map_threshold,
     view_window,
 )
-from .run_controls import RunControls
+from .run_controls import RunControls, WorkerRun
 from .viewer_layers import camera_of, probability_meta
 
 # moved to .forms, .probability_maps and .viewer_layers; still importable from here
@@ -52,7 +52,7 @@ __all__ = ["MAX_VIEW_SIDE", "LabeledSlider", "PostprocessPanel", "camera_of", "c
 DEBOUNCE_MS = 30
 
 
-class PostprocessPanel(QWidget):
+class PostprocessPanel(QWidget, WorkerRun):
     """Dock widget: live post-processing of the view, apply to slide, threshold search."""
 
     live_ready = Signal(object)  # (token, level, window, labels, seconds) or an error, from a thread
@@ -279,18 +279,6 @@ class PostprocessPanel(QWidget):
         self.live_status.setText(f"{count} glomeruli in view · level {level} · {seconds * 1000:.0f} ms")
 
     # --- apply to slide -------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self.controls.running
-
-    @property
-    def worker(self):
-        return self.controls.worker
-
-    @property
-    def cancel_event(self) -> threading.Event | None:
-        return self.controls.cancel_event
 
     def apply_to_slide(self):
         """Post-process the whole map into the labels store beside it (named by

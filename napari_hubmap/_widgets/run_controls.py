@@ -8,7 +8,8 @@ also set when the worker is quit from napari's activity dock) and the split of a
 and *failed* are handled here, the panel says what a result, a cancellation and a failure mean to it.
 A panel whose work runs elsewhere (the Training panel's child process) drives the same controls with
 :meth:`~RunControls.begin`, :meth:`~RunControls.show_progress`, :meth:`~RunControls.request_cancel` and
-:meth:`~RunControls.end`.
+:meth:`~RunControls.end`. A panel whose work runs in the controls' worker inherits :class:`WorkerRun`
+for its ``running``, ``worker`` and ``cancel_event``.
 """
 
 from __future__ import annotations
@@ -177,3 +178,22 @@ class RunControls(QWidget):
         self.cancel_event.set()
         self.request_cancel(message)
         return True
+
+
+class WorkerRun:
+    """A panel whose work runs in the napari worker of its :class:`RunControls` (``self.controls``):
+    its ``running``, ``worker`` and ``cancel_event`` are the controls'."""
+
+    controls: RunControls
+
+    @property
+    def running(self) -> bool:
+        return self.controls.running
+
+    @property
+    def worker(self):
+        return self.controls.worker
+
+    @property
+    def cancel_event(self) -> threading.Event | None:
+        return self.controls.cancel_event
