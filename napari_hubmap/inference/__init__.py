@@ -5,18 +5,10 @@ Names load lazily, so that :mod:`.config` (what the command line builds its opti
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
-_NAMES = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "config": ("InferenceConfig",),
     "engine": ("PredictionResult", "pick_device", "predict_slide"),
     "tta": ("resolve_tta",),
-}
-_WHERE = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

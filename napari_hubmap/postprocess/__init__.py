@@ -7,20 +7,12 @@ so that :mod:`.config` (what the command line builds its options from) is read w
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
-_NAMES = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "config": ("PostprocessConfig", "foreground", "uint8_cutoff"),
     "region": ("postprocess_region",),
     "slide": ("PostprocessResult", "postprocess_slide", "slide_shape_of"),
     "threshold": ("DEFAULT_THRESHOLDS", "ThresholdCurve", "read_ensemble_config", "save_best_threshold",
                   "save_ensemble_config", "save_threshold", "threshold_curve"),
-}
-_WHERE = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -9,9 +9,9 @@ light (numpy and zarr).
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
-_NAMES = {
+_lazy_all, __getattr__ = lazy_exports(__name__, {
     "build": ("add_prediction", "add_slide", "import_ground_truth", "init_project"),
     "create": ("NewSlide", "create_project"),
     "dataset": ("TrainingTile", "read_tile_labels", "training_set"),
@@ -22,9 +22,8 @@ _NAMES = {
     "review": ("STATES", "ReviewState", "set_state"),
     "stores": ("copy_into_edits", "ground_truth_array", "open_edits", "probability_arrays", "pseudo_labels_array"),
     "tiles": ("Tile", "parse_tile_key", "tile_grid"),
-}
-_WHERE = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = sorted([*_WHERE, "open_project"])
+})
+__all__ = sorted([*_lazy_all, "open_project"])
 
 
 def open_project(root, *, verify: bool = True):
@@ -32,9 +31,3 @@ def open_project(root, *, verify: bool = True):
     from .manifest import Project
 
     return Project.open(root, verify=verify)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

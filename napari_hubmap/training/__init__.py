@@ -16,20 +16,12 @@ and ``error``. A cancelled run raises :class:`napari_hubmap.progress.Cancelled` 
 is saved.
 """
 
+from ..lazy import lazy_exports
 from .config import LOSSES, TrainConfig
 from .presets import DEFAULT_PRESET, PRESETS, Preset, preset_card
 
-_LAZY = {"TrainResult": "loop", "train": "loop", "Sample": "sources",
-         "load_sources": "sources"}
-
-
-def __getattr__(name: str):
-    """torch-heavy names load on first use, so ``napari-hubmap --help`` stays fast."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the torch-heavy names load on first use, so ``napari-hubmap --help`` stays fast
+_, __getattr__ = lazy_exports(__name__, {"loop": ("TrainResult", "train"), "sources": ("Sample", "load_sources")})
 
 __all__ = ["DEFAULT_PRESET", "LOSSES", "PRESETS", "Preset", "Sample", "TrainConfig", "TrainResult",
            "load_sources", "preset_card", "train"]
