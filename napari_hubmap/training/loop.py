@@ -4,8 +4,8 @@
 reports :class:`~napari_hubmap.progress.Progress` in optimiser steps (``details``: the events, see
 :mod:`napari_hubmap.training`), stops when its ``cancel`` event is set (at the next step, after saving a
 resume checkpoint, raising :class:`~napari_hubmap.progress.Cancelled`), and returns a :class:`TrainResult`.
-The best weights (EMA, by validation Dice) are saved to the registry folder ``out`` whenever they improve,
-atomically, so an interruption never leaves an unloadable model.
+The best weights (EMA, by validation Dice or object F1: ``TrainConfig.select_by``) are saved to the registry
+folder ``out`` whenever they improve, atomically, so an interruption never leaves an unloadable model.
 """
 
 from __future__ import annotations
