@@ -29,6 +29,19 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def session_onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_onnx_cache(session_onnx_cache, monkeypatch) -> Path:
+    """ONNX graphs go to one folder of this test session (never the user's ~/.cache); graphs are keyed by
+    their weights, so tests share them safely and each network is exported once."""
+    monkeypatch.setenv("NAPARI_HUBMAP_ONNX_CACHE", str(session_onnx_cache))
+    return session_onnx_cache
+
+
 @pytest.fixture(autouse=True)
 def isolated_models_search(tmp_path_factory, monkeypatch) -> None:
     """Tests see neither the user's models nor the shipped ones (``models/``), unless they ask for

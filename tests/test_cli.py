@@ -178,6 +178,26 @@ def test_import_model_then_predict_prints_one_json_line_per_slide(tmp_path):
         assert {"tiles", "skipped_tiles", "seconds", "tiles_per_s", "peak_rss_mb"} <= set(row) and row["complete"]
 
 
+def test_predict_backend_is_chosen_and_reported(tmp_path):
+    """--backend torch and onnx each run and say so in the JSON line; their maps agree within a grey level."""
+    import numpy as np
+
+    from napari_hubmap.stores.probability import open_probability
+
+    tiny, slides = tiny_model(tmp_path), synthetic_slides(tmp_path, seeds=(1,))
+    maps = {}
+    for backend in ("torch", "onnx"):
+        command = ["predict", str(slides[0]), "--model", str(tiny), "--out", str(tmp_path / backend), "--backend", backend]
+        out = subprocess.run(CLI + command, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        line = json.loads(out.stdout)
+        assert line["backend"] == backend
+        maps[backend] = np.asarray(open_probability(line["out"])[0][0][:]).astype(int)
+    assert np.abs(maps["torch"] - maps["onnx"]).max() <= 1
+    bad = run("predict", slides[0], "--model", tiny, "--out", tmp_path / "x", "--backend", "tensorrt", check_code=None)
+    assert bad.returncode == 2 and "tensorrt" in bad.stderr
+
+
 def test_predict_progress_in_a_log_file_is_plain_lines(tmp_path):
     """stderr to a file (not a terminal): progress as whole lines, no tqdm frames drawn with carriage returns."""
     tiny, slides = tiny_model(tmp_path), synthetic_slides(tmp_path)

@@ -236,10 +236,10 @@ def test_forward_batch_splits_calls_without_changing_the_map(tmp_path, noise_sli
     model = conv_model(2)
     sizes = []
     model.module.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    _, whole = run(path, tmp_path / "a.zarr", [model], batch=4, forward_batch=4)
+    _, whole = run(path, tmp_path / "a.zarr", [model], batch=4, forward_batch=4, backend="torch")  # hooks see torch
     assert max(sizes) == 4
     sizes.clear()
-    _, split = run(path, tmp_path / "b.zarr", [model], batch=4, forward_batch=1)
+    _, split = run(path, tmp_path / "b.zarr", [model], batch=4, forward_batch=1, backend="torch")
     assert set(sizes) == {1}
     assert np.abs(whole.astype(int) - split).max() <= 1
 

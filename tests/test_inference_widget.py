@@ -82,6 +82,9 @@ def test_panel_lists_models_and_describes_the_run(make_napari_viewer, qtbot, mod
     assert (panel.config()["tile"], panel.config()["overlap"], panel.config()["tta"]) == (128, 0, "d4")
     devices = [panel.device.itemText(i) for i in range(panel.device.count())]
     assert devices == ["auto", "cpu", "cuda", "mps"]  # the command line's list (defaults.DEVICES), mps included
+    assert config["backend"] == "auto"
+    panel.backend.setCurrentText("torch")
+    assert panel.config()["backend"] == "torch"  # the run gets what the combo shows
     assert panel.output_folder(slide_path_slide(viewer)) == slide_path.parent / "predictions"
     assert panel.out_folder.placeholderText() == str(slide_path.parent / "predictions")
 

@@ -11,7 +11,7 @@ from .progress_bar import ProgressBar
 
 
 def add_parsers(sub) -> None:
-    from ..inference.config import BLENDS, DEVICES, InferenceConfig
+    from ..inference.config import BACKENDS, BLENDS, DEVICES, InferenceConfig
 
     predict = sub.add_parser("predict", help="tiled ensemble inference: one probability OME-Zarr per slide")
     predict.add_argument("slides", nargs="+", metavar="SLIDE")
@@ -23,6 +23,8 @@ def add_parsers(sub) -> None:
     predict.add_argument("--overlap", type=int, default=None)
     predict.add_argument("--blend", choices=BLENDS, default=inference.blend)
     predict.add_argument("--device", choices=DEVICES, default=inference.device)
+    predict.add_argument("--backend", choices=BACKENDS, default=inference.backend,
+                         help="what runs the network: auto (ONNX Runtime on the CPU when installed, else torch), torch, onnx")
     predict.add_argument("--batch", type=int, default=inference.batch)
     predict.add_argument("--forward-batch", type=int, default=None,
                          help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")
@@ -36,7 +38,7 @@ def cmd_predict(args) -> int:
 
     config = InferenceConfig(
         models=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
-        device=args.device, batch=args.batch, skip_background=not args.no_skip_background,
+        device=args.device, backend=args.backend, batch=args.batch, skip_background=not args.no_skip_background,
         forward_batch=args.forward_batch, mpp=args.mpp,
     )
     out_dir = Path(args.out)
@@ -57,5 +59,6 @@ def _result_line(path, out: Path, result) -> dict:
         "computed_tiles": result.computed, "seconds": round(result.seconds, 3),
         "tiles_per_s": round(result.tiles_per_s, 3), "peak_rss_mb": round(peak_mb, 1),
         "resumed_rows": result.resumed_rows, "complete": result.complete, "downscale": result.downscale,
+        "backend": result.backend,
         **result.scale.as_dict(),
     }

@@ -10,7 +10,11 @@ from ..defaults import DEVICES
 BLENDS = ("gaussian", "centre")
 """How overlapping tiles are blended: Gaussian weights, or each tile's centre only."""
 
-__all__ = ["BLENDS", "DEVICES", "InferenceConfig"]
+BACKENDS = ("auto", "torch", "onnx")
+"""What runs the network: ``auto`` is ONNX Runtime on the CPU when onnxruntime is installed, else torch; a GPU
+always runs torch (half precision, channels-last)."""
+
+__all__ = ["BACKENDS", "BLENDS", "DEVICES", "InferenceConfig"]
 
 
 @dataclass
@@ -24,6 +28,7 @@ class InferenceConfig:
     overlap: int | None = None
     blend: str = "gaussian"  # one of BLENDS
     device: str = "auto"  # one of DEVICES, or a torch device such as cuda:1
+    backend: str = "auto"  # one of BACKENDS
     batch: int = 4
     readers: int = 1  # reader threads; more only help when decoding (JPEG, zlib) is the bottleneck
     forward_batch: int | None = None  # tiles per forward call; None: the whole batch on a GPU, 1 on CPU

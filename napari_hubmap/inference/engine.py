@@ -33,6 +33,7 @@ from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, ProbabilityStore
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
+from .onnx_backend import onnx_model, resolve_backend
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .tissue import detect_tissue
 from .tta import apply, invert, resolve_tta
@@ -50,6 +51,7 @@ class PredictionResult:
     complete: bool
     downscale: float = 1.0  # of the map's level 0
     scale: SlideScale | None = None  # the slide's µm/px the run used
+    backend: str = "torch"  # what ran the network (torch or onnx)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -171,7 +173,8 @@ def foreground(out: torch.Tensor, card) -> torch.Tensor:
     return probs[:, 1]
 
 
-def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple[str, ...]) -> tuple[dict, str]:
+def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple[str, ...],
+                backend: str = "torch") -> tuple[dict, str]:
     stat = os.stat(slide_path)
     settings = {
         "slide": os.path.realpath(slide_path),
@@ -184,6 +187,7 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
             for r in plan.runs
         ],
         "tta": list(tta),
+        "backend": backend,
         "blend": config.blend,
         "batch": config.batch,
         "skip_background": config.skip_background,
@@ -246,16 +250,21 @@ def predict_slide(
     forward_batch_size(config, device)  # bad settings fail before anything is loaded or written
     if config.mpp is not None:
         check_mpp(config.mpp)
+    backend = resolve_backend(config.backend, device)
     models = [_load(m, device) for m in (models or config.models)]
+    if backend == "onnx":
+        models = [onnx_model(m) for m in models]
     slide_path = os.fspath(slide_path)
     with open_slide(slide_path, mpp=config.mpp) as slide:
         _say_scale(slide.scale, slide_path, models)
         if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
             slide.build_cache(cancel=cancel)  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
-    settings, digest = settings_of(slide_path, plan, config, tta)
+    settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
-    return _run(slide_path, plan, store, config, tta, device, progress, cancel)
+    result = _run(slide_path, plan, store, config, tta, device, progress, cancel)
+    result.backend = backend
+    return result
 
 
 def _say_scale(scale: SlideScale, slide_path: str, models: list) -> None:

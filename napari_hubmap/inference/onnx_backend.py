@@ -1,0 +1,227 @@
+"""ONNX Runtime on the CPU: a registry model exported once to ONNX, cached by its weights, run in torch's place.
+
+:func:`onnx_graph` exports a model's network (dynamic batch, opset :data:`OPSET`) into the user cache
+(``$NAPARI_HUBMAP_ONNX_CACHE``, default ``~/.cache/napari-hubmap/onnx``), keyed by the weights' SHA-256, the
+architecture and :data:`EXPORTER` (the exporter's version). Beside each graph a small JSON record holds the
+graph's own SHA-256: a graph whose bytes no longer match it (truncated, corrupted, half-written), or that
+ONNX Runtime cannot open, is rebuilt, never trusted. A graph is written under a temporary name and renamed,
+so a crash never leaves one that looks complete.
+
+:class:`OnnxModule` runs such a graph with ``CPUExecutionProvider`` and as many intra-op threads as torch
+uses; it takes and returns torch tensors, so the engine's TTA and blending are the same for both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import HubmapInputError
+from ..registry.weights import sha256_file
+
+OPSET = 17
+EXPORTER = f"torch-{torch.__version__.split('+')[0]}-torchscript-opset{OPSET}-v1"
+"""What made a graph; part of its cache key, so a new exporter rebuilds every cached graph."""
+CACHE_ENV = "NAPARI_HUBMAP_ONNX_CACHE"
+INPUT, OUTPUT = "input", "output"
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime can be imported here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``torch`` or ``onnx`` for ``backend`` (one of :data:`~napari_hubmap.inference.config.BACKENDS`) on ``device``."""
+    from .config import BACKENDS
+
+    if backend not in BACKENDS:
+        raise HubmapInputError(None, f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "onnx" if device.type == "cpu" and onnx_available() else "torch"
+    if backend == "onnx" and device.type != "cpu":
+        raise HubmapInputError(None, f"the onnx backend runs on the CPU only (device {device}); use --backend torch")
+    if backend == "onnx" and not onnx_available():
+        raise HubmapInputError(None, "the onnx backend needs onnxruntime: pip install onnxruntime")
+    return backend
+
+
+def onnx_cache_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "napari-hubmap" / "onnx"
+
+
+def weights_digest(model) -> str:
+    """The SHA-256 of a model's weights: its card's (checked when a registry model loads), else (a network
+    built in memory) one computed from its parameters and buffers."""
+    if model.card.weights_sha256:
+        return model.card.weights_sha256
+    digest = hashlib.sha256()
+    for name, value in sorted(model.module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(card, weights_sha256: str) -> str:
+    """Hex key of a model's graph: its weights, its architecture and the exporter."""
+    what = {"weights_sha256": weights_sha256, "architecture": card.architecture, "encoder": card.encoder,
+            "in_channels": card.in_channels, "classes": card.classes, "kwargs": card.architecture_kwargs,
+            "exporter": EXPORTER}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def graph_path(card, weights_sha256: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in card.name) or "model"
+    return onnx_cache_root() / f"{safe}-{cache_key(card, weights_sha256)}.onnx"
+
+
+def _record_path(graph: Path) -> Path:
+    return graph.with_suffix(".json")
+
+
+def _session(graph: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def _trusted(graph: Path, weights_sha256: str) -> bool:
+    """The cached graph is there, whole (its bytes match its record) and made from these weights."""
+    record = _record_path(graph)
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        return (saved.get("weights_sha256") == weights_sha256 and saved.get("exporter") == EXPORTER
+                and saved.get("onnx_sha256") == sha256_file(graph))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export_graph(module: torch.nn.Module, card, graph: Path, weights_sha256: str) -> None:
+    """Export ``module`` (eval mode, CPU copy) to ``graph`` with a dynamic batch, then record its SHA-256."""
+    import copy
+
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    cpu = copy.deepcopy(module).to("cpu").eval()
+    example = torch.zeros(1, card.in_channels, card.tile, card.tile)
+    handle, tmp = tempfile.mkstemp(dir=graph.parent, prefix=graph.stem + ".", suffix=".partial")
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(cpu, (example,), tmp, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"},
+                                                                   OUTPUT: {0: "batch", 2: "height", 3: "width"}})
+        record = {"model": card.name, "weights_sha256": weights_sha256, "exporter": EXPORTER,
+                  "onnx_sha256": sha256_file(tmp)}
+        _write_json(_record_path(graph), record)
+        os.replace(tmp, graph)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export(model, graph: Path, weights_sha256: str) -> None:
+    """Export in a child process when the model is a saved registry folder: tracing holds the GIL for
+    seconds, which would freeze a viewer running inference in a thread. Networks built in memory are
+    exported here."""
+    from ..registry.store import is_model_folder
+
+    folder = Path(model.path)
+    if not (model.card.weights_sha256 and is_model_folder(folder)):
+        export_graph(model.module, model.card, graph, weights_sha256)
+        return
+    command = [sys.executable, "-m", "napari_hubmap.inference.onnx_backend", str(folder), str(graph)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise HubmapInputError(folder, f"cannot export model {model.card.name!r} to ONNX: {last}")
+
+
+def onnx_graph(model) -> Path:
+    """The cached ONNX graph of a loaded registry model, exported first when missing, stale or corrupt."""
+    weights = weights_digest(model)
+    graph = graph_path(model.card, weights)
+    if _trusted(graph, weights):
+        return graph
+    try:
+        _export(model, graph, weights)
+    except OSError as error:
+        raise HubmapInputError(graph.parent, f"cannot write the ONNX graph of model {model.card.name!r}: "
+                               f"{error.strerror or error}") from None
+    return graph
+
+
+class OnnxModule:
+    """Callable like the torch network: (N, C, H, W) float tensor -> (N, classes, H, W) tensor."""
+
+    def __init__(self, graph: Path, threads: int | None = None):
+        self.graph = graph
+        self.session = _session(graph, threads or torch.get_num_threads())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
+
+
+def onnx_model(model):
+    """``model`` (a :class:`~napari_hubmap.registry.LoadedModel`) with its network run by ONNX Runtime.
+
+    A cached graph that ONNX Runtime cannot open is exported again once."""
+    from ..registry import LoadedModel
+
+    if not onnx_available():
+        raise HubmapInputError(None, "the onnx backend needs onnxruntime: pip install onnxruntime")
+    graph = onnx_graph(model)
+    try:
+        module = OnnxModule(graph)
+    except Exception:  # onnxruntime raises its own classes for unreadable graphs
+        _export(model, graph, weights_digest(model))
+        module = OnnxModule(graph)
+    return LoadedModel(model.card, module, model.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m napari_hubmap.inference.onnx_backend MODEL_FOLDER GRAPH``: export one registry model."""
+    from ..registry import load_model
+
+    folder, graph = argv or sys.argv[1:]
+    model = load_model(folder)
+    export_graph(model.module, model.card, Path(graph), model.card.weights_sha256)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
