@@ -13,10 +13,10 @@ import sys
 import warnings
 
 from ..errors import HubmapInputError
-from . import annotations, models, postprocess, predict, project, slides, train, view
+from . import annotations, batch, models, postprocess, predict, project, slides, train, view
 from .common import EXIT_BAD_INPUT, EXIT_CANCELLED, OneLineParser
 
-GROUPS = (view, slides, predict, models, annotations, postprocess, project, train)
+GROUPS = (view, slides, predict, batch, models, annotations, postprocess, project, train)
 """The command groups, in the order their commands appear in ``napari-hubmap --help``."""
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_CANCELLED", "build_parser", "main", "run"]

@@ -191,6 +191,12 @@ class OnnxModule:
         self.graph = graph
         self.session = _session(graph, threads or torch.get_num_threads())
 
+    def to(self, *args, **kwargs) -> "OnnxModule":
+        return self  # the CPU is its one device
+
+    def eval(self) -> "OnnxModule":
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
@@ -202,6 +208,8 @@ def onnx_model(model):
     A cached graph that ONNX Runtime cannot open is exported again once."""
     from ..registry import LoadedModel
 
+    if isinstance(model.module, OnnxModule):
+        return model
     if not onnx_available():
         raise HubmapInputError(None, "the onnx backend needs onnxruntime: pip install onnxruntime")
     graph = onnx_graph(model)

@@ -1,0 +1,57 @@
+"""What every slide of a cohort gets (:class:`CohortConfig`) and where its outputs go, each name written once."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import HubmapInputError
+from ..inference.config import InferenceConfig
+from ..postprocess.config import PostprocessConfig
+from ..stores.naming import slide_stem
+
+EXPORTS = ("rle-csv", "geojson", "ome-zarr")
+EXPORT_SUFFIXES = {"rle-csv": ".rle.csv", "geojson": ".geojson", "ome-zarr": ".ome.zarr"}
+DONE_SUFFIX = ".done.json"
+COHORT_CSV = "submission.csv"
+PROGRESS_TOPIC = "napari-hubmap-cohort-progress"
+
+
+@dataclass
+class CohortConfig:
+    """What each slide gets: ``inference`` (its ``models`` are the ensemble), ``postprocess`` (fields of
+    :class:`~napari_hubmap.postprocess.PostprocessConfig` to set; the threshold and minimum size left out
+    come from the models' cards, as ``napari-hubmap postprocess`` takes them) and ``exports`` (of
+    :data:`EXPORTS`)."""
+
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    postprocess: dict = field(default_factory=dict)
+    exports: tuple = ("rle-csv", "geojson")
+
+    def __post_init__(self) -> None:
+        fields = {f.name for f in dataclasses.fields(PostprocessConfig)}
+        if set(self.postprocess) - fields:
+            raise HubmapInputError(None, f"unknown post-processing setting {sorted(set(self.postprocess) - fields)[0]!r}")
+        unknown = [e for e in self.exports if e not in EXPORTS]
+        if unknown:
+            raise HubmapInputError(None, f"unknown export {unknown[0]!r}; choose from {', '.join(EXPORTS)}")
+
+    def key(self) -> str:
+        """What a finished slide's record must match to be skipped."""
+        data = {"inference": dataclasses.asdict(self.inference),
+                "postprocess": self.postprocess,
+                "exports": sorted(self.exports)}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def done_path(slide, out_dir) -> Path:
+    return Path(out_dir) / f"{slide_stem(slide)}{DONE_SUFFIX}"
+
+
+def export_path(slide, out_dir, fmt: str) -> Path:
+    return Path(out_dir) / f"{slide_stem(slide)}{EXPORT_SUFFIXES[fmt]}"
+
+
