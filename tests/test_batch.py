@@ -30,15 +30,15 @@ def cohort(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cohort")
     slides = []
-    for seed in (1, 2, 3):
+    for seed, height in ((1, 1000), (2, 1000), (3, 2400)):  # slide3's map: 1200 rows, three bands of 512
         slides.append(root / f"slide{seed}.tif")
-        write_synthetic_tiff(slides[-1], SynthSpec(width=1400, height=1000, seed=seed))
+        write_synthetic_tiff(slides[-1], SynthSpec(width=1400, height=height, seed=seed))
     return root, slides
 
 
-def config_for(model) -> CohortConfig:
+def config_for(model, band_rows: int = 8192) -> CohortConfig:
     return CohortConfig(inference=InferenceConfig(models=[str(model)]), postprocess={"threshold": 0.5},
-                        exports=("rle-csv", "geojson", "ome-zarr"))
+                        exports=("rle-csv", "geojson", "ome-zarr"), band_rows=band_rows)
 
 
 def outputs(out: Path, slides) -> dict:
@@ -46,7 +46,9 @@ def outputs(out: Path, slides) -> dict:
     found = {}
     for slide in slides:
         stem = slide.stem
-        found[f"{stem}.prob"] = np.asarray(open_probability(out / f"{stem}.prob.zarr")[0][0][:]).tobytes()
+        levels, meta = open_probability(out / f"{stem}.prob.zarr")
+        assert meta["progress"]["complete"]
+        found[f"{stem}.prob"] = [np.asarray(level[:]).tobytes() for level in levels]
         found[f"{stem}.geojson"] = (out / f"{stem}.geojson").read_bytes()
         found[f"{stem}.rle.csv"] = (out / f"{stem}.rle.csv").read_bytes()
     found[COHORT_CSV] = (out / COHORT_CSV).read_bytes()
@@ -72,7 +74,7 @@ def test_cohort_here_exports_every_slide_and_skips_finished_ones(tmp_path, cohor
     assert not any(line["skipped"] for line in run_cohort(slides[:1], tmp_path / "out", changed))
 
 
-def test_local_cluster_writes_the_same_bytes_and_survives_a_killed_worker(tmp_path, cohort):
+def test_local_cluster_with_bands_writes_the_same_bytes_and_survives_a_killed_worker(tmp_path, cohort):
     _, slides = cohort
     model = tiny_model(tmp_path)
     here = run_cohort(slides, tmp_path / "here", config_for(model))
@@ -87,8 +89,10 @@ def test_local_cluster_writes_the_same_bytes_and_survives_a_killed_worker(tmp_pa
                 os.kill(workers[0].pid, signal.SIGKILL)
                 killed.append(workers[0].pid)
 
-    lines = run_cohort(slides, tmp_path / "cluster", config_for(model), workers=2, progress=kill_a_busy_worker)
+    lines = run_cohort(slides, tmp_path / "cluster", config_for(model, band_rows=512), workers=2,
+                       progress=kill_a_busy_worker)
     assert killed, "no worker was killed mid-slide"
+    assert [line.get("bands") for line in lines] == [None, None, 3]  # the large slide was shared out in bands
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
     assert all("error" not in line for line in lines), lines
     assert [line["objects"] for line in lines] == [line["objects"] for line in here]

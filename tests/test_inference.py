@@ -271,3 +271,30 @@ def test_new_default_threshold_keeps_the_map_but_new_tiles_restart_it(tmp_path, 
 
 def first_rows(out) -> int:
     return read_progress(out)["rows_done"]
+
+
+def test_row_bands_in_any_order_make_the_whole_run_byte_for_byte(tmp_path):
+    from napari_hubmap.inference.engine import finish_bands, prepare_bands
+
+    slide = tmp_path / "tall.tif"
+    write_synthetic_tiff(slide, SynthSpec(width=900, height=2300, seed=4, tissue_fraction=0.6))
+    model = conv_model(1, tile=128, overlap=32)
+    config = InferenceConfig(backend="torch")
+    predict_slide(slide, tmp_path / "whole.zarr", config, models=[model])
+    bands = prepare_bands(slide, tmp_path / "bands.zarr", config, band_rows=700, models=[model])
+    assert bands == [(0, 512), (512, 1024), (1024, 1536), (1536, 2048), (2048, 2300)]
+    for band in bands[::-2]:  # some bands, last first
+        predict_slide(slide, tmp_path / "bands.zarr", config, models=[model], band=band)
+    with pytest.raises(RuntimeError, match="not finished"):
+        finish_bands(tmp_path / "bands.zarr", bands)
+    assert not read_progress(tmp_path / "bands.zarr")["complete"]
+    for band in bands[-2::-2]:
+        predict_slide(slide, tmp_path / "bands.zarr", config, models=[model], band=band)
+    finish_bands(tmp_path / "bands.zarr", bands)
+    whole, banded = open_probability(tmp_path / "whole.zarr")[0], open_probability(tmp_path / "bands.zarr")[0]
+    assert len(whole) == len(banded) > 1
+    for a, b in zip(whole, banded):
+        assert np.array_equal(np.asarray(a[:]), np.asarray(b[:]))
+    assert read_progress(tmp_path / "bands.zarr")["complete"]
+    again = predict_slide(slide, tmp_path / "bands.zarr", config, models=[model], band=bands[0])
+    assert again.computed == 0  # a finished band is not redone

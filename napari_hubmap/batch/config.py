@@ -30,6 +30,9 @@ class CohortConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     postprocess: dict = field(default_factory=dict)
     exports: tuple = ("rle-csv", "geojson")
+    band_rows: int = 8192
+    """On a cluster, a slide whose map has more rows than this is split into row bands of about this many
+    rows, each a task of its own, so several workers share one large slide."""
 
     def __post_init__(self) -> None:
         fields = {f.name for f in dataclasses.fields(PostprocessConfig)}
@@ -43,7 +46,7 @@ class CohortConfig:
         """What a finished slide's record must match to be skipped."""
         data = {"inference": dataclasses.asdict(self.inference),
                 "postprocess": self.postprocess,
-                "exports": sorted(self.exports)}
+                "exports": sorted(self.exports)}  # band_rows left out: it does not change the outputs
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -36,35 +36,91 @@ def worker_models(inference: InferenceConfig) -> list:
 def process_slide(slide, out_dir, config: CohortConfig, progress: ProgressCallback | None = None) -> dict:
     """Predict, post-process and export one slide into ``out_dir``; its result line (``error`` on failure)."""
     slide, out_dir = str(slide), Path(out_dir)
+    return finished_line(slide, out_dir, config) or _guarded(slide, out_dir, config, _whole, progress)
+
+
+def finished_line(slide: str, out_dir: Path, config: CohortConfig) -> dict | None:
+    """The line of a slide already done with these settings (its record), else None."""
+    previous = _read_record(done_path(slide, out_dir))
+    return {**previous["line"], "skipped": True} if previous.get("key") == config.key() else None
+
+
+def _guarded(slide: str, out_dir: Path, config: CohortConfig, work, *args) -> dict:
+    """``work``'s line; a slide's own problem (bad file, full disk) becomes its ``error``; the record last."""
     line = {"slide": slide, "stem": slide_stem(slide)}
-    record = done_path(slide, out_dir)
-    previous = _read_record(record)
-    if previous.get("key") == config.key():
-        return {**previous["line"], "skipped": True}
     try:
-        line.update(_process(slide, out_dir, config, progress))
+        line.update(work(slide, out_dir, config, *args))
     except Cancelled:
         raise
     except (HubmapInputError, OSError, ValueError) as error:
         return {**line, "error": str(error)}
     from ..atomic import write_text_atomic
 
-    write_text_atomic(record, json.dumps({"key": config.key(), "line": line}))
+    write_text_atomic(done_path(slide, out_dir), json.dumps({"key": config.key(), "line": line}))
     return {**line, "skipped": False}
 
 
-def _process(slide: str, out_dir: Path, config: CohortConfig, progress) -> dict:
+def _whole(slide: str, out_dir: Path, config: CohortConfig, progress) -> dict:
     from ..inference import predict_slide
-    from ..postprocess import postprocess_slide
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prob = probability_path(slide, out_dir)
     predicted = predict_slide(slide, prob, config.inference, progress=progress, models=worker_models(config.inference))
+    return {**_after_prediction(slide, out_dir, config), "tiles": predicted.tiles, "computed_tiles": predicted.computed,
+            "backend": predicted.backend}
+
+
+def _after_prediction(slide: str, out_dir: Path, config: CohortConfig) -> dict:
+    from ..postprocess import postprocess_slide
+
+    prob = probability_path(slide, out_dir)
     labels = labels_path(slide_stem(slide), out_dir)
     post = postprocess_slide(prob, labels, postprocess_config(prob, config.postprocess))
     exports = {fmt: str(_export(labels, slide, out_dir, fmt)) for fmt in config.exports}
-    return {"prob": str(prob), "labels": str(labels), "objects": post.objects, "tiles": predicted.tiles,
-            "computed_tiles": predicted.computed, "backend": predicted.backend, "exports": exports}
+    return {"prob": str(prob), "labels": str(labels), "objects": post.objects, "exports": exports}
+
+
+# --- a slide shared by several workers: prepare, bands, finish -----------------------------------
+
+
+def prepare_slide(slide, out_dir, config: CohortConfig) -> dict:
+    """``{"line": ...}`` when the slide is done (or failed), else ``{"bands": [(first, end), ...]}``."""
+    from ..inference.engine import prepare_bands
+
+    slide, out_dir = str(slide), Path(out_dir)
+    done = finished_line(slide, out_dir, config)
+    if done:
+        return {"line": done}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bands = prepare_bands(slide, probability_path(slide, out_dir), config.inference, config.band_rows,
+                              models=worker_models(config.inference))
+    except (HubmapInputError, OSError, ValueError) as error:
+        return {"line": {"slide": slide, "stem": slide_stem(slide), "error": str(error)}}
+    return {"bands": bands}
+
+
+def predict_band(slide, out_dir, config: CohortConfig, band: tuple[int, int], progress=None) -> dict:
+    """One band of the slide's map (done whole, or not at all); its tile counts."""
+    from ..inference import predict_slide
+
+    result = predict_slide(str(slide), probability_path(slide, out_dir), config.inference, progress=progress,
+                           models=worker_models(config.inference), band=tuple(band))
+    return {"tiles": result.tiles, "computed_tiles": result.computed, "backend": result.backend}
+
+
+def finish_slide(slide, out_dir, config: CohortConfig, bands: list, band_results: list) -> dict:
+    """After every band: the map's lower levels, then post-processing, exports and the record."""
+    def work(slide, out_dir, config):
+        from ..inference.engine import finish_bands
+
+        finish_bands(probability_path(slide, out_dir), [tuple(b) for b in bands])
+        tiles = {"tiles": sum(r["tiles"] for r in band_results),
+                 "computed_tiles": sum(r["computed_tiles"] for r in band_results),
+                 "backend": band_results[0]["backend"] if band_results else None, "bands": len(bands)}
+        return {**_after_prediction(slide, out_dir, config), **tiles}
+
+    return _guarded(str(slide), Path(out_dir), config, work)
 
 
 def postprocess_config(prob: Path, settings: dict) -> PostprocessConfig:

@@ -11,8 +11,10 @@ import numpy as np
 
 
 class RowAccumulator:
-    def __init__(self, out_shape: tuple[int, int], chunk: int, rows_done: int = 0):
+    def __init__(self, out_shape: tuple[int, int], chunk: int, rows_done: int = 0, end: int | None = None):
+        """Rows [rows_done, end) of the grid (``end`` None: to its bottom) are blended; others are ignored."""
         self.height, self.width = out_shape
+        self.end = self.height if end is None else min(end, self.height)
         self.chunk = chunk
         self.rows_done = rows_done
         self.bands: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -26,7 +28,7 @@ class RowAccumulator:
     def add(self, y0: int, x0: int, values: np.ndarray | None, weights: np.ndarray) -> None:
         """Add ``values * weights`` (None: a skipped tile, zero prediction) and ``weights`` at (y0, x0)."""
         h, w = weights.shape
-        y_start, y_stop = max(y0, self.rows_done), min(y0 + h, self.height)
+        y_start, y_stop = max(y0, self.rows_done), min(y0 + h, self.end)
         x_start, x_stop = max(x0, 0), min(x0 + w, self.width)
         if y_start >= y_stop or x_start >= x_stop:
             return
@@ -43,11 +45,11 @@ class RowAccumulator:
 
     def finished(self, limit: int):
         """Yield (first row, uint8 rows) for every band that ends at or before ``limit``, in order."""
-        limit = min(limit, self.height)
-        while self.rows_done < self.height:
+        limit = min(limit, self.end)
+        while self.rows_done < self.end:
             band = self.rows_done // self.chunk
             b0 = band * self.chunk
-            b1 = min(b0 + self.chunk, self.height)
+            b1 = min(b0 + self.chunk, self.end)
             if b1 > limit:
                 return
             total, weight = self.bands.pop(band, (None, None))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import HubmapInputError
 from ..progress import Cancelled, ProgressCallback, report
 from ..slide import SlideScale, check_mpp, open_slide
-from ..stores.probability import CHUNK, ProbabilityStore
+from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
 from .onnx_backend import onnx_model, resolve_backend
@@ -234,6 +234,7 @@ def predict_slide(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     models: list | None = None,
+    band: tuple[int, int] | None = None,
 ) -> PredictionResult:
     """Run the ensemble over ``slide_path`` into the probability store ``out`` (resumable).
 
@@ -242,7 +243,10 @@ def predict_slide(
     ``details`` {``tiles_per_s``, ``eta_s``, ``rows_done``: rows of the map final in the store}. ``cancel``
     set: stops after the current batch (or stops a pyramid cache build the run needs) and raises
     :class:`~napari_hubmap.progress.Cancelled`; the store keeps the finished rows and the next run with the
-    same settings resumes there."""
+    same settings resumes there.
+
+    ``band`` (first, end): only those output rows, into a store that :func:`prepare_bands` made, while other
+    processes fill its other bands (level 0 only; a band is redone whole unless it finished)."""
     config = config or InferenceConfig()
     cancel = cancel or threading.Event()
     tta = resolve_tta(config.tta)
@@ -262,9 +266,43 @@ def predict_slide(
         plan = plan_slide(slide, models, config)
     settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
+    if band is not None:
+        if store.complete or store.band_done(*band):
+            return PredictionResult(Path(store.path), 0, 0, 0, 0.0, 0.0, band[1] - band[0], store.complete,
+                                    plan.out_downscale, plan.scale, backend)
+        store, plan = BandWriter(store, *band), plan.band(*band)
     result = _run(slide_path, plan, store, config, tta, device, progress, cancel)
     result.backend = backend
     return result
+
+
+def prepare_bands(slide_path, out, config: InferenceConfig | None = None, band_rows: int = 8192,
+                  models: list | None = None) -> list[tuple[int, int]]:
+    """Make (or keep, when its settings match) the store of ``slide_path`` for a run split into row bands of
+    about ``band_rows`` output rows; returns the bands, for :func:`predict_slide` (``band=``) in any process,
+    then :func:`finish_bands`. An empty list: the store is already complete."""
+    config = config or InferenceConfig()
+    device = pick_device(config.device)
+    backend = resolve_backend(config.backend, device)
+    models = [_load(m, device) for m in (models or config.models)]
+    slide_path = os.fspath(slide_path)
+    with open_slide(slide_path, mpp=config.mpp) as slide:
+        plan = plan_slide(slide, models, config)
+    settings, digest = settings_of(slide_path, plan, config, resolve_tta(config.tta), backend)
+    store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
+    return [] if store.complete else band_ranges(plan.out_shape[0], band_rows)
+
+
+def finish_bands(out, bands: list[tuple[int, int]]) -> None:
+    """The lower levels of a store whose bands are all written, then the store complete."""
+    from ..stores.probability import read_progress
+    import zarr
+
+    progress = read_progress(out) or {}
+    store = ProbabilityStore(Path(out), zarr.open_group(out, mode="r+"), progress.get("settings_hash", ""),
+                             int(progress.get("rows_done", 0)))
+    if not store.complete:
+        store.finish_bands(bands)
 
 
 def _say_scale(scale: SlideScale, slide_path: str, models: list) -> None:
@@ -287,7 +325,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     started = time.perf_counter()
     resumed_rows = store.rows_done
     start = next((b for b, batch in enumerate(plan.batches) if any(j.out_y1 > store.rows_done for j in batch)), len(plan.batches))
-    accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done)
+    accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done, getattr(store, "end", None))
     windows = _windows(plan, config.blend)
     chunk = forward_batch_size(config, device)
     first_rows_after = plan.first_rows_after()

@@ -60,10 +60,18 @@ class Plan:
     batches: list[list[TileJob]] = field(default_factory=list)
     tissue: TissueMask | None = None
     scale: SlideScale | None = None  # the slide's µm/px the working downscales follow
+    batch_size: int = 1  # computed tiles per batch
 
     @property
     def skipped(self) -> int:
         return sum(job.skipped for job in self.jobs)
+
+    def band(self, first: int, end: int) -> "Plan":
+        """This plan cut to the jobs whose output reaches rows [first, end): the same tiles and the same
+        order as the whole plan, so the band's rows come out as the whole run makes them."""
+        jobs = [job for job in self.jobs if job.out_y0 < end and job.out_y1 > first]
+        return Plan(self.slide_shape, self.out_downscale, self.out_shape, self.runs, jobs,
+                    _batches(jobs, self.batch_size), self.tissue, self.scale, self.batch_size)
 
     def first_rows_after(self) -> list[int]:
         """For each batch b, the smallest first output row of the jobs in batches after b."""
@@ -95,7 +103,7 @@ def make_plan(slide_shape, runs: list[ModelRun], tissue: TissueMask | None, batc
         run.out_scale = run.downscale / out_downscale
         jobs.extend(_model_jobs(run, slide_shape, tissue))
     jobs.sort(key=lambda j: (j.out_y0, j.run, j.out_x0))
-    plan = Plan(slide_shape, out_downscale, out_shape, runs, jobs, tissue=tissue, scale=scale)
+    plan = Plan(slide_shape, out_downscale, out_shape, runs, jobs, tissue=tissue, scale=scale, batch_size=batch_size)
     plan.batches = _batches(jobs, batch_size)
     return plan
 

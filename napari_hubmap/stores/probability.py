@@ -25,7 +25,11 @@ from .ngff import CHUNK, datasets, level_arrays, multiscales, open_store
 KIND = "probability"
 NOT_A_STORE = f"not a probability store (<slide>{PROBABILITY_SUFFIX} written by napari-hubmap predict)"
 
-__all__ = ["CHUNK", "KIND", "ProbabilityStore", "open_probability", "read_progress"]
+BANDS_FOLDER = "bands"
+"""Inside a store split into row bands: one ``<first row>-<end row>.done`` file per finished band."""
+
+__all__ = ["BANDS_FOLDER", "CHUNK", "KIND", "BandWriter", "ProbabilityStore", "band_ranges", "open_probability",
+           "read_progress"]
 
 
 class ProbabilityStore:
@@ -72,6 +76,64 @@ class ProbabilityStore:
     def save_progress(self, complete: bool) -> None:
         payload = {"settings_hash": self.settings_hash, "rows_done": self.rows_done, "complete": complete}
         write_text_atomic(progress_path(self.path), json.dumps(payload))
+
+    # --- row bands: several processes fill one store ----------------------------------------------
+
+    def band_done(self, first: int, end: int) -> bool:
+        return _band_marker(self.path, first, end).exists()
+
+    def finish_bands(self, bands: list[tuple[int, int]]) -> None:
+        """Once every band's level-0 rows are written: the lower levels (block by block, as :meth:`write_rows`
+        makes them), then the store complete."""
+        missing = [band for band in bands if not self.band_done(*band)]
+        if missing:
+            raise RuntimeError(f"{self.path}: bands {missing} are not finished")
+        height = self.levels[0].shape[0]
+        for y0 in range(0, height, CHUNK):
+            rows = np.asarray(self.levels[0][y0 : y0 + CHUNK, :])
+            for level in self.levels[1:]:
+                y0, rows = y0 // 2, downsample_mean2(rows)
+                level[y0 : y0 + rows.shape[0], :] = rows
+        self.mark_rows_done(height)
+
+
+class BandWriter:
+    """Writes output rows [first, end) of a store that several processes fill at once: level 0 only (bands
+    start at chunk rows, so no two writers share a chunk); :meth:`ProbabilityStore.finish_bands` makes the
+    lower levels. The band is marked done when its last row is written; a band not marked is redone whole."""
+
+    def __init__(self, store: ProbabilityStore, first: int, end: int):
+        if first % CHUNK or not first < end <= store.levels[0].shape[0]:
+            raise ValueError(f"band rows [{first}, {end}) must start at a multiple of {CHUNK} inside the map")
+        self.store, self.path, self.first, self.end = store, store.path, first, end
+        self.rows_done = first
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_done >= self.end
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None:
+        rows = rows[: max(0, self.end - y0)]
+        self.store.levels[0][y0 : y0 + rows.shape[0], :] = rows
+
+    def mark_rows_done(self, rows_done: int) -> None:
+        self.rows_done = min(rows_done, self.end)
+
+    def save_progress(self, complete: bool) -> None:
+        if complete:
+            marker = _band_marker(self.path, self.first, self.end)
+            marker.parent.mkdir(exist_ok=True)
+            write_text_atomic(marker, "")
+
+
+def band_ranges(height: int, band_rows: int) -> list[tuple[int, int]]:
+    """Output rows [first, end) of bands of about ``band_rows`` (a multiple of the chunk) covering ``height``."""
+    step = max(CHUNK, band_rows - band_rows % CHUNK)
+    return [(y, min(y + step, height)) for y in range(0, height, step)]
+
+
+def _band_marker(path: Path, first: int, end: int) -> Path:
+    return Path(path) / BANDS_FOLDER / f"{first}-{end}.done"
 
 
 def read_progress(path) -> dict | None:
