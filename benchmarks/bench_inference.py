@@ -11,6 +11,9 @@
     same tiles) and with its CPU default of 1 tile per forward call (skip_background off and on).
     Peak RSS is reported whole and as working memory (peak less the RSS with torch, smp and the
     model loaded, ~0.8 GB of libraries alike for every method).
+(d) torch eager vs ONNX Runtime (``backend``) through the whole pipeline on the same slide and tiles (the
+    16384 x 12288 slide, tissue skipped, the engine's CPU defaults), ABBA over two rounds; target: ONNX
+    >= 1.7x. Part (b) runs napari-hubmap with both backends as well.
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
@@ -104,7 +107,7 @@ def config_of(args: dict):
     return InferenceConfig(
         models=[args["model"]], tta=args.get("tta", TTA), tile=TILE, overlap=OVERLAP, device="cpu",
         batch=args.get("batch", BATCH), readers=args.get("readers", 2), skip_background=args.get("skip_background", True),
-        forward_batch=args.get("forward_batch"),
+        forward_batch=args.get("forward_batch"), backend=args.get("backend", "torch"),
     )
 
 
@@ -191,6 +194,10 @@ def measure_predict(args: dict) -> dict:
     config = config_of(args)
     t0 = time.perf_counter()
     model = load_model(args["model"], device="cpu")  # loaded outside the timing, as for MONAI and the pure forward
+    if config.backend == "onnx":  # the graph exported (cached) and its session opened outside the timing too
+        from napari_hubmap.inference.onnx_backend import onnx_model
+
+        model = onnx_model(model)
     model_load_s = time.perf_counter() - t0
     ready_rss = peak_rss_mb()
     out = Path(args["out"])
@@ -229,6 +236,7 @@ def measure_predict(args: dict) -> dict:
         "main_other_s": result.seconds - wall_of(spent["blend_batch"]) - wall_of(spent["write_rows"]),
         "tiles": result.tiles, "computed": result.computed, "skipped": result.skipped, "tiles_per_s": result.tiles_per_s,
         "complete": result.complete, "out_mb": out_bytes / 1e6, "torch_threads": torch.get_num_threads(),
+        "backend": result.backend,
         **memory(base_rss), "rss_model_loaded_mb": ready_rss,
     }
 
@@ -428,22 +436,42 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
         )
         bench.report({"part": "b", "slide": label, "method": f"MONAI sliding_window_inference (sw_batch_size={forward_batch})",
                       "forward_batch": forward_batch, **monai[forward_batch]})
-    for skip, forward_batch in ((False, BATCH), (False, None), (True, None)):
+    for skip, forward_batch, backend in ((False, BATCH, "torch"), (False, None, "torch"), (True, None, "torch"),
+                                         (False, None, "onnx"), (True, None, "onnx")):
         predict = bench.measure(
             "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2, forward_batch=forward_batch,
-            out=str(bench.folder / "inference-out" / "a.zarr"),
+            out=str(bench.folder / "inference-out" / "a.zarr"), backend=backend,
         )
         fb = forward_batch or 1
         ref = monai[fb]
         bench.report({
             "part": "b", "slide": label, "forward_batch": fb,
-            "method": f"napari-hubmap predict_slide (skip_background={skip}, forward batch {fb})",
+            "method": f"napari-hubmap predict_slide ({backend}, skip_background={skip}, forward batch {fb})",
             "vs_monai_speed": ref["wall_s"] / predict["wall_s"], "vs_monai_rss": predict["peak_rss_mb"] / ref["peak_rss_mb"],
             "vs_monai_working_rss": working_mb(predict) / working_mb(ref),
             "vs_monai4_rss": predict["peak_rss_mb"] / monai[BATCH]["peak_rss_mb"],
             "vs_monai4_working_rss": working_mb(predict) / working_mb(monai[BATCH]),
             **predict,
         })
+
+
+def part_d(bench: Bench, slide: Path, model: Path, label: str, rounds: int = 2) -> None:
+    """torch eager vs ONNX Runtime through the whole pipeline (``predict_slide``, the engine's CPU defaults,
+    tissue skipped), on the same slide and tiles, alternating (ABBA) so that drift favours neither;
+    the median wall time of each is kept."""
+    import statistics
+
+    runs: dict = {"torch": [], "onnx": []}
+    order = [b for i in range(rounds) for b in (("torch", "onnx") if i % 2 == 0 else ("onnx", "torch"))]
+    for backend in order:
+        runs[backend].append(bench.measure("predict", slide=str(slide), model=str(model), skip_background=True, readers=2,
+                                           out=str(bench.folder / "inference-out" / "d.zarr"), backend=backend))
+    walls = {b: statistics.median(r["wall_s"] for r in rows) for b, rows in runs.items()}
+    for backend, rows in runs.items():
+        row = min(rows, key=lambda r: abs(r["wall_s"] - walls[backend]))
+        bench.report({"part": "d", "slide": label, "method": f"predict_slide, backend {backend}",
+                      "median_wall_s": walls[backend], "s_per_tile": walls[backend] / max(1, row["computed"]),
+                      "onnx_speedup": walls["torch"] / walls["onnx"], **row})
 
 
 def working_mb(row: dict) -> float:
@@ -489,6 +517,13 @@ def print_table(results: list[dict]) -> None:
             extra = (f"  {r['vs_monai_speed']:6.2f}x  {r['vs_monai_rss']:5.2f} ({r['vs_monai_working_rss']:4.2f})"
                      if "vs_monai_speed" in r else "")
             print(f"    {r['method']:<62} {r['wall_s']:6.1f} s  {tiles:>8}  {r['peak_rss_mb']:6.0f} MB ({working_mb(r):5.0f} MB){extra}", file=err)
+    rows_d = [r for r in results if r["part"] == "d"]
+    if rows_d:
+        print(f"\n(d) backends on {rows_d[0]['slide']}, {rows_d[0]['computed']} tiles computed", file=err)
+        for r in rows_d:
+            print(f"    {r['method']:<32} median {r['median_wall_s']:6.1f} s  {r['s_per_tile']:.3f} s/tile  "
+                  f"peak RSS {r['peak_rss_mb']:6.0f} MB", file=err)
+        print(f"    ONNX speed-up {rows_d[0]['onnx_speedup']:.2f}x", file=err)
     rows_c = [r for r in results if r["part"] == "c"]
     if rows_c:
         print("\n(c) peak RSS vs slide size  slide                 tiles computed   wall     peak RSS  ratio", file=err)
@@ -498,7 +533,7 @@ def print_table(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
+    parser.add_argument("--part", nargs="+", choices=["a", "b", "c", "d"], default=["a", "b", "c", "d"])
     parser.add_argument("--quick", action="store_true", help="small slides (smoke run)")
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="slides, models and results (kept between runs)")
     parser.add_argument("--keep-slides", action="store_true", help="keep the big slide of (c) (else deleted afterwards)")
@@ -524,6 +559,8 @@ def main() -> None:
         part_a(bench, make_slide(*small, args.dir), main_model, label(small))
     if "b" in args.part:
         part_b(bench, make_slide(*small, args.dir), main_model, label(small))
+    if "d" in args.part:
+        part_d(bench, make_slide(*small, args.dir), main_model, label(small))
     if "c" in args.part:
         slides = [(make_slide(*size, args.dir), label(size)) for size in (small, big)]
         part_c(bench, slides, make_model("fast", args.dir), args.keep_slides)
