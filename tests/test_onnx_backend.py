@@ -95,3 +95,23 @@ def test_cache_follows_its_environment_variable(smp_model, tmp_path, monkeypatch
     monkeypatch.setenv("NAPARI_HUBMAP_ONNX_CACHE", str(tmp_path / "elsewhere"))
     assert onnx_graph(smp_model).parent == tmp_path / "elsewhere"
     assert graph_path(smp_model.card, weights_digest(smp_model)).is_file()
+
+
+def test_off_the_main_thread_a_registry_model_is_exported_in_a_child_process(smp_model, monkeypatch):
+    """A viewer's worker thread must not trace in-process (tracing holds the GIL for seconds)."""
+    import threading
+
+    from napari_hubmap.inference import onnx_backend
+
+    def no_tracing_here(*args, **kwargs):
+        raise AssertionError("exported in this process")
+
+    monkeypatch.setattr(onnx_backend, "export_graph", no_tracing_here)
+    found = {}
+    worker = threading.Thread(target=lambda: found.update(graph=onnx_graph(smp_model)))
+    worker.start()
+    worker.join(120)
+    assert found["graph"].is_file()
+    with pytest.raises(AssertionError, match="exported in this process"):  # the main thread traces here
+        onnx_graph(load_model(save_model(smp_model.module, smp_model.card.replace(name="other"),
+                                         smp_model.path.parent / "other")))

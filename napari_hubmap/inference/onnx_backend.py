@@ -154,13 +154,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _export(model, graph: Path, weights_sha256: str) -> None:
-    """Export in a child process when the model is a saved registry folder: tracing holds the GIL for
-    seconds, which would freeze a viewer running inference in a thread. Networks built in memory are
-    exported here."""
+    """Export here when called from the main thread (the command line, scripts); from another thread (a
+    viewer's worker) export a saved registry model in a child process, since tracing holds the GIL for
+    seconds and would freeze the viewer. Networks built in memory are always exported here."""
+    import threading
+
     from ..registry.store import is_model_folder
 
     folder = Path(model.path)
-    if not (model.card.weights_sha256 and is_model_folder(folder)):
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread or not (model.card.weights_sha256 and is_model_folder(folder)):
         export_graph(model.module, model.card, graph, weights_sha256)
         return
     command = [sys.executable, "-m", "napari_hubmap.inference.onnx_backend", str(folder), str(graph)]
