@@ -64,6 +64,8 @@ def test_cohort_here_exports_every_slide_and_skips_finished_ones(tmp_path, cohor
     assert all("error" not in line and not line["skipped"] for line in lines)
     assert set(read_rle_csv(tmp_path / "out" / COHORT_CSV)) == {"slide1", "slide2", "slide3"}
     assert seen[-1].done == seen[-1].total == 3 and set(seen[-1].details["tiles"]) == {"slide1", "slide2", "slide3"}
+    tiles = sum(line["tiles"] for line in lines)
+    assert seen[-1].message == f"tiles {tiles}/{tiles}"  # what the progress bar shows beside the slide count
     before = outputs(tmp_path / "out", slides)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.geojson")}
     again = run_cohort(slides, tmp_path / "out", config_for(model))

@@ -21,7 +21,8 @@ from pathlib import Path
 from ..errors import HubmapInputError
 from ..progress import Cancelled, ProgressCallback, report
 from ..stores.naming import slide_stem
-from .config import COHORT_CSV, DONE_SUFFIX, EXPORT_SUFFIXES, EXPORTS, PROGRESS_TOPIC, CohortConfig, done_path, export_path
+from .config import (COHORT_CSV, DONE_SUFFIX, EXPORT_SUFFIXES, EXPORTS, PROGRESS_TOPIC, CohortConfig, done_path,
+                     export_path, tiles_message)
 from .slide import postprocess_config, process_slide, worker_models
 
 __all__ = ["COHORT_CSV", "DONE_SUFFIX", "EXPORTS", "EXPORT_SUFFIXES", "PROGRESS_TOPIC", "CohortConfig", "done_path",
@@ -69,7 +70,7 @@ def _run_here(slides, out_dir, config, progress, on_line, cancel) -> list[dict]:
         lines.append(line)
         if on_line:
             on_line(line)
-        report(progress, index + 1, len(slides), details={"tiles": dict(tiles)})
+        report(progress, index + 1, len(slides), tiles_message(tiles), details={"tiles": dict(tiles)})
     return lines
 
 
@@ -81,7 +82,7 @@ def _tile_progress(progress, tiles: dict, slide: str, finished: int, total: int)
 
     def update(p):
         tiles[stem] = [p.done, p.total]
-        report(progress, finished, total, details={"tiles": dict(tiles)})
+        report(progress, finished, total, tiles_message(tiles), details={"tiles": dict(tiles)})
 
     return update
 

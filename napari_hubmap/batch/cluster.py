@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import HubmapInputError
 from ..progress import Cancelled, report
 from ..stores.naming import slide_stem
-from .config import PROGRESS_TOPIC, CohortConfig
+from .config import PROGRESS_TOPIC, CohortConfig, tiles_message
 from .slide import finish_slide, predict_band, prepare_slide, process_slide
 
 REPORT_EVERY_S = 0.5
@@ -155,7 +155,7 @@ class _Cohort:
             tiles = {stem: [sum(d for d, _ in parts.values()), sum(t for _, t in parts.values())]
                      for stem, parts in self.tiles.items()}
             finished = sum(line is not None for line in self.lines)
-            report(self.progress, finished, len(self.slides), details={"tiles": tiles})
+            report(self.progress, finished, len(self.slides), tiles_message(tiles), details={"tiles": tiles})
 
 
 def _error_line(slide: str, error: BaseException) -> dict:

@@ -58,3 +58,9 @@ def export_path(slide, out_dir, fmt: str) -> Path:
     return Path(out_dir) / f"{slide_stem(slide)}{EXPORT_SUFFIXES[fmt]}"
 
 
+
+
+def tiles_message(tiles: dict) -> str:
+    """The cohort's tiles so far, for a progress bar: ``tiles D/T`` over the slides that reported ({stem: [d, t]})."""
+    done, total = sum(d for d, _ in tiles.values()), sum(t for _, t in tiles.values())
+    return f"tiles {done}/{total}" if total else ""
