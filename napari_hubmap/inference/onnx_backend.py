@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -122,35 +121,19 @@ def export_graph(module: torch.nn.Module, card, graph: Path, weights_sha256: str
     """Export ``module`` (eval mode, CPU copy) to ``graph`` with a dynamic batch, then record its SHA-256."""
     import copy
 
-    graph.parent.mkdir(parents=True, exist_ok=True)
+    from ..atomic import atomic_path, write_text_atomic
+
     cpu = copy.deepcopy(module).to("cpu").eval()
     example = torch.zeros(1, card.in_channels, card.tile, card.tile)
-    handle, tmp = tempfile.mkstemp(dir=graph.parent, prefix=graph.stem + ".", suffix=".partial")
-    os.close(handle)
-    try:
+    with atomic_path(graph) as tmp:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(cpu, (example,), tmp, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+            torch.onnx.export(cpu, (example,), str(tmp), dynamo=False, opset_version=OPSET, input_names=[INPUT],
                               output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"},
                                                                    OUTPUT: {0: "batch", 2: "height", 3: "width"}})
         record = {"model": card.name, "weights_sha256": weights_sha256, "exporter": EXPORTER,
                   "onnx_sha256": sha256_file(tmp)}
-        _write_json(_record_path(graph), record)
-        os.replace(tmp, graph)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_text_atomic(_record_path(graph), json.dumps(record))
 
 
 def _export(model, graph: Path, weights_sha256: str) -> None:
