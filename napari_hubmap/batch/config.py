@@ -58,8 +58,6 @@ def export_path(slide, out_dir, fmt: str) -> Path:
     return Path(out_dir) / f"{slide_stem(slide)}{EXPORT_SUFFIXES[fmt]}"
 
 
-
-
 def tiles_message(tiles: dict) -> str:
     """The cohort's tiles so far, for a progress bar: ``tiles D/T`` over the slides that reported ({stem: [d, t]})."""
     done, total = sum(d for d, _ in tiles.values()), sum(t for _, t in tiles.values())

@@ -149,5 +149,3 @@ def _read_record(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) and isinstance(record.get("line"), dict) else {}
-
-

@@ -249,6 +249,32 @@ def predict_slide(
     processes fill its other bands (level 0 only; a band is redone whole unless it finished)."""
     config = config or InferenceConfig()
     cancel = cancel or threading.Event()
+    opened = _open_run(slide_path, out, config, models, cancel)
+    plan, store = opened.plan, opened.store
+    if band is not None:
+        if store.complete or store.band_done(*band):
+            return PredictionResult(Path(store.path), 0, 0, 0, 0.0, 0.0, band[1] - band[0], store.complete,
+                                    plan.out_downscale, plan.scale, opened.backend)
+        store, plan = BandWriter(store, *band), plan.band(*band)
+    result = _run(opened.slide_path, plan, store, config, opened.tta, opened.device, progress, cancel)
+    result.backend = opened.backend
+    return result
+
+
+@dataclass
+class _OpenedRun:
+    """What a run settles before its first tile: models on their device and backend, the plan, the store."""
+
+    slide_path: str
+    device: torch.device
+    backend: str
+    tta: tuple[str, ...]
+    plan: Plan
+    store: ProbabilityStore
+
+
+def _open_run(slide_path, out, config: InferenceConfig, models: list | None, cancel: threading.Event) -> _OpenedRun:
+    """Check the settings, load the models, plan the slide and open (resume or make) its store."""
     tta = resolve_tta(config.tta)
     device = pick_device(config.device)
     forward_batch_size(config, device)  # bad settings fail before anything is loaded or written
@@ -266,41 +292,21 @@ def predict_slide(
         plan = plan_slide(slide, models, config)
     settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
-    if band is not None:
-        if store.complete or store.band_done(*band):
-            return PredictionResult(Path(store.path), 0, 0, 0, 0.0, 0.0, band[1] - band[0], store.complete,
-                                    plan.out_downscale, plan.scale, backend)
-        store, plan = BandWriter(store, *band), plan.band(*band)
-    result = _run(slide_path, plan, store, config, tta, device, progress, cancel)
-    result.backend = backend
-    return result
+    return _OpenedRun(slide_path, device, backend, tta, plan, store)
 
 
 def prepare_bands(slide_path, out, config: InferenceConfig | None = None, band_rows: int = 8192,
-                  models: list | None = None) -> list[tuple[int, int]]:
+                  models: list | None = None, cancel: threading.Event | None = None) -> list[tuple[int, int]]:
     """Make (or keep, when its settings match) the store of ``slide_path`` for a run split into row bands of
     about ``band_rows`` output rows; returns the bands, for :func:`predict_slide` (``band=``) in any process,
     then :func:`finish_bands`. An empty list: the store is already complete."""
-    config = config or InferenceConfig()
-    device = pick_device(config.device)
-    backend = resolve_backend(config.backend, device)
-    models = [_load(m, device) for m in (models or config.models)]
-    slide_path = os.fspath(slide_path)
-    with open_slide(slide_path, mpp=config.mpp) as slide:
-        plan = plan_slide(slide, models, config)
-    settings, digest = settings_of(slide_path, plan, config, resolve_tta(config.tta), backend)
-    store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
-    return [] if store.complete else band_ranges(plan.out_shape[0], band_rows)
+    opened = _open_run(slide_path, out, config or InferenceConfig(), models, cancel or threading.Event())
+    return [] if opened.store.complete else band_ranges(opened.plan.out_shape[0], band_rows)
 
 
 def finish_bands(out, bands: list[tuple[int, int]]) -> None:
     """The lower levels of a store whose bands are all written, then the store complete."""
-    from ..stores.probability import read_progress
-    import zarr
-
-    progress = read_progress(out) or {}
-    store = ProbabilityStore(Path(out), zarr.open_group(out, mode="r+"), progress.get("settings_hash", ""),
-                             int(progress.get("rows_done", 0)))
+    store = ProbabilityStore.reopen(out)
     if not store.complete:
         store.finish_bands(bands)
 
@@ -325,7 +331,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     started = time.perf_counter()
     resumed_rows = store.rows_done
     start = next((b for b, batch in enumerate(plan.batches) if any(j.out_y1 > store.rows_done for j in batch)), len(plan.batches))
-    accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done, getattr(store, "end", None))
+    accumulator = RowAccumulator(plan.out_shape, CHUNK, store.rows_done, store.end)
     windows = _windows(plan, config.blend)
     chunk = forward_batch_size(config, device)
     first_rows_after = plan.first_rows_after()

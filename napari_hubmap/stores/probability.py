@@ -57,9 +57,22 @@ class ProbabilityStore:
         store.save_progress(complete=False)
         return store
 
+    @classmethod
+    def reopen(cls, path) -> "ProbabilityStore":
+        """The store at ``path`` as its progress file records it (settings and rows done), to write on."""
+        path = Path(path)
+        progress = read_progress(path) or {}
+        return cls(path, zarr.open_group(path, mode="r+"), progress.get("settings_hash", ""),
+                   int(progress.get("rows_done", 0)))
+
+    @property
+    def end(self) -> int:
+        """The row after the last this writer writes: the map's height."""
+        return self.levels[0].shape[0]
+
     @property
     def complete(self) -> bool:
-        return self.rows_done >= self.levels[0].shape[0]
+        return self.rows_done >= self.end
 
     def write_rows(self, y0: int, rows: np.ndarray) -> None:
         """Write final level-0 rows [y0, y0 + len(rows)) and their share of the lower levels."""
