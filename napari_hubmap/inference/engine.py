@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,9 +116,8 @@ def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
     if factor == 2:  # the common case: uint16 sums, round half to even (as np.round), 8x faster
         s = tile[0::2, 0::2].astype(np.uint16) + tile[1::2, 0::2] + tile[0::2, 1::2] + tile[1::2, 1::2]
         return ((s + 1 + ((s >> 2) & 1)) >> 2).astype(np.uint8)
-    if factor.is_integer() and factor > 1:
-        k = int(factor)
-        return tile.reshape(size, k, size, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    if factor.is_integer() and factor > 1:  # OpenCV's area average: the k x k mean rounded half to even, as
+        return cv2.resize(tile, (size, size), interpolation=cv2.INTER_AREA)  # numpy's; 15-30x faster (k 3-16)
     tensor = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
     out = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
