@@ -14,6 +14,16 @@
 (d) torch eager vs ONNX Runtime (``backend``) through the whole pipeline on the same slide and tiles (the
     16384 x 12288 slide, tissue skipped, the engine's CPU defaults), ABBA over two rounds; target: ONNX
     >= 1.7x. Part (b) runs napari-hubmap with both backends as well.
+With ``--model FOLDER`` (e.g. ``models/hubmap-default``, the model users run) parts (b) and (d) use that
+trained model at its card's tile, overlap and working scale (the engine's plan; MONAI gets the same
+working-scale image and windows) instead of the random ResNet-18; ``--slide WxH`` sets the synthetic
+slide's size (a HuBMAP section: 30000x25000 at 0.5 µm/px). The ONNX gain depends on the network: the
+ResNet-18's convolutions are already fast in torch, the EfficientNet-B0's depthwise ones are not.
+Measured so on 2 idle cores (shipped model, 30000x25000, 270 tiles, 210 with tissue): MONAI 41.1 s (sw 1) /
+55.0 s (sw 4), peak RSS 3.7 GB; predict_slide torch 28.3 s same tiles, 20.5 s skipping background; ONNX
+19.8 s (2.08x MONAI) and 16.1 s (2.56x), peak RSS 1.2 GB (0.31 of MONAI's); part (d) ONNX 1.49x torch
+(15.8 / 23.5 s). The network alone, one 384 tile: ONNX 0.057 s, torch 0.093 s with the engine's NHWC-strided
+input (0.109 s NCHW): the pipeline's ONNX gain cannot exceed ~1.6x with this model on this CPU.
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
@@ -41,9 +51,10 @@ tissue) in bench-out/, shared with bench_open.py and reused; the 49152 x 36864 s
     python benchmarks/bench_inference.py                 # all parts (~12 min on 2 idle cores)
     python benchmarks/bench_inference.py --part a b      # some parts
     python benchmarks/bench_inference.py --quick         # small slides, smoke run (~1.5 min)
+    python benchmarks/bench_inference.py --part b d --model models/hubmap-default --slide 30000x25000
 
 Results: JSON lines on stdout, a table on stderr, bench-out/bench_inference.json
-(bench_inference_quick.json with --quick).
+(bench_inference_quick.json with --quick; -MODEL before .json with --model).
 """
 
 from __future__ import annotations
@@ -105,7 +116,7 @@ def config_of(args: dict):
     from napari_hubmap.inference.engine import InferenceConfig
 
     return InferenceConfig(
-        models=[args["model"]], tta=args.get("tta", TTA), tile=TILE, overlap=OVERLAP, device="cpu",
+        models=[args["model"]], tta=args.get("tta", TTA), tile=args.get("tile", TILE), overlap=args.get("overlap", OVERLAP), device="cpu",
         batch=args.get("batch", BATCH), readers=args.get("readers", 2), skip_background=args.get("skip_background", True),
         forward_batch=args.get("forward_batch"), backend=args.get("backend", "torch"),
     )
@@ -256,15 +267,15 @@ def measure_monai(args: dict) -> dict:
     model = load_model(args["model"], device="cpu")  # outside the timing, as for predict_slide
     model_load_s = time.perf_counter() - t0
     ready_rss = peak_rss_mb()
+    d, tile, overlap = engine_geometry(args, model)
     norm = model.card.normalization
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     full = tifffile.imread(args["slide"])  # (H, W, 3) uint8
-    d = int(args["downscale"])
     h, w = full.shape[0] // d, full.shape[1] // d
     work = np.empty((h, w, 3), np.uint8)
     for r in range(0, h, 256):  # area average d x d, a band at a time (no full-size float copy)
-        band = full[r * d : (r + 256) * d, : w * d].reshape(-1, d, w, d, 3).astype(np.uint16).sum(axis=(1, 3))
+        band = full[r * d : min(r + 256, h) * d, : w * d].reshape(-1, d, w, d, 3).astype(np.uint16).sum(axis=(1, 3))
         work[r : r + 256] = (band + d * d // 2) // (d * d)
     del full
     x = torch.from_numpy(work).permute(2, 0, 1).contiguous()[None].float()
@@ -275,16 +286,30 @@ def measure_monai(args: dict) -> dict:
     load_s = time.perf_counter() - t0
     with torch.inference_mode():
         logits = sliding_window_inference(
-            x, roi_size=(args["tile"], args["tile"]), sw_batch_size=args["batch"], predictor=model.module,
-            overlap=args["overlap"] / args["tile"], mode="gaussian", sigma_scale=0.125,
+            x, roi_size=(tile, tile), sw_batch_size=args["batch"], predictor=model.module,
+            overlap=overlap / tile, mode="gaussian", sigma_scale=0.125,
         )
         prob = (torch.sigmoid_(logits[0, 0]) * 255).round_().byte().numpy()
     wall = time.perf_counter() - t0
     return {
         "wall_s": wall, "load_s": load_s, "infer_s": wall - load_s, "cpu_s": cpu_seconds() - cpu0, "model_load_s": model_load_s,
-        "working_shape": list(prob.shape), "torch_threads": torch.get_num_threads(),
+        "working_shape": list(prob.shape), "downscale": d, "tile": tile, "overlap": overlap, "torch_threads": torch.get_num_threads(),
         **memory(base_rss), "rss_model_loaded_mb": ready_rss,
     }
+
+
+def engine_geometry(args: dict, model) -> tuple[int, int, int]:
+    """The working downscale, tile and overlap that ``predict_slide`` uses for this model on this slide
+    (its plan's), so that MONAI runs on the same working-scale image with the same windows."""
+    from napari_hubmap.inference.engine import plan_slide
+    from napari_hubmap.slide import open_slide
+
+    config = config_of(args)
+    with open_slide(args["slide"]) as slide:
+        run = plan_slide(slide, [model], config).runs[0]
+    if run.downscale != int(run.downscale):
+        raise SystemExit(f"MONAI comparison needs a whole working downscale, not {run.downscale}")
+    return int(run.downscale), run.tile, config.overlap if config.overlap is not None else model.card.overlap
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -432,7 +457,7 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
     monai = {}
     for forward_batch in (BATCH, 1):
         monai[forward_batch] = bench.measure(
-            "monai", slide=str(slide), model=str(model), downscale=DOWNSCALE, tile=TILE, overlap=OVERLAP, batch=forward_batch
+            "monai", slide=str(slide), model=str(model), batch=forward_batch, **geometry_of(model)
         )
         bench.report({"part": "b", "slide": label, "method": f"MONAI sliding_window_inference (sw_batch_size={forward_batch})",
                       "forward_batch": forward_batch, **monai[forward_batch]})
@@ -440,7 +465,7 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
                                          (False, None, "onnx"), (True, None, "onnx")):
         predict = bench.measure(
             "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2, forward_batch=forward_batch,
-            out=str(bench.folder / "inference-out" / "a.zarr"), backend=backend,
+            out=str(bench.folder / "inference-out" / "a.zarr"), backend=backend, **geometry_of(model),
         )
         fb = forward_batch or 1
         ref = monai[fb]
@@ -463,15 +488,22 @@ def part_d(bench: Bench, slide: Path, model: Path, label: str, rounds: int = 2) 
 
     runs: dict = {"torch": [], "onnx": []}
     order = [b for i in range(rounds) for b in (("torch", "onnx") if i % 2 == 0 else ("onnx", "torch"))]
-    for backend in order:
+    for index, backend in enumerate(order):  # the run's index in the key: each round a fresh run, not the memo
         runs[backend].append(bench.measure("predict", slide=str(slide), model=str(model), skip_background=True, readers=2,
-                                           out=str(bench.folder / "inference-out" / "d.zarr"), backend=backend))
+                                           out=str(bench.folder / "inference-out" / "d.zarr"), backend=backend,
+                                           run_index=index, **geometry_of(model)))
     walls = {b: statistics.median(r["wall_s"] for r in rows) for b, rows in runs.items()}
     for backend, rows in runs.items():
         row = min(rows, key=lambda r: abs(r["wall_s"] - walls[backend]))
         bench.report({"part": "d", "slide": label, "method": f"predict_slide, backend {backend}",
                       "median_wall_s": walls[backend], "s_per_tile": walls[backend] / max(1, row["computed"]),
                       "onnx_speedup": walls["torch"] / walls["onnx"], **row})
+
+
+def geometry_of(model: Path) -> dict:
+    """Tile and overlap options of a measurement: the benchmark's own for its random models, none (the
+    card's, as a user's run) for a trained model given with ``--model``."""
+    return {} if model.name.startswith("bench-") else {"tile": None, "overlap": None}
 
 
 def working_mb(row: dict) -> float:
@@ -540,6 +572,9 @@ def main() -> None:
     parser.add_argument("--wait-idle", type=float, default=120.0, metavar="S",
                         help="before each measurement wait up to S seconds for the CPUs to be >= 90%% idle (shared machines)")
     parser.add_argument("--retries", type=int, default=2, help="repeat a measurement disturbed by other processes up to N times")
+    parser.add_argument("--model", type=Path, help="a trained model folder (e.g. models/hubmap-default) for parts b and d, "
+                        "run at its card's tile, overlap and working scale; default: the random ResNet-18 U-Net")
+    parser.add_argument("--slide", metavar="WxH", help="size of the synthetic slide of parts a, b and d (default 16384x12288)")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "ARGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -549,24 +584,31 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.dir, args.wait_idle, args.retries)
     small, big = ((4096, 3072), (8192, 6144)) if args.quick else ((16384, 12288), (49152, 36864))
+    if args.slide:
+        small = tuple(int(v) for v in args.slide.lower().split("x"))
 
-    def label(size):
+    def label(size, model=None):
+        if model is not None:
+            return f"{size[0]}x{size[1]}, {model.name} at its card's scale"
         return f"{size[0]}x{size[1]} @ds{DOWNSCALE} ({size[0] // DOWNSCALE}x{size[1] // DOWNSCALE})"
 
     main_model = make_model("main", args.dir)
+    chosen = args.model.resolve() if args.model else main_model
     started = time.perf_counter()
     if "a" in args.part:
         part_a(bench, make_slide(*small, args.dir), main_model, label(small))
     if "b" in args.part:
-        part_b(bench, make_slide(*small, args.dir), main_model, label(small))
+        part_b(bench, make_slide(*small, args.dir), chosen, label(small, args.model))
     if "d" in args.part:
-        part_d(bench, make_slide(*small, args.dir), main_model, label(small))
+        part_d(bench, make_slide(*small, args.dir), chosen, label(small, args.model))
     if "c" in args.part:
         slides = [(make_slide(*size, args.dir), label(size)) for size in (small, big)]
         part_c(bench, slides, make_model("fast", args.dir), args.keep_slides)
     print_table(bench.results)
     print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
     name = "bench_inference_quick.json" if args.quick else "bench_inference.json"
+    if args.model:
+        name = name.replace(".json", f"-{args.model.resolve().name}.json")
     (args.dir / name).write_text(json.dumps(bench.results, indent=1))
 
 

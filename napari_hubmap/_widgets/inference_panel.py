@@ -159,8 +159,8 @@ class InferencePanel(QWidget, ListsModels, WorkerRun):
         self.device.addItems(DEVICE_CHOICES)
         self.backend = QComboBox()
         self.backend.addItems(BACKENDS)
-        self.backend.setToolTip("What runs the network: auto is ONNX Runtime on the CPU (on the shipped model, a forward pass in "
-                                "less than half of torch's time) "
+        self.backend.setToolTip("What runs the network: auto is ONNX Runtime on the CPU (with the shipped model a whole slide "
+                                "in two thirds of torch's time) "
                                 "when onnxruntime is installed, else torch; a GPU always runs torch")
         self.batch = QSpinBox()
         self.batch.setRange(1, 512)
