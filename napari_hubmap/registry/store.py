@@ -51,12 +51,24 @@ def repository_models_folder() -> Path:
     return Path(napari_hubmap.__file__).resolve().parents[1] / "models"
 
 
+def packaged_models_folder() -> Path | None:
+    """``napari_hubmap/bundled_models`` of an installed wheel (the repository's ``models/``, packaged), found
+    through ``importlib.resources``; None in a source checkout, where the package has no such folder."""
+    from importlib.resources import files
+
+    folder = files("napari_hubmap").joinpath("bundled_models")
+    return Path(str(folder)) if folder.is_dir() else None
+
+
 def bundled_models_folder() -> Path | None:
     """The folder of shipped models: ``$NAPARI_HUBMAP_BUNDLED_MODELS`` when set (empty: none), else the
-    repository's ``models/`` folder when it exists."""
+    installed package's (:func:`packaged_models_folder`), else the repository's ``models/`` folder."""
     override = os.environ.get(BUNDLED_ENV)
     if override is not None:
         return Path(override).expanduser() if override else None
+    packaged = packaged_models_folder()
+    if packaged is not None:
+        return packaged
     repository = repository_models_folder()
     return repository if repository.is_dir() else None
 
