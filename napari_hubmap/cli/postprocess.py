@@ -44,6 +44,8 @@ def _add_postprocess_parser(sub) -> None:
     post.add_argument("--block", type=int, default=BLOCK, help="block size in pixels")
     post.add_argument("--level", type=int, default=0, help="pyramid level of the probability map")
     post.add_argument("--out", required=True, metavar="LABELS.zarr")
+    post.add_argument("--shape", help="full-resolution HxW of the slide, for a map that does not record it (another tool's)")
+    add_mpp_option(post, "the slide of a map another tool wrote", "the map's own scale")
     post.set_defaults(func=cmd_postprocess)
 
 
@@ -72,13 +74,15 @@ def _add_export_parser(sub) -> None:
 
 
 def cmd_postprocess(args) -> int:
+    from ..annotations import parse_shape
     from ..postprocess import PostprocessConfig, postprocess_slide
     from ..postprocess.slide import recorded_min_size, recorded_threshold
     from ..stores.probability import open_probability
 
+    shape = parse_shape(args.shape) if args.shape else None
     threshold, min_size = args.threshold, args.min_size
     if threshold is None or min_size is None:
-        meta = open_probability(args.prob)[1]
+        meta = open_probability(args.prob, shape=shape, mpp=args.mpp)[1]
         threshold = recorded_threshold(meta) if threshold is None else threshold
         min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
     config = PostprocessConfig(
@@ -86,7 +90,8 @@ def cmd_postprocess(args) -> int:
         watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
     )
     with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
-        result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update)
+        result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update,
+                                   shape=shape, mpp=args.mpp)
     print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size}))
     return 0
 
@@ -108,7 +113,7 @@ def cmd_evaluate(args) -> int:
     from ..postprocess.inputs import load_ground_truth, load_prediction
     from ..slide.scale import recorded_scale
 
-    pred = load_prediction(args.pred, parse_shape(args.shape) if args.shape else None)
+    pred = load_prediction(args.pred, parse_shape(args.shape) if args.shape else None, args.mpp)
     gt = load_ground_truth(args.gt, pred, rle_id=args.id)
     if args.curve and pred.kind != "probability":
         raise HubmapInputError(args.pred, f"--curve needs a probability map (<slide>{PROBABILITY_SUFFIX})")

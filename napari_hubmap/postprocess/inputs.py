@@ -17,6 +17,7 @@ import numpy as np
 
 from ..annotations import MASK_SUFFIXES, load_labels
 from ..errors import HubmapInputError
+from ..stores.foreign import is_ngff_labels
 from ..stores.labels import check_full_shape, is_labels_store, open_labels
 from ..stores.probability import open_probability
 from .export import load_labels_any, resolve_scale
@@ -44,15 +45,17 @@ class Prediction:
         return 0.5 if recorded is None else recorded
 
 
-def load_prediction(path, full_shape=None) -> Prediction:
+def load_prediction(path, full_shape=None, mpp=None) -> Prediction:
+    """A probability map, labels store or mask image; OME-Zarr images of other tools too (``full_shape``
+    and ``mpp`` set their scale when their metadata cannot)."""
     path = Path(path)
     if path.suffix.lower() == ".zarr" or path.is_dir():
-        if path.is_dir() and is_labels_store(path):
+        if path.is_dir() and (is_labels_store(path) or is_ngff_labels(path)):
             levels, meta = open_labels(path)
             d = float(meta.get("downscale", 1.0))
             recorded = tuple(meta["slide_shape"]) if meta.get("slide_shape") else None
             return Prediction(path, "labels", levels[0], d, _checked(levels[0].shape, full_shape, recorded, d, path), meta)
-        levels, meta = open_probability(path)
+        levels, meta = open_probability(path, shape=full_shape, mpp=mpp)
         d = float(meta["downscale"])
         recorded = None if full_shape else slide_shape_of(meta)
         return Prediction(path, "probability", levels[0], d, _checked(levels[0].shape, full_shape, recorded, d, path), meta)

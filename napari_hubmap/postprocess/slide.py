@@ -107,8 +107,13 @@ def postprocess_slide(
     block: int = BLOCK,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    shape: tuple[int, int] | None = None,
+    mpp: float | None = None,
 ) -> PostprocessResult:
     """Labels store ``out_path`` (uint32 OME-Zarr) of probability store ``prob_path`` at ``level``.
+
+    ``prob_path`` may be an OME-Zarr map another tool wrote; ``shape`` (the slide's full-resolution
+    (H, W)) and ``mpp`` (its µm/px) then set its scale where its metadata cannot.
 
     ``progress`` gets :class:`~napari_hubmap.progress.Progress` whose units are blocks read, objects
     processed and blocks written: the total grows, once, by the object count when pass 1 has found them.
@@ -117,7 +122,7 @@ def postprocess_slide(
     start = time.perf_counter()
     config = config or PostprocessConfig()
     prob_path, out_path = Path(prob_path), Path(out_path)
-    levels, meta = open_probability(prob_path)
+    levels, meta = open_probability(prob_path, shape=shape, mpp=mpp)
     _check_args(prob_path, out_path, levels, level, block)
     prob = levels[level]
     check_probability(prob)
