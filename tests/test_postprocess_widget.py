@@ -197,3 +197,33 @@ def test_threshold_search_refuses_ground_truth_of_another_size(make_napari_viewe
     panel.find_threshold()
     qtbot.waitUntil(lambda: panel.curve_button.isEnabled(), timeout=20_000)
     assert panel.curve is None and "no level of the map has that size" in panel.status.text()
+
+
+def test_open_map_adds_a_foreign_ome_zarr_map_that_applies_to_the_slide(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Open map… (the folder dialog answered) reads another tool's NGFF 0.4 float map as a probability layer,
+    chooses it, and Apply to slide post-processes it; an unreadable folder is the status's error."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFileDialog
+    from test_foreign_maps import write_ngff
+
+    from napari_hubmap._widgets.postprocess_panel import PostprocessPanel
+
+    prob = probability_map()
+    write_ngff(tmp_path / "other.zarr", prob / 255.0, omero_window=(0, 1))
+    viewer = make_napari_viewer(show=True)
+    panel = PostprocessPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Post-processing")
+    answers = iter([str(tmp_path / "other.zarr"), str(tmp_path)])
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: next(answers))
+    qtbot.mouseClick(panel.open_map_button, Qt.LeftButton)
+    assert panel.source.currentText() == "other.zarr" and viewer.layers["other.zarr"].metadata["napari_hubmap"]["downscale"] == 1.0
+    panel.watershed.setChecked(True)
+    panel.threshold.setValue(0.4)
+    qtbot.waitUntil(lambda: not panel._live_busy and not panel._live_pending, timeout=20_000)
+    qtbot.mouseClick(panel.apply_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
+    assert panel.error is None and panel.result.objects == 4
+    expected = postprocess_region(prob, PostprocessConfig(threshold=0.4, watershed=True))
+    assert np.array_equal(np.asarray(open_labels(tmp_path / "other.labels.zarr")[0][0][:]), expected)
+    qtbot.mouseClick(panel.open_map_button, Qt.LeftButton)  # a folder that is no map
+    assert "not a probability store" in panel.status.text() and len(viewer.layers) == 3

@@ -34,6 +34,7 @@ from ..stores.naming import probability_path, progress_path, slide_stem
 from .background import emit_from_daemon
 from .model_list import ModelChecklist, describe_card, describe_metrics
 from .peers import ListsModels
+from .probability_maps import probability_layer_kwargs
 from .run_controls import RunControls, WorkerRun
 from .viewer_layers import current_slide_layer
 
@@ -362,16 +363,8 @@ class InferencePanel(QWidget, ListsModels, WorkerRun):
             self.viewer.layers.remove(name)
         data = levels if len(levels) > 1 else levels[0]
         self.prob_layer = self.viewer.add_image(
-            data,
-            name=name,
-            multiscale=len(levels) > 1,
-            colormap="magma",
-            blending="additive",
-            opacity=0.6,
-            contrast_limits=(0, 255),
-            scale=scale,
-            translate=translate,
-            metadata={"napari_hubmap": {"probability": str(out), "downscale": float(meta["downscale"])}},
+            data, name=name, multiscale=len(levels) > 1,
+            **probability_layer_kwargs(out, float(meta["downscale"]), scale, translate),
         )
         return self.prob_layer
 

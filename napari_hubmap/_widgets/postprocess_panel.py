@@ -40,6 +40,7 @@ from .probability_maps import (
     made_here,
     map_min_size,
     map_threshold,
+    opened_map_layer,
     view_window,
 )
 from .run_controls import RunControls, WorkerRun
@@ -69,6 +70,9 @@ class PostprocessPanel(QWidget, WorkerRun):
         self._token = 0
 
         self.source = QComboBox()
+        self.open_map_button = QPushButton("Open map…")
+        self.open_map_button.setToolTip("A probability map on disk: a <slide>.prob.zarr or any OME-Zarr single-channel "
+                                        "image another tool wrote (uint8, uint16 or float 0-1)")
         self.threshold = LabeledSlider(1, 99, 50, 0.01, "{:.2f}")
         self.min_size = LabeledSlider(0, 50_000, 0, 1, "{:.0f} px")
         self.fill_holes = QCheckBox("Fill holes")
@@ -95,7 +99,10 @@ class PostprocessPanel(QWidget, WorkerRun):
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        form.addRow("Probability map", self.source)
+        source_row = QHBoxLayout()
+        source_row.addWidget(self.source, 1)
+        source_row.addWidget(self.open_map_button)
+        form.addRow("Probability map", source_row)
         form.addRow("Threshold", self.threshold)
         form.addRow("Minimum size", self.min_size)
         form.addRow("", self.fill_holes)
@@ -134,6 +141,7 @@ class PostprocessPanel(QWidget, WorkerRun):
         self.apply_button.clicked.connect(self.apply_to_slide)
         self.cancel_button.clicked.connect(self.cancel)
         self.gt_file_button.clicked.connect(self._choose_gt_file)
+        self.open_map_button.clicked.connect(self._choose_map)
         self.curve_button.clicked.connect(self.find_threshold)
         self.save_button.clicked.connect(self.save_threshold)
         camera_of(self.viewer).events.zoom.connect(self.schedule_live)
@@ -146,6 +154,22 @@ class PostprocessPanel(QWidget, WorkerRun):
 
     def probability_layers(self) -> list:
         return [layer for layer in self.viewer.layers if probability_meta(layer) is not None]
+
+    def _choose_map(self):
+        path = QFileDialog.getExistingDirectory(self, "Probability map (an OME-Zarr folder)")
+        if path:
+            self.open_map(path)
+
+    def open_map(self, path):
+        """Add the probability map at ``path`` as a layer and choose it; an unreadable one is the status's error."""
+        try:
+            data, options = opened_map_layer(path)
+        except HubmapInputError as error:
+            return self._show_error(str(error))
+        layer = self.viewer.add_image(data, **options)
+        self.refresh_sources()
+        self.source.setCurrentText(layer.name)
+        return layer
 
     def ground_truth_layers(self) -> list:
         from napari.layers import Labels

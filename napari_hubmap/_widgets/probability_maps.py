@@ -16,6 +16,28 @@ MAX_VIEW_SIDE = 2048
 """The live preview reads at most this many map pixels per side (a coarser level if need be)."""
 
 
+def probability_layer_kwargs(path, downscale: float, scale, translate) -> dict:
+    """``viewer.add_image`` options of a probability map layer (the Inference panel's and an opened map's):
+    magma over the slide, 0-255, placed by ``scale`` / ``translate``, the store named in its metadata."""
+    return {"colormap": "magma", "blending": "additive", "opacity": 0.6, "contrast_limits": (0, 255), "scale": scale,
+            "translate": translate, "metadata": {"napari_hubmap": {"probability": str(path), "downscale": float(downscale)}}}
+
+
+def opened_map_layer(path) -> tuple[list, dict]:
+    """(data, ``add_image`` options) of the probability map at ``path``: a store predict wrote or any
+    OME-Zarr single-channel image (:func:`~napari_hubmap.stores.probability.open_probability`), placed by
+    its downscale over a slide at the origin; a map that cannot be read is one
+    :class:`~napari_hubmap.errors.HubmapInputError`."""
+    from ..stores.probability import open_probability
+
+    path = Path(path)
+    levels, meta = open_probability(path)
+    d = float(meta["downscale"])
+    data = list(levels) if len(levels) > 1 else levels[0]
+    options = probability_layer_kwargs(path, d, (d, d), ((d - 1) / 2, (d - 1) / 2))
+    return data, {"name": path.name, "multiscale": len(levels) > 1, **options}
+
+
 def map_store_meta(layer) -> dict | None:
     """The attrs of the probability store behind a layer, or None."""
     from ..stores.probability import open_probability
