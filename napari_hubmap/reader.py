@@ -15,7 +15,7 @@ from .slide import Slide, SlideScale, is_slide_path, open_slide
 def get_reader(path: str | list[str]):
     """Return a reader function for slide files we can open, else None (napari tries others)."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    if not paths or not all(is_slide_path(p) and os.path.isfile(p) for p in paths):
+    if not paths or not all(is_slide_path(p) and os.path.exists(p) for p in paths):  # a folder: DICOM instances
         return None
     return read_slides
 

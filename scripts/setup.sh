@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up everything napari-hubmap needs on a fresh Debian-like machine, idempotently:
-# the Xvfb/Mesa/Qt system libraries (for napari without a screen) and .venv with the package and its test
-# extra (pytest, and the linters ruff and import-linter that scripts/test.sh runs first).
+# the Xvfb/Mesa/Qt system libraries (for napari without a screen), libturbojpeg0 (the tests' DICOM writer) and
+# .venv with the package and its test extra (pytest, and the linters ruff and import-linter that scripts/test.sh
+# runs first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES="xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
  libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-shape0 libdbus-1-3
- libfontconfig1"
+ libfontconfig1 libturbojpeg0"  # libturbojpeg0: wsidicomizer (the tests' DICOM writer) loads it
 
 missing_system_packages() {
   command -v dpkg-query >/dev/null || return 0

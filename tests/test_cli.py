@@ -43,7 +43,9 @@ def test_info_prints_one_json_line(slide_file):
     out = run("info", slide_file).stdout.strip().splitlines()
     assert len(out) == 1
     info = json.loads(out[0])
-    assert set(info) == {"path", "width", "height", "levels", "mpp", "mpp_source", "mpp_file", "dtype", "layout"}
+    assert set(info) == {"path", "width", "height", "levels", "mpp", "mpp_source", "mpp_file", "dtype", "layout", "format",
+                         "associated"}
+    assert info["format"] == "tiff" and info["associated"] == []
     assert (info["width"], info["height"]) == (1800, 2500)
     assert info["levels"] == [[2500, 1800], [1250, 900], [625, 450]]
     assert info["mpp"] == pytest.approx(0.25) and info["mpp_source"] == "file" and info["mpp_file"] == info["mpp"]

@@ -17,6 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+import vendor_slides
 from napari_gui import press_key
 from napari_hubmap.sample_data import HUBMAP_TILE
 from test_inference_widget import models_root, synthetic_slide  # noqa: F401 (fixture)
@@ -185,30 +186,39 @@ def reader_patterns() -> list[str]:
     return [p for reader in manifest().contributions.readers for p in reader.filename_patterns]
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+def write_image(path: Path, image: np.ndarray) -> Path:
+    """``image`` as a file of ``path``'s kind; returns what napari is given to open."""
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg"):
         Image.fromarray(image).save(path, quality=95)
+    elif suffix == ".vms":  # a Hamamatsu key file beside its JPEGs (tests/vendor_slides.py)
+        return vendor_slides.write_vms(path.parent / "vms", image).path
+    elif suffix in (".dcm", ".dicom"):  # one DICOM WSI instance (level 0 of a folder wsidicomizer writes)
+        written = vendor_slides.write_dicom(path.parent / "dicom", image, path.parent)
+        vendor_slides.level0_file(written).rename(path)
+    elif suffix in (".mrxs", ".vmu"):
+        pytest.skip(f"no {suffix} writer here (MIRAX: Slidedat.ini + index + data files; VMU: Hamamatsu NGR)")
     else:  # every TIFF flavour the manifest names: a tiled RGB TIFF under that name. tifffile reads a
         # little-endian classic TIFF named .ndpi as Hamamatsu NDPI (64-bit offsets), which no writer here
         # makes: that one is written big-endian, so the test still goes through the .ndpi name.
         tifffile.imwrite(path, image, tile=(64, 64), photometric="rgb", bigtiff=path.suffix == ".btf",
                          byteorder=">" if path.suffix == ".ndpi" else "<")
+    return path
 
 
 @pytest.mark.parametrize("pattern", reader_patterns())
 def test_the_reader_opens_every_declared_extension(pattern, make_napari_viewer, tmp_path):
     rng = np.random.default_rng(0)
-    image = np.zeros((200, 300, 3), np.uint8)
+    image = np.zeros((256, 384, 3), np.uint8)  # whole JPEG blocks: a VMS's tiles are
     image[50:150, 60:240] = rng.integers(60, 200, (100, 180, 3), dtype=np.uint8)
-    path = tmp_path / f"kidney{pattern.lstrip('*')}"
-    write_image(path, image)
+    path = write_image(tmp_path / f"kidney{pattern.lstrip('*')}", image)
     viewer = make_napari_viewer()
     layers = viewer.open(str(path), plugin=PLUGIN)
     assert len(layers) == 1 and layers[0].rgb
     data = layers[0].data[0] if layers[0].multiscale else layers[0].data
-    assert data.shape == (200, 300, 3)
+    assert data.shape == (256, 384, 3)
     read = np.asarray(data[:, :])
-    if path.suffix.lower() in (".jpg", ".jpeg"):
+    if path.suffix.lower() in (".jpg", ".jpeg", ".vms"):
         assert np.abs(read.astype(int) - image).mean() < 8
     else:
         assert np.array_equal(read, image)

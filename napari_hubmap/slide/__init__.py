@@ -1,4 +1,5 @@
-"""Lazy whole-slide reading: pyramidal or flat TIFF/BigTIFF/OME-TIFF/SVS and PNG/JPEG regions."""
+"""Lazy whole-slide reading: pyramidal or flat TIFF/BigTIFF/OME-TIFF/SVS, vendor formats through OpenSlide,
+DICOM WSI through wsidicom, and PNG/JPEG regions."""
 
 from .levels import SlideLevel
 from .open import Slide, is_slide_path, open_slide

@@ -157,3 +157,49 @@ def downsample_mean2(block: np.ndarray) -> np.ndarray:
     acc += block[1::2, 1::2]
     acc += 2
     return (acc >> 2).astype(np.uint8)
+
+
+def read_in_blocks(read_box, rows: slice, cols: slice, block: int = 2048) -> np.ndarray:
+    """Region [rows, cols] (positive steps) from ``read_box(y0, x0, h, w) -> (h, w, 3) uint8``, a reader of
+    whole boxes (OpenSlide, DICOM): boxes of at most ``block`` px a side, so a strided overview read keeps
+    only one box in memory at a time."""
+    row_idx = np.arange(rows.start, rows.stop, rows.step)
+    col_idx = np.arange(cols.start, cols.stop, cols.step)
+    out = np.empty((row_idx.size, col_idx.size, 3), dtype=np.uint8)
+    for r0 in range(0, row_idx.size, max(1, block // rows.step)):
+        r_sel = row_idx[r0 : r0 + max(1, block // rows.step)]
+        y0, y1 = int(r_sel[0]), int(r_sel[-1]) + 1
+        for c0 in range(0, col_idx.size, max(1, block // cols.step)):
+            c_sel = col_idx[c0 : c0 + max(1, block // cols.step)]
+            x0, x1 = int(c_sel[0]), int(c_sel[-1]) + 1
+            box = read_box(y0, x0, y1 - y0, x1 - x0)
+            out[r0 : r0 + r_sel.size, c0 : c0 + c_sel.size] = box[r_sel - y0][:, c_sel - x0]
+    return out
+
+
+def rgba_on_background(rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """(h, w, 4) straight-alpha uint8 -> (h, w, 3) uint8 over ``background`` (opaque pixels unchanged):
+    OpenSlide leaves the parts of a slide that were never scanned transparent."""
+    rgb = np.ascontiguousarray(rgba[:, :, :3])
+    alpha = rgba[:, :, 3]
+    if alpha.size == 0 or alpha.min() == 255:
+        return rgb
+    a = alpha.astype(np.uint16)[:, :, None]
+    back = np.asarray(background, dtype=np.uint16)[None, None, :]
+    return ((rgb.astype(np.uint16) * a + back * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def as_rgb(array: np.ndarray) -> np.ndarray:
+    """An associated image (label, macro) of any common layout as (h, w, 3) uint8."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[2] == 4:
+        return rgba_on_background(array)
+    if array.shape[2] < 3:
+        return np.repeat(array[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])

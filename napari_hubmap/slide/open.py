@@ -1,5 +1,10 @@
 """``open_slide``: any kidney slide as lazy RGB pyramid levels, never read whole into memory.
 
+The reader is chosen per file: PNG/JPEG through PIL; DICOM (a folder of instances or a ``.dcm`` file)
+through wsidicom (:mod:`.dicom_slide`); vendor formats OpenSlide recognises (MIRAX, Hamamatsu VMS/VMU/NDPI,
+Leica SCN, Ventana BIF, Philips TIFF; :mod:`.openslide_slide`) through OpenSlide; TIFF, OME-TIFF and
+Aperio SVS through tifffile (:mod:`.tiff_slide`), which reads them more lazily.
+
 Pyramidal files give their own levels. A single-level slide larger than 1024 px gets reduced levels
 from the pyramid cache (:mod:`.pyramid_cache`); until the cache exists, those levels are read by
 nearest-neighbour subsampling where level 0 is memory-mapped (uncompressed TIFF), or show the part
@@ -18,18 +23,27 @@ import numpy as np
 
 from ..errors import HubmapInputError
 from ..progress import ProgressCallback
+from .dicom_slide import DICOM_SUFFIXES
 from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2, empty_region, level_shapes
 from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
+from .openslide_slide import OPENSLIDE_SUFFIXES
 from .scale import SlideScale, check_mpp, slide_scale
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff", ".ndpi", ".scn")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SLIDE_SUFFIXES = TIFF_SUFFIXES + OPENSLIDE_SUFFIXES + DICOM_SUFFIXES + IMAGE_SUFFIXES
 MAX_FLAT_IMAGE_PIXELS = 400_000_000
+PREVIEW_ORDER = ("label", "macro", "thumbnail")
+"""Which associated image shows a slide best: pathologists recognise a slide by its label."""
 
 
 def is_slide_path(path: str | os.PathLike) -> bool:
-    name = os.fspath(path).lower()
-    return name.endswith(TIFF_SUFFIXES + IMAGE_SUFFIXES)
+    """A file name a slide reader opens, or a folder of DICOM instances."""
+    if os.path.isdir(path):
+        from .dicom_slide import dicom_files_in
+
+        return bool(dicom_files_in(path))
+    return os.fspath(path).lower().endswith(SLIDE_SUFFIXES)
 
 
 class CachedLevelSource:
@@ -56,6 +70,9 @@ class Slide:
 
     ``file_mpp`` is the file's µm per pixel (None when it carries none); ``mpp_given`` one the user gave
     (``open_slide(mpp=)``, :meth:`set_mpp`), which wins. :attr:`scale` applies the rule of :mod:`.scale`.
+    ``format``: the reader's name for the file (``tiff``, ``aperio``, ``image``, ``dicom``, or OpenSlide's vendor:
+    ``philips``, ``ventana``, ``leica``, ``hamamatsu``, ``mirax``, ...); ``associated_names``: the images the file
+    carries beside the slide (``label``, ``macro``, ``thumbnail``), read by :meth:`associated_image`.
     """
 
     path: str
@@ -67,6 +84,9 @@ class Slide:
     reopen: Callable[[], tuple] | None = field(default=None, repr=False)
     _close: Callable[[], None] | None = field(default=None, repr=False)
     mpp_given: float | None = None
+    format: str = "tiff"
+    associated_names: tuple[str, ...] = ()
+    _associated: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def mpp(self) -> float | None:
@@ -116,7 +136,22 @@ class Slide:
             **self.scale.as_dict(),
             "dtype": self.dtype,
             "layout": self.layout,
+            "format": self.format,
+            "associated": list(self.associated_names),
         }
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """The file's associated image ``name`` (one of :attr:`associated_names`: ``label``, ``macro``,
+        ``thumbnail``) as (h, w, 3) uint8, read now."""
+        if name not in self.associated_names or self._associated is None:
+            raise HubmapInputError(self.path, f"no {name} image in the file (it has: {', '.join(self.associated_names) or 'none'})")
+        return self._associated(name)
+
+    def preview_image(self) -> tuple[str, np.ndarray] | None:
+        """(name, image) of the associated image that shows the slide best (label, else macro, else
+        thumbnail); None when the file has none."""
+        name = next((n for n in PREVIEW_ORDER if n in self.associated_names), None)
+        return None if name is None else (name, self.associated_image(name))
 
     def build_cache(self, *, background: bool = False, progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None) -> BuildState | None:
@@ -153,22 +188,39 @@ def open_slide(path: str | os.PathLike, *, build_cache: bool = False, mpp: float
     given = None if mpp is None else check_mpp(mpp)
     if not os.path.exists(path):
         raise HubmapInputError(path, "file not found")
-    if os.path.isdir(path):
-        raise HubmapInputError(path, "is a folder, not a slide file")
-    lower = path.lower()
-    slide = _open_image(path) if lower.endswith(IMAGE_SUFFIXES) else _open_tiff(path)
+    slide = _open_any(path)
     slide.mpp_given = given
     if build_cache:
         slide.build_cache(background=True)
     return slide
 
 
-def _open_tiff(path: str) -> Slide:
+def _open_any(path: str) -> Slide:
+    """The reader for this file (see the module's docstring)."""
+    from .dicom_slide import DicomSlideFile, is_dicom_file
+    from .openslide_slide import OpenSlideFile, use_openslide
     from .tiff_slide import TiffSlideFile
 
+    lower = path.lower()
+    if os.path.isdir(path):
+        return _open_file(path, DicomSlideFile(path), "dicom", lambda: DicomSlideFile(path))
+    if lower.endswith(IMAGE_SUFFIXES):
+        return _open_image(path)
+    if lower.endswith(DICOM_SUFFIXES) or is_dicom_file(path):
+        return _open_file(path, DicomSlideFile(path), "dicom", lambda: DicomSlideFile(path))
+    if os.path.getsize(path) > 0:
+        vendor = use_openslide(path)
+        if vendor is not None:
+            return _open_file(path, OpenSlideFile(path, vendor), vendor, lambda: OpenSlideFile(path, vendor))
     tiff = TiffSlideFile(path)
-    base = tiff.sources[0]
-    levels = [SlideLevel(source) for source in tiff.sources]
+    return _open_file(path, tiff, tiff.vendor, lambda: TiffSlideFile(path))
+
+
+def _open_file(path: str, opened, kind: str, open_again: Callable[[], object]) -> Slide:
+    """A Slide over an opened file reader (tifffile, OpenSlide, wsidicom): its levels, and for a
+    single-level slide larger than 1024 px the reduced levels of the pyramid cache."""
+    base = opened.sources[0]
+    levels = [SlideLevel(source) for source in opened.sources]
     cache = None
     if len(levels) == 1 and len(level_shapes(base.height, base.width)) > 1:
         cache = PyramidCache(path, (base.height, base.width))
@@ -177,10 +229,11 @@ def _open_tiff(path: str) -> Slide:
             levels.append(SlideLevel(CachedLevelSource(cache, level, fallback)))
 
     def reopen():
-        fresh = TiffSlideFile(path)
+        fresh = open_again()
         return fresh.sources[0], fresh.close
 
-    return Slide(path, levels, tiff.mpp, tiff.layout, tiff.dtype, cache, reopen, tiff.close)
+    return Slide(path, levels, opened.mpp, opened.layout, opened.dtype, cache, reopen, opened.close,
+                 format=kind, associated_names=tuple(opened.associated_names), _associated=opened.associated)
 
 
 def _open_image(path: str) -> Slide:
@@ -200,7 +253,7 @@ def _open_image(path: str) -> Slide:
     while max(levels[-1].shape[:2]) > 1024:
         levels.append(SlideLevel(ArraySource(downsample_mean2(levels[-1].source.array))))
     dtype = "uint16" if mode.startswith("I;16") else "uint8"
-    return Slide(path, levels, None, f"image:{mode}", dtype)
+    return Slide(path, levels, None, f"image:{mode}", dtype, format="image")
 
 
 def _image_to_rgb(image, path: str) -> np.ndarray:

@@ -7,6 +7,8 @@ Layouts handled: interleaved (H, W, 3|4), planar (3, H, W) in one page, one page
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import warnings
 
@@ -14,6 +16,7 @@ import numpy as np
 import tifffile
 
 from ..errors import HubmapInputError
+from .levels import as_rgb
 from .tiff_pages import PageReader, check_page_data, file_size
 
 CHANNEL_AXES = "CSIQ"
@@ -104,6 +107,22 @@ def _separate_page_series(tif: tifffile.TiffFile) -> list | None:
     return list(series[:3]) if same else None
 
 
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile's log lines (``invalid page offset``, ...) dropped while a file is opened: a file it cannot
+    read raises here with one message; one it reads despite them opens."""
+    logger = tifffile.logger()
+
+    def drop(record) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 class TiffSlideFile:
     """An open TIFF slide: level sources (largest first), layout description and mpp."""
 
@@ -112,6 +131,11 @@ class TiffSlideFile:
         size = file_size(path)
         if size == 0:
             raise HubmapInputError(path, "file is empty (0 bytes)")
+        with _quiet_tifffile():  # its log lines on a malformed file would add to our one error line
+            self._open(size)
+
+    def _open(self, size: int) -> None:
+        path = self.path
         try:
             self.tif = tifffile.TiffFile(path)
         except Exception as exc:  # tifffile raises many kinds on malformed headers
@@ -148,6 +172,16 @@ class TiffSlideFile:
         self.dtype = np.dtype(tif.series[0].dtype).name
         self._warn_conversions()
         self.mpp = _mpp(tif)
+        self.vendor = "aperio" if tif.is_svs else "tiff"
+        self._associated = _svs_associated_pages(tif) if tif.is_svs else {}
+        self.associated_names = sorted(self._associated)
+
+    def associated(self, name: str) -> np.ndarray:
+        """An associated image (Aperio label, macro, thumbnail) as (h, w, 3) uint8."""
+        try:
+            return as_rgb(self._associated[name].asarray())
+        except Exception as exc:  # a closed file, a codec error
+            raise HubmapInputError(self.path, f"cannot read the {name} image ({exc})") from exc
 
     def _warn_conversions(self) -> None:
         if self.sources[0].mode == "gray":
@@ -157,6 +191,22 @@ class TiffSlideFile:
 
     def close(self) -> None:
         self.tif.close()
+
+
+def _svs_associated_pages(tif: tifffile.TiffFile) -> dict:
+    """Aperio's untiled pages: the second is the thumbnail; the others name themselves on the second line
+    of their description (``label 415x422``, ``macro 1280x431``), as OpenSlide reads them."""
+    found = {}
+    for index, page in enumerate(tif.pages):
+        page = _as_page(page)
+        if index == 0 or page.is_tiled:
+            continue
+        lines = (page.description or "").splitlines()
+        words = lines[1].split() if len(lines) > 1 else []
+        name = "thumbnail" if index == 1 else (words[0].lower() if words else "")
+        if name in ("label", "macro", "thumbnail") and name not in found:
+            found[name] = page
+    return found
 
 
 def _layout_kind(series, source: TiffLevelSource) -> str:
