@@ -148,3 +148,22 @@ def test_a_damaged_file_is_one_error_line_and_exit_2(tmp_path, image, capfd, kin
     assert len(lines) == 1, err
     assert lines[0].startswith(f"napari-hubmap: error: {path}: ") and words in lines[0]
 
+
+@pytest.mark.gui
+def test_slide_panel_shows_the_label_image(make_napari_viewer, tmp_path, image):
+    from napari_hubmap._widgets.slide_panel import SlidePanel
+
+    written = vs.write_philips(tmp_path / "slide.tiff", image)
+    viewer = make_napari_viewer()
+    panel = SlidePanel(viewer)
+    assert not panel.preview.isVisibleTo(panel)
+    viewer.open(str(written.path), plugin="napari-hubmap")
+    assert panel.preview_name == "label" and panel.preview.isVisibleTo(panel)
+    shown = panel.preview.pixmap().toImage()
+    label = written.associated["label"]
+    assert (shown.width(), shown.height()) == (label.shape[1], label.shape[0])
+    for y, x in ((0, 0), (7, 5), (59, 79)):
+        color = shown.pixelColor(x, y)
+        assert (color.red(), color.green(), color.blue()) == tuple(label[y, x])
+    viewer.layers.clear()
+    assert not panel.preview.isVisibleTo(panel) and panel.preview_name == ""

@@ -1,4 +1,5 @@
-"""Slide panel: what the selected slide is, its µm/px, its pyramid cache progress, open slides, import labels.
+"""Slide panel: what the selected slide is (with its label image, when the file has one), its µm/px, its pyramid
+cache progress, open slides, import labels.
 
 Thin: every button calls one core function (the µm/px field :func:`~napari_hubmap.reader.set_layer_mpp`,
 which the Inference panel's runs then follow); long work (the pyramid cache) runs in a core
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -26,7 +28,9 @@ from ..defaults import DEFAULT_MPP
 from ..errors import HubmapInputError
 from ..reader import set_layer_mpp, slide_of
 
-SLIDE_FILTER = "Slides (*.tif *.tiff *.svs *.btf *.png *.jpg *.jpeg);;All files (*)"
+SLIDE_FILTER = ("Slides (*.tif *.tiff *.svs *.btf *.ndpi *.scn *.bif *.mrxs *.vms *.vmu *.dcm *.png *.jpg *.jpeg);;"
+                "All files (*)")
+PREVIEW_SIZE = 200  # px: the label image is shown at most this wide or tall
 ANNOTATION_FILTER = "Annotations (*.json *.geojson *.csv *.png *.tif *.tiff);;All files (*)"
 
 
@@ -54,6 +58,10 @@ class SlidePanel(QWidget):
         self.viewer = napari_viewer
         self.info = QLabel("No slide selected")
         self.info.setWordWrap(True)
+        self.preview = QLabel()  # the slide's label image (else macro, else thumbnail) from the file
+        self.preview.setVisible(False)
+        self.preview_name = ""
+        self._preview_of = None
         self.mpp_field = QLineEdit()
         self.mpp_field.setToolTip(MPP_TIP)
         mpp_row = QFormLayout()
@@ -66,6 +74,7 @@ class SlidePanel(QWidget):
         self.import_button = QPushButton("Import annotations…")
         layout = QVBoxLayout(self)
         layout.addWidget(self.info)
+        layout.addWidget(self.preview)
         layout.addLayout(mpp_row)
         for widget in (self.cache_label, self.progress, self.open_button, self.import_button):
             layout.addWidget(widget)
@@ -75,6 +84,7 @@ class SlidePanel(QWidget):
         self.import_button.clicked.connect(self._choose_annotations)
         self.viewer.layers.selection.events.active.connect(self._update)
         self.viewer.layers.events.inserted.connect(self._update)
+        self.viewer.layers.events.removed.connect(self._update)
         self._refreshed: set[int] = set()
         self.timer = QTimer(self)
         self.timer.setInterval(250)
@@ -92,11 +102,38 @@ class SlidePanel(QWidget):
         layer = self.current_layer()
         slide = slide_of(layer)
         self.info.setText(describe(slide) if layer else "No slide selected")
+        self._show_preview(slide)
         self.mpp_field.setEnabled(slide is not None)
         self.mpp_field.setText(mpp_text(slide))
         assumed = slide is not None and slide.scale.assumed
         self.mpp_field.setPlaceholderText(f"{slide.scale.mpp:g} assumed (the file has none)" if assumed else "")
         self._poll_cache()
+
+    def _show_preview(self, slide):
+        """Show the file's label image (else macro, else thumbnail), read once per slide."""
+        if slide is self._preview_of:
+            return
+        self._preview_of = slide
+        found = None
+        if slide is not None:
+            try:
+                found = slide.preview_image()
+            except HubmapInputError as exc:
+                self.viewer.status = str(exc)
+        self.preview_name = found[0] if found else ""
+        self.preview.setVisible(found is not None)
+        if found is None:
+            self.preview.clear()
+            return
+        name, image = found
+        height, width = image.shape[:2]
+        qimage = QImage(image.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+        pixmap = QPixmap.fromImage(qimage)
+        if max(width, height) > PREVIEW_SIZE:
+            pixmap = pixmap.scaled(PREVIEW_SIZE, PREVIEW_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
+                                   Qt.TransformationMode.SmoothTransformation)
+        self.preview.setPixmap(pixmap)
+        self.preview.setToolTip(f"{name} image of the slide file ({width} × {height} px)")
 
     def _mpp_edited(self):
         """Give the current slide the µm/px typed (blank: back to the file's or the assumption)."""
