@@ -196,8 +196,10 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     elif suffix in (".dcm", ".dicom"):  # one DICOM WSI instance (level 0 of a folder wsidicomizer writes)
         written = vendor_slides.write_dicom(path.parent / "dicom", image, path.parent)
         vendor_slides.level0_file(written).rename(path)
-    elif suffix in (".mrxs", ".vmu"):
-        pytest.skip(f"no {suffix} writer here (MIRAX: Slidedat.ini + index + data files; VMU: Hamamatsu NGR)")
+    elif suffix == ".vmu":  # a Hamamatsu key file beside its uncompressed NGR files
+        return vendor_slides.write_vmu(path.parent / "vmu", image).path
+    elif suffix == ".mrxs":
+        pytest.skip("no MIRAX writer here (Slidedat.ini, Index.dat and data files of JPEG tiles)")
     else:  # every TIFF flavour the manifest names: a tiled RGB TIFF under that name. tifffile reads a
         # little-endian classic TIFF named .ndpi as Hamamatsu NDPI (64-bit offsets), which no writer here
         # makes: that one is written big-endian, so the test still goes through the .ndpi name.

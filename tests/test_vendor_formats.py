@@ -22,13 +22,15 @@ def image() -> np.ndarray:
     return vs.random_rgb((H, W), 1)
 
 
-WRITERS = {
-    "aperio": lambda tmp, a: vs.write_svs(tmp / "slide.svs", a),
-    "philips": lambda tmp, a: vs.write_philips(tmp / "slide.tiff", a),
-    "ventana": lambda tmp, a: vs.write_ventana(tmp / "slide.bif", a),
-    "leica": lambda tmp, a: vs.write_leica(tmp / "slide.scn", a),
-    "hamamatsu": lambda tmp, a: vs.write_vms(tmp / "vms", a),
-    "dicom": lambda tmp, a: vs.write_dicom(tmp / "dicom", a, tmp),
+WRITERS = {  # test id: (the reader's format name, writer)
+    "svs": ("aperio", lambda tmp, a: vs.write_svs(tmp / "slide.svs", a)),
+    "philips-tiff": ("philips", lambda tmp, a: vs.write_philips(tmp / "slide.tiff", a)),
+    "ventana-bif": ("ventana", lambda tmp, a: vs.write_ventana(tmp / "slide.bif", a)),
+    "leica-scn": ("leica", lambda tmp, a: vs.write_leica(tmp / "slide.scn", a)),
+    "hamamatsu-vms": ("hamamatsu", lambda tmp, a: vs.write_vms(tmp / "vms", a)),
+    "hamamatsu-ndpi": ("hamamatsu", lambda tmp, a: vs.write_ndpi(tmp / "slide.ndpi", a)),
+    "hamamatsu-vmu": ("hamamatsu", lambda tmp, a: vs.write_vmu(tmp / "vmu", a)),
+    "dicom": ("dicom", lambda tmp, a: vs.write_dicom(tmp / "dicom", a, tmp)),
 }
 READER = {"aperio": "interleaved", "philips": "openslide:philips", "ventana": "openslide:ventana",
           "leica": "openslide:leica", "hamamatsu": "openslide:hamamatsu", "dicom": "dicom:"}
@@ -36,9 +38,10 @@ PREVIEW = {"aperio": "label", "philips": "label", "ventana": "macro", "leica": "
            "dicom": "label"}
 
 
-@pytest.mark.parametrize("kind", sorted(WRITERS))
-def test_vendor_slide_opens_with_levels_mpp_pixels_and_label(tmp_path, image, kind):
-    written = WRITERS[kind](tmp_path, image)
+@pytest.mark.parametrize("case", sorted(WRITERS))
+def test_vendor_slide_opens_with_levels_mpp_pixels_and_label(tmp_path, image, case):
+    kind, write = WRITERS[case]
+    written = write(tmp_path, image)
     assert is_slide_path(written.path)
     with open_slide(written.path) as slide:
         assert slide.format == kind and slide.layout.startswith(READER[kind])
@@ -49,9 +52,10 @@ def test_vendor_slide_opens_with_levels_mpp_pixels_and_label(tmp_path, image, ki
         np.testing.assert_array_equal(level0[r0 : r0 + H, c0 : c0 + W], written.truth)
         np.testing.assert_array_equal(level0[r0 + 5 : r0 + H : 7, c0 + 3 : c0 + W : 11], written.truth[5::7, 3::11])
         np.testing.assert_array_equal(level0[r0 + 100 : r0 + 131, c0 + 250 : c0 + 260], written.truth[100:131, 250:260])
-        if kind != "hamamatsu":  # VMS levels below 0 are JPEG-scaled decodes, not stored pixels
-            np.testing.assert_array_equal(slide.levels[1][r0 // 2 : (r0 + H) // 2, c0 // 2 : (c0 + W) // 2],
-                                          vs.half(written.truth))
+        if written.level1_truth is not None:  # VMS levels below 0 are JPEG-scaled decodes, not stored pixels
+            f = written.levels[0][1] // written.levels[1][1]
+            np.testing.assert_array_equal(slide.levels[1][r0 // f : (r0 + H) // f, c0 // f : (c0 + W) // f],
+                                          written.level1_truth)
         if r0 or c0:  # Leica: the collection around the main image was never scanned: white
             assert (np.asarray(level0)[:r0] == 255).all() and (np.asarray(level0)[:, :c0] == 255).all()
         assert set(written.associated) <= set(slide.associated_names)
@@ -114,6 +118,8 @@ def _damaged(kind: str, tmp: Path, image: np.ndarray) -> tuple[Path, str]:
         return vs.scramble_tiles(vs.write_ventana(tmp / "slide.bif", image).path, 2), "cannot decode"
     if kind == "leica-bad-tiles":
         return vs.scramble_tiles(vs.write_leica(tmp / "slide.scn", image).path, 1), "cannot decode"
+    if kind == "ndpi-bad-jpeg":  # OpenSlide reads the JPEG headers at open
+        return vs.scramble_tiles(vs.write_ndpi(tmp / "slide.ndpi", image).path, 0), "not a readable Hamamatsu slide"
     if kind == "vms-truncated-jpeg":
         written = vs.write_vms(tmp / "vms", image)
         vs.truncate(written.path.parent / "slide.jpg", 0.5)
@@ -136,7 +142,7 @@ def _damaged(kind: str, tmp: Path, image: np.ndarray) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("kind", ["aperio-truncated", "philips-bad-tiles", "ventana-bad-tiles", "leica-bad-tiles",
-                                  "vms-truncated-jpeg", "vms-missing-jpeg", "mrxs-garbage", "dicom-truncated-instance",
+                                  "ndpi-bad-jpeg", "vms-truncated-jpeg", "vms-missing-jpeg", "mrxs-garbage", "dicom-truncated-instance",
                                   "dicom-garbage"])
 def test_a_damaged_file_is_one_error_line_and_exit_2(tmp_path, image, capfd, kind):
     path, words = _damaged(kind, tmp_path, image)

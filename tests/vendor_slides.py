@@ -1,14 +1,18 @@
 """Tiny vendor slides written here, offline, in the layouts the readers detect (OpenSlide's vendor sources
-say what each needs): Aperio SVS, Philips TIFF, Ventana BIF, Leica SCN, Hamamatsu VMS and DICOM WSI.
+say what each needs): Aperio SVS, Philips TIFF, Ventana BIF, Leica SCN, Hamamatsu VMS, VMU and NDPI, and
+DICOM WSI.
 
 Each writer takes the level-0 RGB image and returns a :class:`Written`: what a reader must find (level
 sizes, µm/px, associated images and the pixels they hold). TIFF-based files use lossless zlib tiles, so
-level pixels equal the source; VMS holds JPEGs, whose truth is the JPEG decoded by Pillow.
+level pixels equal the source (so do VMU's uncompressed NGR files); VMS and NDPI hold JPEGs, whose truth is the
+JPEG decoded by Pillow.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ class Written:
     truth: np.ndarray  # what level 0 holds
     associated: dict[str, np.ndarray] = field(default_factory=dict)  # name -> exact pixels
     level0_box: tuple[int, int] = (0, 0)  # where ``truth`` sits in level 0 (row, col)
+    level1_truth: np.ndarray | None = None  # what level 1 holds over the box; None: not stored pixels
 
 
 def half(image: np.ndarray) -> np.ndarray:
@@ -50,7 +55,8 @@ def write_svs(path: Path, image: np.ndarray, mpp: float = 0.499) -> Written:
         tif.write(half(image), tile=(128, 128), description=f"{head}{w}x{h} -> {w // 2}x{h // 2} RLE|AppMag = 20", **LOSSLESS)
         tif.write(label, subfiletype=1, description=f"{head}label 80x60", **LOSSLESS)
         tif.write(macro, subfiletype=9, description=f"{head}macro 150x50", **LOSSLESS)
-    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label, "macro": macro})
+    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label, "macro": macro},
+                   level1_truth=half(image))
 
 
 def _philips_xml(spacings_mm: list[float]) -> str:
@@ -87,7 +93,8 @@ def write_philips(path: Path, image: np.ndarray, mpp: float = 0.25) -> Written:
         tif.write(half(image), tile=(128, 128), subfiletype=1, **LOSSLESS)
         tif.write(label, description="Label", **LOSSLESS)
         tif.write(macro, description="Macro", **LOSSLESS)
-    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label, "macro": macro})
+    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label, "macro": macro},
+                   level1_truth=half(image))
 
 
 def write_ventana(path: Path, image: np.ndarray, mpp: float = 0.25) -> Written:
@@ -102,7 +109,8 @@ def write_ventana(path: Path, image: np.ndarray, mpp: float = 0.25) -> Written:
         tif.write(thumbnail, description="Thumbnail", **LOSSLESS)
         tif.write(image, tile=(128, 128), description="level=0 mag=40 quality=95", **LOSSLESS)
         tif.write(half(image), tile=(128, 128), description="level=1 mag=20 quality=95", **LOSSLESS)
-    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"macro": macro, "thumbnail": thumbnail})
+    return Written(path, [(h, w), (h // 2, w // 2)], mpp, image, {"macro": macro, "thumbnail": thumbnail},
+                   level1_truth=half(image))
 
 
 LEICA_NS = "http://www.leica-microsystems.com/scn/2010/10/01"
@@ -141,7 +149,7 @@ def write_leica(path: Path, image: np.ndarray, mpp: float = 0.5, offset: tuple[i
         tif.write(image, tile=(128, 128), resolution=(per_cm, per_cm), resolutionunit="CENTIMETER", **LOSSLESS)
         tif.write(half(image), tile=(128, 128), resolution=(per_cm / 2, per_cm / 2), resolutionunit="CENTIMETER", **LOSSLESS)
     return Written(path, [(h + 2 * oy, w + 2 * ox), ((h + 2 * oy) // 2, (w + 2 * ox) // 2)], mpp, image,
-                   {"macro": macro}, level0_box=offset)
+                   {"macro": macro}, level0_box=offset, level1_truth=half(image))
 
 
 def write_vms(folder: Path, image: np.ndarray, mpp: float = 0.5) -> Written:
@@ -163,6 +171,69 @@ def write_vms(folder: Path, image: np.ndarray, mpp: float = 0.5) -> Written:
     # base at 1, 1/2, 1/4, 1/8 (JPEG scaling), then the 1/8 map file at 1/2, 1/4, 1/8 of it
     levels = [(h // 2**k, w // 2**k) for k in range(7)]
     return Written(key, levels, mpp, truth, {"macro": macro})
+
+
+def _write_ngr(path: Path, image: np.ndarray, column: int) -> None:
+    """Hamamatsu NGR: ``GN``, width, height and column width (int32 LE at 4, 8, 12), the data offset (at 24),
+    then columns ``column`` px wide, top to bottom, of 3 x uint16 LE per pixel holding 12 bits (8 << 4)."""
+    h, w = image.shape[:2]
+    header = bytearray(32)
+    header[0:2] = b"GN"
+    struct.pack_into("<iii", header, 4, w, h, column)
+    struct.pack_into("<i", header, 24, len(header))
+    columns = [(image[:, x : x + column].astype("<u2") << 4).tobytes() for x in range(0, w, column)]
+    path.write_bytes(bytes(header) + b"".join(columns))
+
+
+def write_vmu(folder: Path, image: np.ndarray, mpp: float = 0.5) -> Written:
+    """Hamamatsu VMU: a key file (``[Uncompressed Virtual Microscope Specimen]``, BitsPerPixel 36,
+    PixelOrder RGB) beside an uncompressed NGR image and a 1/4 NGR map (the two levels), and a macro JPEG.
+    The width must be a multiple of 128 (the columns)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = image.shape[:2]
+    _write_ngr(folder / "slide.ngr", image, 128)
+    _write_ngr(folder / "slide_map.ngr", np.ascontiguousarray(image[::4, ::4]), 32)
+    Image.fromarray(random_rgb((50, 150), 81)).save(folder / "slide_macro.jpg", quality=95)
+    key = folder / "slide.vmu"
+    key.write_text("[Uncompressed Virtual Microscope Specimen]\nImageFile=slide.ngr\nMapFile=slide_map.ngr\n"
+                   "MacroImage=slide_macro.jpg\nBitsPerPixel=36\nPixelOrder=RGB\n"
+                   f"PhysicalWidth={int(w * mpp * 1000)}\nPhysicalHeight={int(h * mpp * 1000)}\n")
+    macro = np.asarray(Image.open(folder / "slide_macro.jpg").convert("RGB"))
+    return Written(key, [(h, w), (-(-h // 4), -(-w // 4))], mpp, image, {"macro": macro},
+                   level1_truth=np.ascontiguousarray(image[::4, ::4]))
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    """Baseline JPEG with a restart marker every 16 blocks (OpenSlide's tiles in NDPI and VMS files)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95, subsampling=0, restart_marker_blocks=16)
+    return buffer.getvalue()
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def write_ndpi(path: Path, image: np.ndarray, mpp: float = 0.5) -> Written:
+    """Hamamatsu NDPI: a TIFF whose pages each hold one JPEG strip with restart markers, tagged with the
+    NDPI tags (65420 format flag; 65421 source lens: the magnification of a level, -1 for the macro;
+    65422-65424 offsets); µm/px from the level's resolution tags (centimetres). OpenSlide adds levels by
+    JPEG scaling of the smallest stored one."""
+    h, w = image.shape[:2]
+    macro = random_rgb((64, 160), 71)
+    pages = [(image, 20.0, mpp), (half(image), 10.0, 2 * mpp), (macro, -1.0, None)]
+    encoded = [_jpeg(a) for a, _, _ in pages]
+    with tifffile.TiffWriter(path) as tif:
+        for (array, lens, page_mpp), data in zip(pages, encoded):
+            tags = [(65420, "I", 1, 1, True), (65421, "f", 1, lens, True), (65422, "i", 1, 0, True),
+                    (65423, "i", 1, 0, True), (65424, "i", 1, 0, True)]
+            resolution = {} if page_mpp is None else {"resolution": (1e4 / page_mpp, 1e4 / page_mpp),
+                                                      "resolutionunit": "CENTIMETER"}
+            tif.write(iter([data]), shape=array.shape, dtype=np.uint8, photometric="rgb", compression="jpeg",
+                      rowsperstrip=array.shape[0], extratags=tags, software="NDP.scan", metadata=None, **resolution)
+    levels = [(h // 2**k, w // 2**k) for k in range(5)]
+    return Written(path, levels, mpp, _decoded(encoded[0]), {"macro": _decoded(encoded[2])},
+                   level1_truth=_decoded(encoded[1]))
 
 
 def write_dicom(folder: Path, image: np.ndarray, scratch: Path, mpp: float = 0.5) -> Written:
@@ -196,7 +267,7 @@ def write_dicom(folder: Path, image: np.ndarray, scratch: Path, mpp: float = 0.5
     ds.InstanceNumber = 99
     ds.compress(RLELossless, label)
     ds.save_as(folder / "label.dcm")
-    return Written(folder, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label})
+    return Written(folder, [(h, w), (h // 2, w // 2)], mpp, image, {"label": label}, level1_truth=half(image))
 
 
 def level0_file(written: Written) -> Path:
@@ -217,7 +288,7 @@ def truncate(path: Path, keep: float = 0.6) -> Path:
 def scramble_tiles(path: Path, page: int) -> Path:
     """Overwrite the tile data of TIFF page ``page`` with 0xFF (IFDs intact: the format is still
     recognised, its pixels cannot be decoded)."""
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(path, is_ndpi=False) as tif:  # ours: plain 32-bit offsets
         target = tif.pages[page]
         spans = list(zip(target.dataoffsets, target.databytecounts))
     with open(path, "r+b") as f:
