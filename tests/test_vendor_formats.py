@@ -56,6 +56,9 @@ def test_vendor_slide_opens_with_levels_mpp_pixels_and_label(tmp_path, image, ca
             f = written.levels[0][1] // written.levels[1][1]
             np.testing.assert_array_equal(slide.levels[1][r0 // f : (r0 + H) // f, c0 // f : (c0 + W) // f],
                                           written.level1_truth)
+            # a region away from the origin: read_region's level-0 coordinates scaled right
+            np.testing.assert_array_equal(slide.levels[1][r0 // f + 10 : r0 // f + 40, c0 // f + 20 : c0 // f + 90],
+                                          written.level1_truth[10:40, 20:90])
         if r0 or c0:  # Leica: the collection around the main image was never scanned: white
             assert (np.asarray(level0)[:r0] == 255).all() and (np.asarray(level0)[:, :c0] == 255).all()
         assert set(written.associated) <= set(slide.associated_names)
