@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 
 class HubmapInputError(ValueError):
@@ -15,3 +16,17 @@ class HubmapInputError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+@contextmanager
+def closed_on_failure(close, path: str | os.PathLike | None, what: str):
+    """Reading a just-opened file's structure: any failure calls ``close`` and is one
+    :class:`HubmapInputError`, ``corrupt <what> (<kind>: <detail>)`` unless it already is one."""
+    try:
+        yield
+    except HubmapInputError:
+        close()
+        raise
+    except Exception as exc:  # readers raise arbitrary errors on malformed structures
+        close()
+        raise HubmapInputError(path, f"corrupt {what} ({type(exc).__name__}: {exc})") from exc

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ..errors import HubmapInputError
+from ..errors import HubmapInputError, closed_on_failure
 from .levels import as_rgb, read_in_blocks
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -82,14 +82,8 @@ class DicomSlideFile:
             self.wsi = WsiDicom.open(files)
         except Exception as exc:  # pydicom / wsidicom raise many kinds on bad or partial files
             raise HubmapInputError(path, f"not a readable DICOM whole-slide image ({type(exc).__name__}: {exc})") from exc
-        try:
+        with closed_on_failure(self.close, path, "DICOM whole-slide image"):
             self._describe()
-        except HubmapInputError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise HubmapInputError(path, f"corrupt DICOM whole-slide image ({type(exc).__name__}: {exc})") from exc
 
     def _describe(self) -> None:
         levels = sorted(self.wsi.levels.levels, key=lambda level: -int(level.size.width))

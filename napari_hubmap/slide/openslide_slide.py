@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..errors import HubmapInputError
+from ..errors import HubmapInputError, closed_on_failure
 from .levels import as_rgb, read_in_blocks, rgba_on_background
 
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".ndpi", ".scn", ".bif")
@@ -115,14 +115,8 @@ class OpenSlideFile:
             self.handle = openslide.OpenSlide(path)
         except Exception as exc:  # OpenSlideError, OpenSlideUnsupportedFormatError, OSError
             raise HubmapInputError(path, f"not a readable {name} slide ({exc})") from exc
-        try:
+        with closed_on_failure(self.close, path, f"{name} slide"):
             self._describe(name)
-        except HubmapInputError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise HubmapInputError(path, f"corrupt {name} slide ({type(exc).__name__}: {exc})") from exc
 
     def _describe(self, name: str) -> None:
         handle = self.handle

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import tifffile
 
-from ..errors import HubmapInputError
+from ..errors import HubmapInputError, closed_on_failure
 from .levels import as_rgb
 from .tiff_pages import PageReader, check_page_data, file_size
 
@@ -140,14 +140,8 @@ class TiffSlideFile:
             self.tif = tifffile.TiffFile(path)
         except Exception as exc:  # tifffile raises many kinds on malformed headers
             raise HubmapInputError(path, f"not a readable TIFF file ({exc})") from exc
-        try:
+        with closed_on_failure(self.close, path, "TIFF structure"):  # malformed IFDs: arbitrary errors in tifffile
             self._describe(size)
-        except HubmapInputError:
-            self.close()
-            raise
-        except Exception as exc:  # malformed IFDs surface as arbitrary errors inside tifffile
-            self.close()
-            raise HubmapInputError(path, f"corrupt TIFF structure ({type(exc).__name__}: {exc})") from exc
 
     def _describe(self, size: int) -> None:
         tif, path = self.tif, self.path
