@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from ..errors import HubmapInputError, closed_on_failure
-from .levels import as_rgb, read_in_blocks
+from .levels import as_rgb, check_levels_decode, read_in_blocks
+from .scale import plausible_mpp
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -35,10 +36,6 @@ def dicom_files_in(folder: str | os.PathLike) -> list[str]:
     except OSError:
         return []
     return [e.path for e in entries if e.is_file() and is_dicom_file(e.path)]
-
-
-def _plausible(mpp) -> float | None:
-    return float(mpp) if mpp is not None and 0.01 <= float(mpp) <= 100 else None
 
 
 class DicomLevelSource:
@@ -70,6 +67,7 @@ class DicomSlideFile:
         from wsidicom import WsiDicom
 
         self.path = path
+        self.vendor = "dicom"
         if os.path.isdir(path):
             files = dicom_files_in(path)
             if not files:
@@ -91,7 +89,7 @@ class DicomSlideFile:
             raise HubmapInputError(self.path, "DICOM files hold no whole-slide image levels")
         self.sources = [DicomLevelSource(self, level) for level in levels]
         try:
-            self.mpp = _plausible(float(levels[0].mpp.width))
+            self.mpp = plausible_mpp(float(levels[0].mpp.width))
         except Exception:  # WsiDicomNoResolutionError: no pixel spacing
             self.mpp = None
         self.layout = "dicom:" + str(levels[0].default_instance.dataset.photometric_interpretation)
@@ -102,9 +100,7 @@ class DicomSlideFile:
         if self.wsi.overviews is not None:
             self._associated["macro"] = self.wsi.read_overview
         self.associated_names = sorted(self._associated)
-        for source in self.sources:  # the centre and last frames of each level decoded now: a damaged file fails at open
-            for y, x in ((source.height // 2, source.width // 2), (source.height - 1, source.width - 1)):
-                source.read(slice(y, y + 1, 1), slice(x, x + 1, 1))
+        check_levels_decode(self.sources)
 
     def associated(self, name: str) -> np.ndarray:
         try:

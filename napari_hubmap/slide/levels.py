@@ -177,6 +177,14 @@ def read_in_blocks(read_box, rows: slice, cols: slice, block: int = 2048) -> np.
     return out
 
 
+def check_levels_decode(sources) -> None:
+    """Decode the centre and the last pixel's tile (or frame) of each level now, so that a damaged file
+    fails when it opens rather than mid-read (readers of whole boxes: OpenSlide, DICOM)."""
+    for source in sources:
+        for y, x in ((source.height // 2, source.width // 2), (source.height - 1, source.width - 1)):
+            source.read(slice(y, y + 1, 1), slice(x, x + 1, 1))
+
+
 def rgba_on_background(rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """(h, w, 4) straight-alpha uint8 -> (h, w, 3) uint8 over ``background`` (opaque pixels unchanged):
     OpenSlide leaves the parts of a slide that were never scanned transparent."""

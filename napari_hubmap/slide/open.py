@@ -202,23 +202,21 @@ def _open_any(path: str) -> Slide:
     from .tiff_slide import TiffSlideFile
 
     lower = path.lower()
-    if os.path.isdir(path):
-        return _open_file(path, DicomSlideFile(path), "dicom", lambda: DicomSlideFile(path))
-    if lower.endswith(IMAGE_SUFFIXES):
+    if lower.endswith(IMAGE_SUFFIXES) and not os.path.isdir(path):
         return _open_image(path)
-    if lower.endswith(DICOM_SUFFIXES) or is_dicom_file(path):
-        return _open_file(path, DicomSlideFile(path), "dicom", lambda: DicomSlideFile(path))
-    if os.path.getsize(path) > 0:
-        vendor = use_openslide(path)
-        if vendor is not None:
-            return _open_file(path, OpenSlideFile(path, vendor), vendor, lambda: OpenSlideFile(path, vendor))
-    tiff = TiffSlideFile(path)
-    return _open_file(path, tiff, tiff.vendor, lambda: TiffSlideFile(path))
+    if os.path.isdir(path) or lower.endswith(DICOM_SUFFIXES) or is_dicom_file(path):
+        return _open_file(path, lambda: DicomSlideFile(path))
+    vendor = use_openslide(path) if os.path.getsize(path) > 0 else None
+    if vendor is not None:
+        return _open_file(path, lambda: OpenSlideFile(path, vendor))
+    return _open_file(path, lambda: TiffSlideFile(path))
 
 
-def _open_file(path: str, opened, kind: str, open_again: Callable[[], object]) -> Slide:
-    """A Slide over an opened file reader (tifffile, OpenSlide, wsidicom): its levels, and for a
-    single-level slide larger than 1024 px the reduced levels of the pyramid cache."""
+def _open_file(path: str, open_reader: Callable[[], object]) -> Slide:
+    """A Slide over a file reader (tifffile, OpenSlide, wsidicom; ``open_reader`` opens it, now and again
+    for the pyramid cache's build): its levels, and for a single-level slide larger than 1024 px the
+    reduced levels of the pyramid cache; ``format`` is the reader's ``vendor``."""
+    opened = open_reader()
     base = opened.sources[0]
     levels = [SlideLevel(source) for source in opened.sources]
     cache = None
@@ -229,11 +227,11 @@ def _open_file(path: str, opened, kind: str, open_again: Callable[[], object]) -
             levels.append(SlideLevel(CachedLevelSource(cache, level, fallback)))
 
     def reopen():
-        fresh = open_again()
+        fresh = open_reader()
         return fresh.sources[0], fresh.close
 
     return Slide(path, levels, opened.mpp, opened.layout, opened.dtype, cache, reopen, opened.close,
-                 format=kind, associated_names=tuple(opened.associated_names), _associated=opened.associated)
+                 format=opened.vendor, associated_names=tuple(opened.associated_names), _associated=opened.associated)
 
 
 def _open_image(path: str) -> Slide:

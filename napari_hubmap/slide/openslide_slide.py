@@ -16,7 +16,8 @@ import os
 import numpy as np
 
 from ..errors import HubmapInputError, closed_on_failure
-from .levels import as_rgb, read_in_blocks, rgba_on_background
+from .levels import as_rgb, check_levels_decode, read_in_blocks, rgba_on_background
+from .scale import plausible_mpp
 
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".ndpi", ".scn", ".bif")
 """Vendor files: OpenSlide reads them when it recognises them (a plain TIFF under such a name goes to tifffile)."""
@@ -61,14 +62,6 @@ def use_openslide(path: str) -> str | None:
     if vendor is None or vendor in TIFFFILE_VENDORS or vendor == "dicom":
         return None
     return vendor
-
-
-def _plausible(mpp) -> float | None:
-    try:
-        value = float(mpp)
-    except (TypeError, ValueError):
-        return None
-    return value if 0.01 <= value <= 100 else None
 
 
 def _background(properties) -> tuple[int, int, int]:
@@ -124,13 +117,11 @@ class OpenSlideFile:
             raise HubmapInputError(self.path, f"{name} slide holds no image")
         self.background = _background(handle.properties)
         self.sources = [OpenSlideLevelSource(self, i) for i in range(handle.level_count)]
-        self.mpp = _plausible(handle.properties.get("openslide.mpp-x"))
+        self.mpp = plausible_mpp(handle.properties.get("openslide.mpp-x"))
         self.layout = f"openslide:{self.vendor}"
         self.dtype = "uint8"
         self.associated_names = sorted(handle.associated_images.keys())
-        for source in self.sources:  # the centre and last tiles of each level decoded now: a damaged file fails at open
-            for y, x in ((source.height // 2, source.width // 2), (source.height - 1, source.width - 1)):
-                source.read(slice(y, y + 1, 1), slice(x, x + 1, 1))
+        check_levels_decode(self.sources)
 
     def associated(self, name: str) -> np.ndarray:
         try:

@@ -21,6 +21,15 @@ SCALE_KEYS = ("mpp", "mpp_source", "mpp_file")
 """The fields of :meth:`SlideScale.as_dict`, also in the attrs of the stores predict and postprocess write."""
 
 
+def plausible_mpp(value) -> float | None:
+    """A µm/px a slide file records (a number or its text) when plausible for a slide (0.01-100), else None."""
+    try:
+        mpp = float(value)
+    except (TypeError, ValueError):
+        return None
+    return mpp if 0.01 <= mpp <= 100 else None
+
+
 def check_mpp(value, source=None) -> float:
     """``value`` (a number or its text) as µm per pixel: finite and > 0, else one clear error."""
     try:

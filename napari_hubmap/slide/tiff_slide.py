@@ -17,6 +17,7 @@ import tifffile
 
 from ..errors import HubmapInputError, closed_on_failure
 from .levels import as_rgb
+from .scale import plausible_mpp
 from .tiff_pages import PageReader, check_page_data, file_size
 
 CHANNEL_AXES = "CSIQ"
@@ -212,10 +213,6 @@ def _layout_kind(series, source: TiffLevelSource) -> str:
     return "planar" if page.planarconfig == 2 and page.samplesperpixel > 1 else "interleaved"
 
 
-def _plausible(mpp: float | None) -> float | None:
-    return float(mpp) if mpp is not None and 0.01 <= mpp <= 100 else None
-
-
 def _mpp(tif: tifffile.TiffFile) -> float | None:
     """Microns per pixel from OME-XML, the Aperio description, or the resolution tags."""
     return _mpp_ome(tif) or _mpp_svs(tif) or _mpp_resolution(tif.pages.first)
@@ -229,13 +226,13 @@ def _mpp_ome(tif: tifffile.TiffFile) -> float | None:
         return None
     unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
     factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
-    return _plausible(float(match.group(1)) * factor)
+    return plausible_mpp(float(match.group(1)) * factor)
 
 
 def _mpp_svs(tif: tifffile.TiffFile) -> float | None:
     description = tif.pages.first.description or ""
     match = re.search(r"MPP\s*=\s*([0-9.]+)", description)
-    return _plausible(float(match.group(1))) if match else None
+    return plausible_mpp(float(match.group(1))) if match else None
 
 
 def _mpp_resolution(page: tifffile.TiffPage) -> float | None:
@@ -248,4 +245,4 @@ def _mpp_resolution(page: tifffile.TiffPage) -> float | None:
     per_unit = numerator / denominator
     unit = int(tags["ResolutionUnit"].value)
     microns = {2: 25400.0, 3: 10000.0}.get(unit)
-    return _plausible(microns / per_unit) if microns else None
+    return plausible_mpp(microns / per_unit) if microns else None

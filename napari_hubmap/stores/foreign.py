@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 
 from ..errors import HubmapInputError
+from .ngff import kind_of
 
 UNITS_IN_UM = {"micrometer": 1.0, "micron": 1.0, "µm": 1.0, "um": 1.0, "nanometer": 1e-3, "nm": 1e-3,
                "millimeter": 1e3, "mm": 1e3, "centimeter": 1e4, "meter": 1e6}
@@ -193,6 +194,16 @@ def _to_uint8(dtype: np.dtype, window, path: Path):
         return np.clip(np.rint(np.nan_to_num(scaled, nan=0.0)), 0, 255).astype(np.uint8)
 
     return convert, np.uint8
+
+
+def open_foreign(path, kind: str, *, shape=None, mpp=None) -> tuple[list[Plane], dict] | None:
+    """(levels, attrs as the store of ``kind`` would record them) of an OME-Zarr image another tool wrote,
+    read as labels when ``kind`` is ``"labels"``, else as a probability map; None when ``path`` is one of
+    napari-hubmap's stores or no OME-Zarr image (the caller's own checks then speak)."""
+    if kind_of(path) is not None or not is_ngff_image(path):
+        return None
+    image = read_ngff(path, as_labels=kind == "labels")
+    return image.levels, foreign_meta(image, Path(path), kind, shape=shape, mpp=mpp)
 
 
 def foreign_meta(image: NgffImage, path: Path, kind: str, *, shape=None, mpp=None) -> dict:

@@ -19,7 +19,7 @@ import zarr
 
 from ..errors import HubmapInputError
 from ..slide.levels import level_shapes
-from .foreign import foreign_meta, is_ngff_image, read_ngff
+from .foreign import open_foreign
 from .ngff import CHUNK, datasets, kind_of, multiscales, open_store
 
 KIND = "labels"
@@ -70,10 +70,7 @@ def is_labels_store(path) -> bool:
 def open_labels(path) -> tuple[list[zarr.Array], dict]:
     """(levels, metadata) of a labels store; an integer OME-Zarr image another tool wrote (an NGFF labels
     image, :mod:`~napari_hubmap.stores.foreign`) too; anything else is a clear error."""
-    if kind_of(path) is None and is_ngff_image(path):
-        image = read_ngff(path, as_labels=True)
-        return image.levels, foreign_meta(image, Path(path), KIND)
-    return open_store(path, KIND, NOT_A_STORE, "labels")
+    return open_foreign(path, KIND) or open_store(path, KIND, NOT_A_STORE, "labels")
 
 
 def check_full_shape(shape: tuple[int, int], full_shape, downscale: float, source=None) -> tuple[int, int] | None:

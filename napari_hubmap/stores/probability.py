@@ -20,8 +20,8 @@ import zarr
 from ..atomic import write_text_atomic
 from ..slide.levels import downsample_mean2, level_shapes
 from .naming import PROBABILITY_SUFFIX, progress_path
-from .foreign import foreign_meta, is_ngff_image, read_ngff
-from .ngff import CHUNK, datasets, kind_of, level_arrays, multiscales, open_store
+from .foreign import open_foreign
+from .ngff import CHUNK, datasets, level_arrays, multiscales, open_store
 
 KIND = "probability"
 NOT_A_STORE = (f"not a probability store (<slide>{PROBABILITY_SUFFIX} written by napari-hubmap predict) nor an OME-Zarr "
@@ -176,9 +176,9 @@ def open_probability(path, *, shape=None, mpp=None) -> tuple[list[zarr.Array], d
     An OME-Zarr image another tool wrote (no napari-hubmap attrs) is read as a map too
     (:mod:`~napari_hubmap.stores.foreign`: uint8 levels, complete); ``shape`` (the slide's full-resolution
     (H, W)) and ``mpp`` (its µm/px) set its scale when its metadata cannot."""
-    if kind_of(path) is None and is_ngff_image(path):
-        image = read_ngff(path, as_labels=False)
-        return image.levels, {**foreign_meta(image, Path(path), KIND, shape=shape, mpp=mpp), "progress": {"complete": True}}
+    foreign = open_foreign(path, KIND, shape=shape, mpp=mpp)
+    if foreign is not None:
+        return foreign[0], {**foreign[1], "progress": {"complete": True}}
     levels, meta = open_store(path, KIND, NOT_A_STORE, "a probability map")
     meta["progress"] = read_progress(path) or {}
     return levels, meta
