@@ -141,11 +141,10 @@ def _image(path: Path, group, multiscale: dict, version: str, attrs: dict, as_la
         raise HubmapInputError(path, f"labels must be whole numbers, got {dtype}")
     if not as_labels and "image-label" in attrs:
         raise HubmapInputError(path, "is an NGFF labels image, not a probability map")
-    kept = [0] + [k for k in range(1, len(arrays)) if _halving(scales[0], scales[k], k)]
-    kept = kept[: next((i for i, k in enumerate(kept) if k != i), len(kept))]  # successive halvings only
+    halvings = next((k for k in range(1, len(arrays)) if not _halving(scales[0], scales[k], k)), len(arrays))
     window = _window(attrs)
     convert, served = (None, dtype) if as_labels else _to_uint8(dtype, window, path)
-    levels = [Plane(arrays[k], len(axes) - 2, convert, served) for k in kept]
+    levels = [Plane(array, len(axes) - 2, convert, served) for array in arrays[:halvings]]  # successive halvings
     return NgffImage(levels, version, dtype, scales[0], unit, as_labels, window)
 
 
