@@ -7,8 +7,21 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+FUZZ_DEADLINE_MS = 2000
+"""Per-call deadline of the property-based tests: a parser that takes longer on one input has hung."""
+settings.register_profile(
+    "suite", max_examples=60, deadline=FUZZ_DEADLINE_MS, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(  # benchmarks/fuzz_campaign.py: the long campaign, seeded
+    "campaign", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "2000")), deadline=FUZZ_DEADLINE_MS,
+    derandomize=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="session")
