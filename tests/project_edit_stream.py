@@ -3,14 +3,16 @@
 ``python tests/project_edit_stream.py PROJECT SLIDE_ID SEED WINDOW`` opens the project and the slide's
 edits store, starts an :class:`Autosaver` with ``WINDOW`` seconds, prints ``ready``, then applies edit
 1, 2, 3, ... (:func:`edit`, deterministic by seed and number) with short random pauses, printing
-``<sequence> <time.monotonic()>`` after each; every 7th edit it rewrites the manifest and every 11th
-it changes a tile's review state (both atomic). It runs until killed. The test replays
-:func:`edit` to know exactly what the store must hold.
+``<sequence> <time.monotonic()>`` after each, and ``saved <sequence> <time.monotonic()>`` each time the
+autosaver reports a flush durable; every 7th edit it rewrites the manifest and every 11th it changes a
+tile's review state (both atomic). It runs until killed. The test replays :func:`edit` to know exactly
+what the store must hold.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import numpy as np
@@ -35,6 +37,16 @@ def replay(initial: np.ndarray, seed: int, last: int) -> np.ndarray:
     return out
 
 
+_PRINT_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line on stdout (the autosaver's thread and the edit loop both print)."""
+    with _PRINT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def main(root: str, slide_id: str, seed: int, window: float) -> None:
     from napari_hubmap.project.edits import Autosaver, EditStore
     from napari_hubmap.project.manifest import Project
@@ -43,17 +55,17 @@ def main(root: str, slide_id: str, seed: int, window: float) -> None:
 
     project = Project.open(root, verify=False)
     store = EditStore.open(project.resolve(project.slide(slide_id).edits))
-    saver = Autosaver(store, window=window)
+    saver = Autosaver(store, window=window, on_saved=lambda sequence: say(f"saved {sequence} {time.monotonic():.6f}"))
     tiles = tile_grid(store.shape, project.tile_size)
     rng = np.random.default_rng(seed)
-    print("ready", flush=True)
+    say("ready")
     k = 0
     while True:
         k += 1
         y0, x0, patch = edit(store.shape, seed, k)
         sequence = store.apply(y0, x0, patch)
         assert sequence == k
-        print(f"{sequence} {time.monotonic():.6f}", flush=True)
+        say(f"{sequence} {time.monotonic():.6f}")
         if k % 7 == 0:
             project.save()
         if k % 11 == 0:

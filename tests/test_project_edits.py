@@ -200,14 +200,30 @@ def test_a_flush_cut_before_its_commit_point_leaves_the_last_one(tmp_path, monke
     reopened.close()
 
 
+def _seconds_per_flush(folder: Path) -> float:
+    """This machine's speed, now: the slowest of three flushes of the same small edit."""
+    store = EditStore.open(folder / "calibration.zarr", (128, 128), chunk=64)
+    times = []
+    for k in range(3):
+        store.apply(0, 0, np.full((5, 5), k + 1))
+        start = time.monotonic()
+        store.flush()
+        times.append(time.monotonic() - start)
+    store.close()
+    return max(times)
+
+
 def test_autosaver_saves_within_the_window_and_on_close(tmp_path):
+    """The save lands within the window, plus what a flush takes on this machine now (a loaded machine
+    flushes slower; a saver that waits for close, or never flushes, misses by seconds)."""
+    budget = 0.4 + max(0.3, 10 * _seconds_per_flush(tmp_path))
     store = EditStore.open(tmp_path / "e.zarr", (128, 128), chunk=64)
     saved = []
     saver = Autosaver(store, window=0.4, on_saved=saved.append)
     start = time.monotonic()
     store.apply(0, 0, np.ones((5, 5)))
     while not saved:  # on_saved runs once the flush is durable
-        assert time.monotonic() - start < 0.4 + 1.0, "autosave missed its window"
+        assert time.monotonic() - start < budget, f"autosave missed its window (budget {budget:.2f} s)"
         time.sleep(0.01)
     assert saved == [1] and read_journal(store.path)["sequence"] == 1
     store.apply(100, 100, np.full((5, 5), 3))
@@ -253,8 +269,13 @@ def kill_project(tmp_path_factory):
     return root
 
 
-def _kill_run(template: Path, workdir: Path, seed: int, window: float, kill_after: float) -> dict:
+def _kill_run(template: Path, workdir: Path, seed: int, window: float, extra: float) -> dict:
+    """Run an edit stream, SIGKILL it ``extra`` seconds after its autosaver first reported a durable
+    flush (so the kill lands in a live stream with saved edits, however slow the machine), and return
+    what it printed: the edits applied (sequence, time) and the sequences reported saved."""
+    import queue
     import shutil
+    import threading
 
     from napari_hubmap.project import open_edits, open_project
 
@@ -264,17 +285,32 @@ def _kill_run(template: Path, workdir: Path, seed: int, window: float, kill_afte
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.Popen([sys.executable, str(STREAM), str(root), "s", str(seed), str(window)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert child.stdout.readline().strip() == "ready", child.stderr.read()
-    time.sleep(kill_after)
-    killed_at = time.monotonic()
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] and None, daemon=True)
+    reader.start()
+    printed = []
+    deadline = time.monotonic() + 120  # a hang guard only: the stream saves within its window
+    while not any(line.startswith("saved") for line in printed):
+        assert time.monotonic() < deadline and child.poll() is None, f"no save reported: {printed[-3:]} {child.stderr.read()}"
+        with contextlib.suppress(queue.Empty):
+            printed.append(lines.get(timeout=0.05))
+    time.sleep(extra)
     child.send_signal(signal.SIGKILL)
-    out, err = child.communicate(timeout=30)
-    assert child.returncode == -signal.SIGKILL, err
-    edits = [(int(a), float(b)) for a, b in (line.split() for line in out.splitlines() if line.strip())]
-    return {"root": root, "edits": edits, "killed_at": killed_at, "seed": seed, "window": window}
+    child.wait(timeout=30)
+    reader.join(timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read()
+    while not lines.empty():
+        printed.append(lines.get())
+    assert printed[0].strip() == "ready"
+    rows = [line.split() for line in printed[1:] if line.strip()]
+    edits = [(int(row[0]), float(row[1])) for row in rows if row[0] != "saved"]
+    saved = [int(row[1]) for row in rows if row[0] == "saved"]
+    return {"root": root, "edits": edits, "saved": saved, "seed": seed}
 
 
-def _check_after_kill(run: dict) -> tuple[int, int, int, float]:
+def _check_after_kill(run: dict) -> tuple[int, int, int]:
+    """The store reopens with exactly edits 1..S (nothing torn), S at least the last sequence the autosaver
+    reported durable before the kill: (last reported saved, kept S, last applied)."""
     from napari_hubmap.project import open_edits, open_project
 
     project = open_project(run["root"])  # the manifest and review.json parse, the slide verifies
@@ -282,25 +318,24 @@ def _check_after_kill(run: dict) -> tuple[int, int, int, float]:
     store = open_edits(project, "s")
     durable = store.sequence
     printed = run["edits"][-1][0] if run["edits"] else 0
-    must = max([k for k, t in run["edits"] if t < run["killed_at"] - run["window"]], default=0)
+    must = max(run["saved"], default=0)
     assert must <= durable <= printed + 1, (must, durable, printed)
     expected = project_edit_stream.replay(np.zeros(store.shape, np.uint32), run["seed"], durable)
     np.testing.assert_array_equal(np.asarray(store), expected)  # exactly edits 1..durable, nothing torn
     store.close()
-    lost = [t for k, t in run["edits"] if k > durable]
-    age = run["killed_at"] - min(lost) if lost else 0.0  # the oldest edit the kill took
-    return must, durable, printed, round(age, 3)
+    return must, durable, printed
 
 
-def test_edit_streams_killed_at_random_moments_lose_at_most_the_window(kill_project, tmp_path):
-    """20 runs with a 0.5 s window killed 0.7-1.7 s after start, one with the real 2 s window killed
-    at 4.5 s; each must reopen with exactly edits 1..S, S covering every edit older than the window."""
+def test_edit_streams_killed_at_random_moments_keep_every_reported_save(kill_project, tmp_path):
+    """20 runs with a 0.5 s window and one with the real 2 s window, each killed a seeded 0-1 s (0-3 s)
+    after its first reported save: each must reopen with exactly edits 1..S, S covering every edit the
+    autosaver had reported saved. Ordering, not wall time: a loaded machine only moves the moments."""
     rng = np.random.default_rng(2024)
-    runs = [(seed, 0.5, float(rng.uniform(0.7, 1.7))) for seed in range(20)] + [(99, 2.0, 4.5)]
+    runs = [(seed, 0.5, float(rng.uniform(0.0, 1.0))) for seed in range(20)] + [(99, 2.0, float(rng.uniform(0.0, 3.0)))]
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda r: _kill_run(kill_project, tmp_path / f"run{r[0]}", *r), runs))
     summary = [_check_after_kill(run) for run in results]
-    print(f"\n{len(runs)} kill runs in {time.monotonic() - start:.1f} s; (must keep, kept, applied, age of the oldest "
-          f"lost edit in s) per run: {summary}")
-    assert sum(must > 0 for must, *_ in summary) >= 15  # most runs lived past the window with edits to keep
+    print(f"\n{len(runs)} kill runs in {time.monotonic() - start:.1f} s; (reported saved, kept, applied) per run: {summary}")
+    assert all(must > 0 for must, *_ in summary)
+    assert sum(printed > must for must, _, printed in summary) >= 15  # most kills cut a stream with unsaved edits
