@@ -1,7 +1,8 @@
 """Stain jitter that never fails: albumentations' ``HEStain`` (Macenko) leaving glass-only tiles alone.
 
-``HEStain`` fits the stain matrix of each tile; on a tile without tissue (glass, black padding, a flat
-colour) the fit raises. Such a tile has no stain to jitter, so it is returned unchanged. Imported
+``HEStain`` fits the stain matrix of each tile; on a tile without tissue (glass) the fit raises, and on a
+flat colour (black padding, a grey border) it "succeeds" on a degenerate matrix and paints the tile
+with saturated pixels. Neither has a stain to jitter, so both are returned unchanged. Imported
 lazily by :mod:`.augment` (albumentations is slow to import); defined at module level so that loader
 workers can pickle it.
 """
@@ -21,6 +22,8 @@ class StainJitter(A.HEStain):
     """``HEStain`` whose stain fit may fail: then the tile passes through unchanged."""
 
     def _get_stain_matrix(self, img: np.ndarray):
+        if np.ptp(img.reshape(-1, img.shape[-1]), axis=0).max() == 0:  # one flat colour: no stain to fit
+            return None
         try:
             return super()._get_stain_matrix(img)
         except (ValueError, np.linalg.LinAlgError):
