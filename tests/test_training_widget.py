@@ -117,25 +117,32 @@ def test_metrics_are_compared_with_the_parent(tmp_path, monkeypatch):
     assert free_model_name(tmp_path / "models", "kaggle") == "kaggle"
 
 
-def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isolated_models, data_folder):
+def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isolated_models, data_folder, monkeypatch):
+    from napari_hubmap._widgets import training_panel
     from napari_hubmap._widgets.training_panel import CANCELLED_MESSAGE, checkpoint_of
 
+    # the graceful path is under test here: on a loaded machine the step (or validation) that Cancel waits
+    # for may outlast the kill deadline, which would turn this into the kill path
+    monkeypatch.setattr(training_panel, "KILL_AFTER_S", 300.0)
     viewer, panel = open_panel(make_napari_viewer, qtbot, data_folder, epochs=50)
     process = panel.start()
     qtbot.waitUntil(lambda: process.processId() > 0, timeout=10_000)
     pid = process.processId()
     qtbot.waitUntil(lambda: len(panel.curves.epochs) >= 1, timeout=90_000)
     assert panel.running and panel.progress.maximum() == 100 and panel.progress.value() >= 2
-    assert list(panel.curves.dice_line.get_xdata()) == [1] and 0 <= panel.curves.dice_line.get_ydata()[0] <= 1
+    assert list(panel.curves.dice_line.get_xdata()) == [1]
+    plotted_dice = panel.curves.dice_line.get_ydata()[0]
     assert len(panel.curves.steps[0]) >= 2 and len(panel.curves.epoch_loss_line.get_xdata()) == 1
     assert "Epoch" in panel.status.text()
 
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: not panel.running, timeout=20_000)
+    qtbot.waitUntil(lambda: not panel.running, timeout=300_000)
     assert panel.status.text() == CANCELLED_MESSAGE
     assert process_gone(pid) and process.exitCode() == 130
     out = isolated_models / f"{PRESET}-trained"
     assert checkpoint_of(out).is_dir() and panel.model_name() == out.name  # the same name: Start resumes
+    history = json.loads((checkpoint_of(out) / "state.json").read_text())["history"]
+    assert history[0]["epoch"] == 1 and plotted_dice == pytest.approx(history[0]["val_dice"])  # what the trainer measured
 
     panel.start_button.click()
     qtbot.waitUntil(lambda: any(e["event"] == "start" for e in panel.events), timeout=60_000)

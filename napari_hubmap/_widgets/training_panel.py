@@ -62,8 +62,9 @@ from .training_runs import (
 __all__ = ["CANCELLED_MESSAGE", "KILL_AFTER_S", "MODEL_KIND", "PRESET_KIND", "TrainingCurves", "TrainingPanel",
            "checkpoint_of", "compare_models", "format_metrics", "free_model_name", "train_command"]
 
-KILL_AFTER_S = 10.0
-"""After Cancel (SIGTERM), a trainer still running this long is killed."""
+KILL_AFTER_S = 30.0
+"""After Cancel (SIGTERM), a trainer still running this long is killed (it stops at its next step, or after
+the validation under way: 10 s was outrun on a loaded 2-core machine, losing that epoch's checkpoint)."""
 BASE_ROLE = Qt.ItemDataRole.UserRole  # (kind, name) of a base combo item
 
 
