@@ -69,11 +69,15 @@ def test_tiled_blend_equals_one_whole_image_pass(tmp_path, noise_slide, blend):
     diff = np.abs(prob.astype(int) - truth)
     margin = model.card.overlap // 2
     assert diff[margin:-margin, margin:-margin].max() <= 2
-    # no seam: along the tile borders the error is no larger than elsewhere
+    # no seam: on the columns where tiles start or end the error is, on average, no larger than on the
+    # other columns (disjoint sets; a blend that weighs tile edges wrongly raises the first)
     starts = [s for s in range(0, 900 - 128, 64)] + [900 - 128]
-    border_cols = sorted(c for c in {c for s in starts for c in (s, s + 127)} if margin <= c < 900 - margin)
-    inner = diff[margin:-margin, margin:-margin]
-    assert diff[margin:-margin, border_cols].max() <= max(inner.max(), 1)
+    edges = {c for s in starts for c in (s, s + 127)}
+    columns = np.arange(margin, 900 - margin)
+    on_edge = np.isin(columns, sorted(edges))
+    rows = diff[margin:-margin]
+    assert on_edge.any() and (~on_edge).any()
+    assert rows[:, columns[on_edge]].mean() <= rows[:, columns[~on_edge]].mean() + 0.25
 
 
 def test_every_tta_transform_inverts_exactly():

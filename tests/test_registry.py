@@ -308,7 +308,11 @@ def test_misspelt_architecture_option_is_caught_for_smp_encoders():
 def test_activation_requires_probability_output():
     with pytest.raises(HubmapInputError, match="set output to 'probabilities'"):
         tiny_card(architecture_kwargs={**TINY_UNET, "activation": "sigmoid"})
-    assert tiny_card(architecture_kwargs={**TINY_UNET, "activation": "sigmoid"}, output="probabilities")
+    card = tiny_card(architecture_kwargs={**TINY_UNET, "activation": "sigmoid"}, output="probabilities")
+    assert card.output == "probabilities"
+    torch.manual_seed(0)
+    out = build_module(card).eval()(torch.randn(1, 3, 64, 64) * 5).detach()
+    assert out.min() >= 0 and out.max() <= 1 and out.std() > 0  # the network ends in the sigmoid it declares
 
 
 def test_working_downscale_prefers_target_mpp_when_slide_mpp_known():

@@ -54,7 +54,9 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     assert card.architecture == "Unet" and card.encoder == "efficientnet-b0" and card.parent is None
     assert card.threshold in (0.3, 0.5, 0.7) and card.weights_sha256 and card.target_mpp == 2.0
     val = card.metrics["validation"]
-    assert 0 <= val["dice"] <= 1 and 0 <= val["object_f1"] <= 1 and val["threshold"] == card.threshold
+    # easy data (bright discs on a plain ground): six epochs find them (0.97 / 1.0 measured; a model that
+    # learnt nothing scores near 0, one that marks everything about 0.2)
+    assert val["dice"] >= 0.8 and val["object_f1"] >= 0.8 and val["threshold"] == card.threshold
     assert val["dice"] == max(e["val_dice"] for e in epochs)  # the best epoch is what was saved
     td = card.training_data
     assert len(td["manifest_sha256"]) == 64 and td["config"]["tile"] == 64 and td["config"]["loss"] == "bce_dice"
@@ -257,11 +259,19 @@ def test_cli_reads_an_mpp_file_and_refuses_a_bad_one(tmp_path, data):
 
 
 def test_sampler_prefers_glomeruli_but_keeps_empty_tissue(data):
+    """With ``positive_fraction`` p, a share p of tiles is centred on a glomerulus and the rest drawn
+    uniformly, so the share holding glomerulus pixels is p + (1 - p) u, u the uniform rate measured on the
+    same data (a sampler that ignores p gives u; one that never draws empty tissue gives 1)."""
     samples = load_sources([data], downscale=1, target_mpp=None)
-    sampler = TileSampler(samples, 32, positive_fraction=0.5)
-    rng = np.random.default_rng(0)
-    has_glomerulus = [sampler.draw(rng)[1].any() for _ in range(300)]
-    assert 0.5 <= np.mean(has_glomerulus) < 0.95
+
+    def share_with_glomeruli(fraction: float, draws: int = 800) -> float:
+        sampler, rng = TileSampler(samples, 32, positive_fraction=fraction), np.random.default_rng(0)
+        return float(np.mean([sampler.draw(rng)[1].any() for _ in range(draws)]))
+
+    uniform = share_with_glomeruli(0.0)
+    assert 0.2 < uniform < 0.9  # the data leaves room to tell the two apart
+    assert share_with_glomeruli(0.5) == pytest.approx(0.5 + 0.5 * uniform, abs=0.06)
+    assert share_with_glomeruli(1.0, draws=200) == 1.0
 
 
 def test_dropped_tiles_never_reach_the_loader(tmp_path):
@@ -332,3 +342,39 @@ def test_validation_dice_weighs_each_source_once():
     empty.mask[:] = 0  # a source with no glomerulus to find: its speck of red is a false positive
     scores = validation_scores(FromRed(), [sample("big", 256, True), empty], norm, torch.device("cpu"), [0.5])
     assert scores["by_source"]["empty"]["dice"] < 0.01 and scores["dice"] > 0.99  # it does not outvote "big"
+
+
+def _disc_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four 32 px images with one bright disc each on a dim noisy ground, and their masks."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centres = torch.randint(8, 24, (4, 2), generator=generator).float()
+    radii = torch.randint(4, 8, (4,), generator=generator).float()
+    masks = torch.stack([((yy - c[0]) ** 2 + (xx - c[1]) ** 2 <= r**2).float() for c, r in zip(centres, radii)])[:, None]
+    noise = 0.15 * torch.randn(4, 3, 32, 32, generator=generator)
+    return masks.expand(-1, 3, -1, -1) * 0.6 + 0.2 + noise, masks
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_FUNCTIONS))
+def test_each_loss_trains_a_small_network_to_find_discs(name):
+    """Eighty steps of Adam on each loss: it falls and the network's masks, at the best of the trainer's
+    thresholds, reach Dice 0.9 on new discs (measured 0.99 each; a loss with a wrong sign or a detached
+    gradient leaves the network at chance, about 0.2)."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+    optimiser = torch.optim.Adam(network.parameters(), lr=0.01)
+    loss = LOSS_FUNCTIONS[name]
+    losses = []
+    for _ in range(80):
+        images, masks = _disc_batch(generator)
+        value = loss(network(images), masks)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        losses.append(value.item())
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    images, masks = _disc_batch(generator)
+    with torch.no_grad():
+        probability = torch.sigmoid(network(images))
+    dice = max(float(2 * ((probability > t) * masks).sum() / ((probability > t).sum() + masks.sum())) for t in (0.3, 0.5, 0.7))
+    assert dice >= 0.9, dice
