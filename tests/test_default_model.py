@@ -4,6 +4,7 @@ how it does on tissue it never saw is ``benchmarks/generalisation.py``'s job, an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,29 @@ def test_default_model_on_unseen_synthetic_slides(model, stain):
     pred = prob >= model.card.threshold
     dice = 2 * np.count_nonzero(pred & truth) / (np.count_nonzero(pred) + np.count_nonzero(truth))
     assert dice > UNSEEN_SYNTHETIC_DICE
+
+
+PATH_TILES = ("110.jpg", "124.jpg")
+"""Two HuBMAP PAS tiles that ``benchmarks/default_model_path.py`` measured (3 and 7 glomeruli)."""
+
+
+@pytest.mark.parametrize("tile", PATH_TILES)
+def test_default_model_through_predict_postprocess_evaluate(tile, shared_data, tmp_path, bundled_models):
+    """The shipped model through the product's path (``predict_slide`` -> ``postprocess_slide`` ->
+    ``evaluate`` of the labels store against the LabelMe polygons) lands where the benchmark measured it:
+    Dice within 0.03, the glomeruli found and matched within one."""
+    path_benchmark = Path(__file__).resolve().parents[1] / "benchmarks" / "default_model_path.py"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("default_model_path", path_benchmark)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    measured = json.loads(bench.RESULT.read_text())
+    model = bundled_models / DEFAULT_MODEL
+    assert measured["weights_sha256"] == read_card(model).weights_sha256, "re-run the benchmark for the new weights"
+    expected = measured["tiles"][tile]
+    image = shared_data / "hubmap-pas" / "images" / tile
+    scores = bench.run_path(image, image.parent.parent / "annotations" / f"{Path(tile).stem}.json", model, tmp_path)
+    assert scores["gt_count"] == expected["true"]
+    assert scores["dice"] == pytest.approx(expected["dice"], abs=0.03) and scores["dice"] >= 0.85
+    assert abs(scores["pred_count"] - expected["found"]) <= 1 and scores["tp"] >= expected["matched"] - 1
