@@ -26,10 +26,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data beside the repository; skipped where absent, but a failure in CI."""
+    """../shared/data beside the repository; skipped where absent, but a failure in CI (``CI`` set to any
+    non-empty value)."""
     if not SHARED_DATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail("../shared/data is missing in CI")
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} is missing, and CI is set: the shared-data tests must run in CI")
         pytest.skip("../shared/data not found beside the repository")
     return SHARED_DATA
 
@@ -70,3 +71,19 @@ def bundled_models(monkeypatch) -> Path:
 
     monkeypatch.delenv("NAPARI_HUBMAP_BUNDLED_MODELS")
     return repository_models_folder()
+
+
+FAIL_ON_SKIP = "NAPARI_HUBMAP_FAIL_ON_SKIP"
+"""Set (``.ci/run`` sets it): a run that skipped any test fails, naming the skips."""
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not os.environ.get(FAIL_ON_SKIP):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        reporter.ensure_newline()
+        for report in skipped:
+            reporter.write_line(f"SKIPPED, and {FAIL_ON_SKIP} is set: {report.nodeid} ({report.longrepr[-1]})", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -283,8 +283,6 @@ def test_trainer_folder_size_mismatch_names_the_file_and_both_sizes(tmp_path):
 
 def test_hubmap_pas_annotations_all_read(shared_data):
     folder = shared_data / "hubmap-pas" / "annotations"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
     files = sorted(folder.glob("*.json"))
     assert len(files) == 110
     total = 0

@@ -8,6 +8,7 @@ import pkgutil
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,6 @@ def test_import_contracts_are_kept():
 
 def test_core_contract_names_every_module_but_the_widgets():
     """A module added to the package is in the core contract, or the contract would not check it."""
-    tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
     (core,) = [c for c in config["contracts"] if c["name"] == CORE_CONTRACT]
     modules = {f"napari_hubmap.{m.name}" for m in pkgutil.iter_modules(napari_hubmap.__path__)}
@@ -53,7 +53,6 @@ def test_core_contract_names_every_module_but_the_widgets():
 
 def test_panel_contract_names_every_panel():
     """A panel added to _widgets is in the panels' independence contract, or it could import its siblings."""
-    tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
     (panels,) = [c for c in config["contracts"] if c["name"] == PANEL_CONTRACT]
     folder = ROOT / "napari_hubmap" / "_widgets"

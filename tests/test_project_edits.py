@@ -234,7 +234,7 @@ def test_autosaver_saves_within_the_window_and_on_close(tmp_path):
 
 
 def test_napari_labels_layer_paints_undoes_and_redoes_into_the_store(tmp_path):
-    layers = pytest.importorskip("napari.layers")
+    from napari import layers
     store = EditStore.open(tmp_path / "e.zarr", (300, 400), chunk=128)
     layer = layers.Labels(store)
     layer.brush_size = 9

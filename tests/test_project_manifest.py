@@ -304,7 +304,9 @@ def test_layers_restore_the_slide_its_labels_edits_and_review(project_dir):
     assert kwargs["properties"]["state"] == ["dropped", "accepted"]
     assert rects[0] == [[0, 128], [0, 256], [128, 256], [128, 128]]
     assert layers[4][0] is store
-    viewer_model = pytest.importorskip("napari.components").ViewerModel()  # headless: no Qt
+    from napari.components import ViewerModel
+
+    viewer_model = ViewerModel()  # headless: no Qt
     for data, kwargs, kind in layers:
         viewer_model._add_layer_from_data(data, kwargs, kind)
     assert len(viewer_model.layers) == 6 and viewer_model.layers[-2].editable
