@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -47,5 +48,9 @@ def test_folder_replaced_in_one_step_without_leftovers(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     (a / "x").write_text("a")
-    if _exchange(a, b):  # Linux: both names exist throughout, contents swapped
+    swapped = _exchange(a, b)  # Linux (renameat2): both names exist throughout, contents swapped
+    assert swapped == sys.platform.startswith("linux")
+    if swapped:
         assert (b / "x").read_text() == "a" and not any(a.iterdir())
+    else:  # elsewhere nothing moved
+        assert (a / "x").read_text() == "a" and not any(b.iterdir())
