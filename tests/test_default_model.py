@@ -61,7 +61,13 @@ def test_card_figures_are_on_images_the_run_never_saw(model, shared_data):
     for run, result in figures["runs"].items():
         _, _, held = run_plan(run, shared_data)
         assert result["images"] == len(held) > 0
-        assert all(0 <= result[tta]["dice"] <= 1 and 0 <= result[tta]["object_f1"] <= 1 for tta in ("plain", "flips"))
+        plain, flips = result["plain"], result["flips"]
+        assert plain["tp"] + plain["fn"] == flips["tp"] + flips["fn"] > 0  # one truth, counted twice alike
+        for scores in (plain, flips):  # the pooled figures are the counts' own
+            tp, fp, fn = scores["tp"], scores["fp"], scores["fn"]
+            assert scores["object_precision"] == pytest.approx(tp / (tp + fp))
+            assert scores["object_recall"] == pytest.approx(tp / (tp + fn))
+            assert scores["object_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     shipped = model.card.training_data
     _, excluded, held = run_plan(figures["trained_as"], shared_data)
     seen = set(shipped["train_images"]) | set(shipped["validation_images"])
