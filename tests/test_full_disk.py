@@ -485,6 +485,23 @@ def test_a_flush_that_fails_after_its_commit_point_never_undoes_a_later_one(tmp_
         assert (np.asarray(reopened)[128:300, 128:300] == 5).all()
 
 
+def test_closing_on_a_full_disk_keeps_the_edits_for_the_next_close(small_disk):
+    """close() used to mark the store closed even when its last flush failed: a second close, after freeing
+    space, then returned at once and the edits were gone."""
+    from napari_hubmap.project.edits import EditStore
+
+    path = small_disk.path / "kidney.zarr"
+    store = _edits(path)
+    store.apply(0, 0, _noise(np.random.default_rng(3), (700, 700)))
+    wanted = np.asarray(store).copy()
+    fail_on_full_disk(small_disk, store.close, path, leave=64 << 10)
+    assert not store.closed and store.unsaved
+    store.close()
+    assert store.closed
+    with EditStore.open(path) as reopened:  # the lock was released
+        assert np.array_equal(np.asarray(reopened), wanted)
+
+
 def test_autosaver_reports_a_full_disk_and_saves_when_space_returns(small_disk, caplog):
     from napari_hubmap.project.edits import Autosaver, EditStore
 

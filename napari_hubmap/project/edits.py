@@ -409,15 +409,14 @@ class EditStore:
         return ops
 
     def close(self) -> None:
-        """Flush and release the lock (the store cannot be edited afterwards)."""
+        """Flush and release the lock (the store cannot be edited afterwards). A flush that fails (disk
+        full) raises and leaves the store open, its edits in memory, so a later close can still save them."""
         if self.closed:
             return
-        try:
-            self.flush()
-        finally:
-            self.closed = True
-            _release_lock(self._lock_fd)
-            self._lock_fd = None
+        self.flush()
+        self.closed = True
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
 
     def __enter__(self) -> "EditStore":
         return self
