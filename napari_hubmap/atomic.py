@@ -99,7 +99,8 @@ def write_error(target: str | os.PathLike, exc: BaseException, also=()) -> Hubma
         return None
     if isinstance(exc, OSError):
         code = exc.errno
-        if exc.filename is not None and not _about(exc.filename, target, also):
+        named = [name for name in (exc.filename, exc.filename2) if name is not None]  # a copy names both
+        if named and not any(_about(name, target, also) for name in named):
             return None
     else:
         found = _OS_ERROR_IN_TEXT.search(str(exc))
