@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import json
 import os
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def assert_one_clear_error(error: BaseException, target: Path, problem: str, *, 
     assert text.endswith(f"cannot write: {problem}"), text
 
 
-def fail_on_full_disk(disk: SmallDisk, write, target: Path, *, leave: int = 0) -> None:
+def fail_on_full_disk(disk: SmallDisk, write, target: Path, *, leave: int = 0, or_inside: bool = False) -> None:
     """Fill ``disk`` (``leave`` bytes free), run ``write``: one clear error, every file as it was, no
     temporary left and no byte less free; then the space comes back."""
     before = disk.files()
@@ -183,7 +184,7 @@ def fail_on_full_disk(disk: SmallDisk, write, target: Path, *, leave: int = 0) -
     free = disk.free_bytes()
     with pytest.raises(HubmapInputError) as caught:
         write()
-    assert_one_clear_error(caught.value, target, NO_SPACE)
+    assert_one_clear_error(caught.value, target, NO_SPACE, or_inside=or_inside)
     assert disk.files() == before  # the previous result byte for byte, and no partial file beside it
     assert disk.free_bytes() == free
     disk.unfill()
@@ -393,14 +394,61 @@ def test_pyramid_cache(small_disk, monkeypatch, tmp_path):
 
 def _project(folder: Path):
     from napari_hubmap.project import add_slide, init_project
-    from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    slide = folder.parent / "kidney.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 420, 3), dtype=np.uint8)).save(slide)
     project = init_project(folder / "project", tile=128, downscale=1)
-    add_slide(project, slide, slide_id="kidney")
+    add_slide(project, _slide_png(folder.parent / "kidney.png", seed=0), slide_id="kidney")
     return project
+
+
+def _slide_png(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (300, 420, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_adding_a_slide_on_a_full_disk_leaves_the_project_as_it_was(small_disk, tmp_path):
+    """add_slide writes the ground truth copy, its labels, the pseudo-labels, then the manifest: any of them
+    failing undoes the others."""
+    from napari_hubmap.project import add_slide, open_project
+
+    project = _project(small_disk.path)
+    slide = _slide_png(tmp_path / "second.png", seed=1)
+    ground_truth = _square_geojson(tmp_path / "second.geojson", 50)
+    prob = write_prob_store(tmp_path / "second.prob.zarr", blob_map((300, 420), seed=2), downscale=1.0)
+    add = lambda: add_slide(open_project(project.root), slide, slide_id="second", ground_truth=ground_truth,  # noqa: E731
+                            predictions=[prob])
+    for leave in (0, 8 << 10, 24 << 10):  # fails at the first file, or part way
+        fail_on_full_disk(small_disk, add, Path(project.root), leave=leave, or_inside=True)
+    add()
+    second = open_project(project.root).slide("second")
+    assert second.ground_truth is not None and second.predictions[0].pseudo_labels
+
+
+def test_replacing_ground_truth_on_a_full_disk_keeps_the_old_file_and_labels_together(small_disk, tmp_path):
+    """The copy of the new annotation used to replace the old one before its labels were written: a full disk
+    then left the new file beside the old labels."""
+    from napari_hubmap.project import add_slide, import_ground_truth, open_project
+
+    project = _project(small_disk.path)
+    slide = _slide_png(tmp_path / "second.png", seed=1)
+    add_slide(project, slide, slide_id="second", ground_truth=_square_geojson(tmp_path / "old.geojson", 50))
+    new = _square_geojson(tmp_path / "new.geojson", 100)
+    replace = lambda: import_ground_truth(open_project(project.root), "second", new)  # noqa: E731
+    for leave in (0, 4 << 10, 12 << 10):
+        fail_on_full_disk(small_disk, replace, Path(project.root), leave=leave, or_inside=True)
+    replace()
+    entry = open_project(project.root).slide("second").ground_truth
+    assert (Path(project.root) / entry.file).read_bytes() == new.read_bytes()
+
+
+def _square_geojson(path: Path, side: float) -> Path:
+    ring = [[50.0, 50.0], [50.0 + side, 50.0], [50.0 + side, 50.0 + side], [50.0, 50.0 + side], [50.0, 50.0]]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+         "properties": {"classification": {"name": "Glomerulus"}}}]}))
+    return path
 
 
 def test_project_manifest(small_disk, monkeypatch, tmp_path):
