@@ -329,17 +329,26 @@ def test_exports(small_disk, labels_paths, tmp_path, fmt, name):
     assert files_under(out) == files_under(reference) if out.is_dir() else out.read_bytes() == reference.read_bytes()
 
 
-def test_probability_store_resumes_to_the_map_of_a_run_that_never_failed(small_disk, tmp_path):
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory):
+    """(slide, model, config, the map a run that never failed makes)."""
     from napari_hubmap.inference import InferenceConfig, predict_slide
-    from napari_hubmap.stores.probability import read_progress
 
+    tmp_path = tmp_path_factory.mktemp("predicted")
     slide = tmp_path / "slide.tif"
     rng = np.random.default_rng(0)
     tifffile.imwrite(slide, rng.integers(0, 256, (1300, 700, 3), dtype=np.uint8), tile=(256, 256), photometric="rgb")
-    model = _conv_model()
-    config = InferenceConfig(batch=4, skip_background=False)
+    model, config = _conv_model(), InferenceConfig(batch=4, skip_background=False)
     reference = tmp_path / "ref.prob.zarr"
     predict_slide(slide, reference, config, models=[model])
+    return slide, model, config, reference
+
+
+def test_probability_store_resumes_to_the_map_of_a_run_that_never_failed(small_disk, predicted):
+    from napari_hubmap.inference import predict_slide
+    from napari_hubmap.stores.probability import read_progress
+
+    slide, model, config, reference = predicted
     out = small_disk.path / "slide.prob.zarr"
     run = lambda: predict_slide(slide, out, config, models=[model])  # noqa: E731
     small_disk.fill(leave=700 << 10)  # room for the store's first row band, not the whole map
@@ -357,6 +366,38 @@ def test_probability_store_resumes_to_the_map_of_a_run_that_never_failed(small_d
     assert result.complete and result.resumed_rows > 0
     assert levels_of(out) == levels_of(reference)
     assert not [p for p in small_disk.path.rglob("*.partial")]
+
+
+def test_probability_store_in_bands(small_disk, predicted):
+    """A band that meets a full disk is not marked done (it is redone whole); the finished bands stay done;
+    the lower levels made once space is back equal those of one whole run."""
+    from napari_hubmap.inference import predict_slide
+    from napari_hubmap.inference.engine import finish_bands, prepare_bands
+    from napari_hubmap.stores.probability import ProbabilityStore
+
+    slide, model, config, reference = predicted
+    out = small_disk.path / "slide.prob.zarr"
+    bands = prepare_bands(slide, out, config, band_rows=512, models=[model])
+    assert len(bands) == 3
+    predict_slide(slide, out, config, models=[model], band=bands[0])
+    band = lambda: predict_slide(slide, out, config, models=[model], band=bands[1])  # noqa: E731
+    small_disk.fill(leave=100 << 10)
+    with pytest.raises(HubmapInputError) as caught:
+        band()
+    assert_one_clear_error(caught.value, out, NO_SPACE, or_inside=True)
+    store = ProbabilityStore.reopen(out)
+    assert store.band_done(*bands[0]) and not store.band_done(*bands[1])
+    small_disk.unfill()
+    band()
+    predict_slide(slide, out, config, models=[model], band=bands[2])
+    small_disk.fill(leave=16 << 10)
+    with pytest.raises(HubmapInputError) as caught:
+        finish_bands(out, bands)
+    assert_one_clear_error(caught.value, out, NO_SPACE, or_inside=True)
+    assert not ProbabilityStore.reopen(out).complete
+    small_disk.unfill()
+    finish_bands(out, bands)
+    assert ProbabilityStore.reopen(out).complete and levels_of(out) == levels_of(reference)
 
 
 def _conv_model():
