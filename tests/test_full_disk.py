@@ -479,6 +479,10 @@ def test_replacing_ground_truth_on_a_full_disk_keeps_the_old_file_and_labels_tog
     replace = lambda: import_ground_truth(open_project(project.root), "second", new)  # noqa: E731
     for leave in (0, 4 << 10, 12 << 10):
         fail_on_full_disk(small_disk, replace, Path(project.root), leave=leave, or_inside=True)
+    # the manifest's write fails last, after the new files are written: they used to have replaced the old
+    # ones already, and the project no longer opened ("ground truth changed since it was imported")
+    fail_on_io_error(small_disk.path, replace, Path(project.root) / "project.json", names=("project.json",))
+    open_project(project.root, verify=True)
     replace()
     entry = open_project(project.root).slide("second").ground_truth
     assert (Path(project.root) / entry.file).read_bytes() == new.read_bytes()

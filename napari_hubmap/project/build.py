@@ -14,6 +14,7 @@ import math
 import shutil
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -147,8 +148,7 @@ def import_ground_truth(project: Project, slide_id: str, annotation, *, rle_id: 
     old = entry.ground_truth
     made = []
     try:
-        made = _import_ground_truth(project, entry, Path(annotation), rle_id)
-        project.save()
+        made = _import_ground_truth(project, entry, Path(annotation), rle_id, commit=project.save)
     except BaseException:
         entry.ground_truth = old
         _remove([m for m in made if old is None or project.record(m) not in (old.file, old.labels)])
@@ -183,7 +183,11 @@ def _remove(paths) -> None:
 # ------------------------------------------------------------------------------------------ ground truth
 
 
-def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_id: str | None) -> list[Path]:
+def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_id: str | None,
+                         commit: Callable[[], None] | None = None) -> list[Path]:
+    """Copy ``source`` into the project and rasterise it; ``entry.ground_truth`` records them. ``commit`` (the
+    manifest's save) runs before the new files replace the old ones, so a failure leaves the old pair as the
+    manifest records it."""
     from ..stores.labels import LabelsStoreWriter
 
     if not source.exists():
@@ -210,9 +214,12 @@ def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_
             areas = object_areas(labels)
             objects = int(areas.size)
             writer.finish(objects=objects)
-    median = float(np.median(areas)) if areas.size else None
-    entry.ground_truth = GroundTruth(file=project.record(copy), original=str(source.resolve()), sha256=digest,
-                                     labels=project.record(store), objects=objects, rle_id=rle_id, median_area=median)
+            median = float(np.median(areas)) if areas.size else None
+            entry.ground_truth = GroundTruth(file=project.record(copy), original=str(source.resolve()), sha256=digest,
+                                             labels=project.record(store), objects=objects, rle_id=rle_id,
+                                             median_area=median)
+            if commit is not None:
+                commit()
     return made
 
 
