@@ -1,16 +1,29 @@
 """Atomic writes: a temp file (or folder) beside the target, renamed over it when complete.
 
 A crash or an exception half way leaves the old target (or nothing) in place, never a partial file.
+A write that fails (disk full, I/O error, read-only or forbidden folder) is one
+:class:`~napari_hubmap.errors.HubmapWriteError` naming the target, not its temporary
+(:func:`write_failures`), and the temporary is removed so a full disk is left no fuller.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from .errors import HubmapInputError, HubmapWriteError
+
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+"""The errors of a write that failed for want of space, a broken device or permissions: a rerun can succeed
+once that is fixed."""
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+"""How Rust writers (safetensors) carry the OS error in their own exception's message."""
 
 
 @contextlib.contextmanager
@@ -21,7 +34,31 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
     (tifffile, PIL) behave the same. On error the temporary is removed and the target untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with write_failures(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_beside(target, is_dir)
+    try:
+        yield tmp
+        if is_dir and target.exists():
+            if _exchange(tmp, target):  # the new folder is in place; tmp now holds the old one
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        error = write_error(target, exc)  # before the clean-up, while a full disk still reads full
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _temporary_beside(target: Path, is_dir: bool) -> Path:
+    """A new file (or folder) ``.<name>.<random>.partial<suffix>`` in the target's folder."""
     prefix = f".{target.name}."
     suffix = "".join(target.suffixes[-2:]) or ".tmp"
     if is_dir:
@@ -31,21 +68,75 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         os.close(fd)
         tmp = Path(name)
     _default_permissions(tmp, is_dir)
+    return tmp
+
+
+@contextlib.contextmanager
+def write_failures(target: str | os.PathLike, *also: str | os.PathLike) -> Iterator[None]:
+    """A failed write inside (see :data:`WRITE_ERRNOS`; also a short write with no errno, as tifffile
+    reports one) becomes one :class:`~napari_hubmap.errors.HubmapWriteError` naming ``target``.
+
+    An error that names a file other than ``target``, something inside it, its temporaries
+    (``.<name>.*`` beside it), its folders or the paths in ``also`` is left as it is: it is about an
+    input, not this write. Cleaning up is the caller's job (this only renames the error).
+    """
     try:
-        yield tmp
-        if is_dir and target.exists():
-            if _exchange(tmp, target):  # the new folder is in place; tmp now holds the old one
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        raise
+        yield
+    except Exception as exc:
+        error = write_error(target, exc, also)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def write_error(target: str | os.PathLike, exc: BaseException, also=()) -> HubmapWriteError | None:
+    """``exc`` as a :class:`~napari_hubmap.errors.HubmapWriteError` about ``target``, or None when it is
+    not a failed write of it (see :func:`write_failures`)."""
+    target = Path(os.path.abspath(target))
+    if isinstance(exc, HubmapWriteError) and exc.path is not None and _about(exc.path, target, also):
+        return HubmapWriteError(target, exc.problem, exc.errno)  # a nested write into this one's temporary
+    if isinstance(exc, (InterruptedError, HubmapInputError)) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError):
+        code = exc.errno
+        named = [name for name in (exc.filename, exc.filename2) if name is not None]  # a copy names both
+        if named and not any(_about(name, target, also) for name in named):
+            return None
+    else:
+        found = _OS_ERROR_IN_TEXT.search(str(exc))
+        if found is None:
+            return None
+        code = int(found.group(1))
+    if code is None and isinstance(exc, OSError):  # a short write: say why when the disk is full
+        code = errno.ENOSPC if _disk_full(target) else None
+        return HubmapWriteError(target, f"cannot write: {os.strerror(code) if code else exc}", code)
+    if code not in WRITE_ERRNOS:
+        return None
+    return HubmapWriteError(target, f"cannot write: {os.strerror(code)}", code)
+
+
+def _about(filename, target: Path, also) -> bool:
+    """Whether ``filename`` is the target, inside it, one of its temporaries, one of its folders or in ``also``."""
+    path = Path(os.path.abspath(os.fsdecode(filename)))
+    if path in target.parents:
+        return True
+    extra = {Path(os.path.abspath(p)) for p in also}
+    for part in (path, *path.parents):
+        if part == target or part in extra:
+            return True
+        if part.parent == target.parent and part.name.startswith(f".{target.name}."):
+            return True
+    return False
+
+
+def _disk_full(target: Path) -> bool:
+    """Whether the filesystem that holds ``target`` (its nearest existing folder) has no free block left."""
+    folder = next((p for p in (target, *target.parents) if p.exists()), None)
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return stats.f_bavail == 0
 
 
 def _exchange(a: Path, b: Path) -> bool:

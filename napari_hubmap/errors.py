@@ -30,3 +30,21 @@ def closed_on_failure(close, path: str | os.PathLike | None, what: str):
     except Exception as exc:  # readers raise arbitrary errors on malformed structures
         close()
         raise HubmapInputError(path, f"corrupt {what} ({type(exc).__name__}: {exc})") from exc
+
+
+class HubmapWriteError(HubmapInputError, OSError):
+    """A write that failed (disk full, I/O error, read-only or forbidden folder): ``"<target>: <problem>"``.
+
+    Also an :class:`OSError` carrying ``errno``, ``strerror`` (None when the writer gave no errno) and
+    ``filename`` (the target), so code that catches either keeps working; raised by
+    :func:`napari_hubmap.atomic.write_failures`.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, errno: int | None = None):
+        super().__init__(path, problem)
+        self.errno = errno
+        self.strerror = None if errno is None else os.strerror(errno)
+        self.filename = self.path
+
+    def __str__(self) -> str:
+        return str(self.args[0])

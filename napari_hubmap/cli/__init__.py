@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    """Run the command ``args`` names: bad input is one error line and exit 2, a cancelled run exit 130."""
+    """Run the command ``args`` names: bad input or a failed read or write is one error line and exit 2, a
+    cancelled run exit 130."""
     try:
         return args.func(args)
     except HubmapInputError as exc:
@@ -48,6 +49,15 @@ def run(args) -> int:
     except InterruptedError as exc:
         print(f"napari-hubmap: cancelled: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
+    except OSError as exc:  # a read or write the system refused that no writer named: still one line
+        print(f"napari-hubmap: error: {_os_error_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("napari-hubmap: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<file>: <problem>`` of an OSError (the problem alone when it names no file)."""
+    problem = exc.strerror or str(exc)
+    return f"{exc.filename}: {problem}" if exc.filename is not None else problem

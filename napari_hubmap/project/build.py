@@ -14,6 +14,7 @@ import math
 import shutil
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -147,8 +148,7 @@ def import_ground_truth(project: Project, slide_id: str, annotation, *, rle_id: 
     old = entry.ground_truth
     made = []
     try:
-        made = _import_ground_truth(project, entry, Path(annotation), rle_id)
-        project.save()
+        made = _import_ground_truth(project, entry, Path(annotation), rle_id, commit=project.save)
     except BaseException:
         entry.ground_truth = old
         _remove([m for m in made if old is None or project.record(m) not in (old.file, old.labels)])
@@ -183,7 +183,11 @@ def _remove(paths) -> None:
 # ------------------------------------------------------------------------------------------ ground truth
 
 
-def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_id: str | None) -> list[Path]:
+def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_id: str | None,
+                         commit: Callable[[], None] | None = None) -> list[Path]:
+    """Copy ``source`` into the project and rasterise it; ``entry.ground_truth`` records them. ``commit`` (the
+    manifest's save) runs before the new files replace the old ones, so a failure leaves the old pair as the
+    manifest records it."""
     from ..stores.labels import LabelsStoreWriter
 
     if not source.exists():
@@ -193,32 +197,40 @@ def _import_ground_truth(project: Project, entry: SlideEntry, source: Path, rle_
     copy = project.root / GT_DIR / f"{entry.id}{suffix}"
     store = labels_path(entry.id, project.root / GT_DIR)
     made = [copy, store]
-    if source.is_dir():
-        with atomic_path(copy, is_dir=True) as tmp:
-            shutil.rmtree(tmp)
-            shutil.copytree(source, tmp)
-        digest = ""
-    else:
-        with atomic_path(copy) as tmp:
-            shutil.copyfile(source, tmp)
-        digest = sha256_file(copy)
-    with atomic_path(store, is_dir=True) as tmp:
-        writer = LabelsStoreWriter(tmp, labels.shape, project.downscale,
-                                   {"slide_shape": list(entry.shape), "source": str(source), "slide": entry.id},
-                                   name=store.name)
-        block = 2048
-        for y0 in range(0, labels.shape[0], block):
-            for x0 in range(0, labels.shape[1], block):
-                part = labels[y0 : y0 + block, x0 : x0 + block]
-                if part.any():
-                    writer.write_block(y0, x0, part)
-        areas = object_areas(labels)
-        objects = int(areas.size)
-        writer.finish(objects=objects)
-    median = float(np.median(areas)) if areas.size else None
-    entry.ground_truth = GroundTruth(file=project.record(copy), original=str(source.resolve()), sha256=digest,
-                                     labels=project.record(store), objects=objects, rle_id=rle_id, median_area=median)
+    # the copy is renamed into place only after the labels store: a failed write (disk full) of either
+    # leaves neither, nor a new copy beside the old labels
+    with atomic_path(copy, is_dir=source.is_dir()) as copied:
+        digest = _copy_ground_truth(source, copied)
+        with atomic_path(store, is_dir=True) as tmp:
+            writer = LabelsStoreWriter(tmp, labels.shape, project.downscale,
+                                       {"slide_shape": list(entry.shape), "source": str(source), "slide": entry.id},
+                                       name=store.name)
+            block = 2048
+            for y0 in range(0, labels.shape[0], block):
+                for x0 in range(0, labels.shape[1], block):
+                    part = labels[y0 : y0 + block, x0 : x0 + block]
+                    if part.any():
+                        writer.write_block(y0, x0, part)
+            areas = object_areas(labels)
+            objects = int(areas.size)
+            writer.finish(objects=objects)
+            median = float(np.median(areas)) if areas.size else None
+            entry.ground_truth = GroundTruth(file=project.record(copy), original=str(source.resolve()), sha256=digest,
+                                             labels=project.record(store), objects=objects, rle_id=rle_id,
+                                             median_area=median)
+            if commit is not None:
+                commit()
     return made
+
+
+def _copy_ground_truth(source: Path, tmp: Path) -> str:
+    """Copy the annotation file (or folder) to ``tmp``; returns its SHA-256 ("" for a folder)."""
+    if source.is_dir():
+        shutil.rmtree(tmp)
+        shutil.copytree(source, tmp)
+        return ""
+    shutil.copyfile(source, tmp)
+    return sha256_file(tmp)
 
 
 def object_areas(labels: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -47,7 +48,7 @@ from typing import Callable
 import numpy as np
 import zarr
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, write_failures, write_text_atomic
 from ..errors import HubmapInputError
 from .clock import now_iso
 
@@ -66,6 +67,7 @@ APPLIED = ".applied-"
 STAGING = ".staging-"
 CHUNKS = "chunks.json"
 _META_FILES = (".zarray", ".zattrs", "zarr.json")
+_log = logging.getLogger(__name__)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -345,8 +347,9 @@ class EditStore:
                 self._dirty.clear()
                 self.dirty_since = None
             try:
-                self._commit(sequence, snapshot)
-            except BaseException:
+                with write_failures(self.path):  # disk full, I/O error: one error naming the store
+                    self._commit(sequence, snapshot)
+            except BaseException:  # the edits stay in memory, dirty: the next flush writes them
                 with self._lock:
                     self._dirty.update(keys)
                     if self.dirty_since is None:
@@ -361,6 +364,8 @@ class EditStore:
         return sequence
 
     def _commit(self, sequence: int, snapshot: dict) -> None:
+        for leftover in sorted(self.path.glob(f"{PENDING}*")):  # committed by a flush that failed after its
+            _apply_pending(self.path, leftover)  # commit point: applied now, never after this newer one
         ops = self._encode(snapshot)
         staging = self.path / f"{STAGING}{uuid.uuid4().hex}"
         staging.mkdir()
@@ -404,15 +409,14 @@ class EditStore:
         return ops
 
     def close(self) -> None:
-        """Flush and release the lock (the store cannot be edited afterwards)."""
+        """Flush and release the lock (the store cannot be edited afterwards). A flush that fails (disk
+        full) raises and leaves the store open, its edits in memory, so a later close can still save them."""
         if self.closed:
             return
-        try:
-            self.flush()
-        finally:
-            self.closed = True
-            _release_lock(self._lock_fd)
-            self._lock_fd = None
+        self.flush()
+        self.closed = True
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
 
     def __enter__(self) -> "EditStore":
         return self
@@ -592,7 +596,8 @@ class Autosaver:
     the first unsaved edit, and on :meth:`close` (also registered for interpreter exit).
 
     ``on_saved(sequence)`` runs after each flush, ``on_error(exc)`` when one fails (it is retried after
-    ``delay``); both in the autosave thread. ``last_error`` keeps the latest failure.
+    ``delay``; the edits stay in memory until a flush succeeds); both in the autosave thread. ``last_error``
+    keeps the latest failure; without ``on_error`` the first failure of a run of them is logged.
     """
 
     def __init__(self, store: EditStore, window: float = 2.0, *, delay: float | None = None,
@@ -635,7 +640,9 @@ class Autosaver:
                 self.last_error = None
                 if self.on_saved is not None:
                     self.on_saved(sequence)
-            except Exception as exc:  # keep the thread alive: report, wait, retry
+            except Exception as exc:  # keep the thread alive: report, wait, retry (the edits stay in memory)
+                if self.last_error is None and self.on_error is None:
+                    _log.warning("autosave of %s failed, retrying every %g s: %s", self.store.path, self.delay, exc)
                 self.last_error = exc
                 if self.on_error is not None:
                     self.on_error(exc)

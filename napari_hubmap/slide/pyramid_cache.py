@@ -12,6 +12,7 @@ set, leaving no cache (nor a partial one).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -24,6 +25,7 @@ from typing import Callable
 import numpy as np
 import zarr
 
+from ..atomic import write_failures
 from ..progress import ProgressCallback, check_cancelled, report
 from .levels import RegionSource, downsample_mean2, level_shapes
 
@@ -156,31 +158,37 @@ class PyramidCache:
         if self.complete:
             return self.final
         shutil.rmtree(partial, ignore_errors=True)
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        base, close = open_base()
-        try:
-            group = self._create_group(partial)
-            sizes = [(base.height, base.width)] + self.shapes
-            state.total = sum(h * w for h, w in sizes[:-1])
-            source: RegionSource = base
-            for level in range(1, len(self.shapes) + 1):
-                target = group[str(level)]
-                _downsample_into(source, target, state)
-                source = ZarrLevelSource(target)
-            group.attrs["napari_hubmap"] = {"complete": True, "source": self.slide_path}
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        finally:
-            close()
-        self._publish(partial)
+        with write_failures(self.final, partial):  # disk full, I/O error: one error naming the cache
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            base, close = open_base()
+            try:
+                self._fill(self._create_group(partial), base, state)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            finally:
+                close()
+            self._publish(partial)
         return self.final
+
+    def _fill(self, group: zarr.Group, base: RegionSource, state: BuildState) -> None:
+        """Every reduced level of ``group``, each from the one above, then the group marked complete."""
+        sizes = [(base.height, base.width)] + self.shapes
+        state.total = sum(h * w for h, w in sizes[:-1])
+        source: RegionSource = base
+        for level in range(1, len(self.shapes) + 1):
+            target = group[str(level)]
+            _downsample_into(source, target, state)
+            source = ZarrLevelSource(target)
+        group.attrs["napari_hubmap"] = {"complete": True, "source": self.slide_path}
 
     def _publish(self, partial: Path) -> None:
         try:
             os.replace(partial, self.final)
-        except OSError:  # another process published first: keep theirs
+        except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # else another process published first: keep theirs
+                raise
         self._arrays.clear()
 
     def _create_group(self, path: Path) -> zarr.Group:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..atomic import write_text_atomic
+from ..atomic import write_failures, write_text_atomic
 from ..slide.levels import downsample_mean2, level_shapes
 from .naming import PROBABILITY_SUFFIX, progress_path
 from .foreign import open_foreign
@@ -77,12 +77,14 @@ class ProbabilityStore:
         return self.rows_done >= self.end
 
     def write_rows(self, y0: int, rows: np.ndarray) -> None:
-        """Write final level-0 rows [y0, y0 + len(rows)) and their share of the lower levels."""
-        for level in self.levels:
-            level[y0 : y0 + rows.shape[0], :] = rows
-            if level is self.levels[-1]:
-                break
-            y0, rows = y0 // 2, downsample_mean2(rows)
+        """Write final level-0 rows [y0, y0 + len(rows)) and their share of the lower levels (a failed
+        write: one error naming the store; rows past the progress file's count are redone on resume)."""
+        with write_failures(self.path):
+            for level in self.levels:
+                level[y0 : y0 + rows.shape[0], :] = rows
+                if level is self.levels[-1]:
+                    break
+                y0, rows = y0 // 2, downsample_mean2(rows)
 
     def mark_rows_done(self, rows_done: int) -> None:
         self.rows_done = rows_done
@@ -104,11 +106,12 @@ class ProbabilityStore:
         if missing:
             raise RuntimeError(f"{self.path}: bands {missing} are not finished")
         height = self.levels[0].shape[0]
-        for y0 in range(0, height, CHUNK):
-            rows = np.asarray(self.levels[0][y0 : y0 + CHUNK, :])
-            for level in self.levels[1:]:
-                y0, rows = y0 // 2, downsample_mean2(rows)
-                level[y0 : y0 + rows.shape[0], :] = rows
+        with write_failures(self.path):
+            for y0 in range(0, height, CHUNK):
+                rows = np.asarray(self.levels[0][y0 : y0 + CHUNK, :])
+                for level in self.levels[1:]:
+                    y0, rows = y0 // 2, downsample_mean2(rows)
+                    level[y0 : y0 + rows.shape[0], :] = rows
         self.mark_rows_done(height)
 
 
@@ -129,7 +132,8 @@ class BandWriter:
 
     def write_rows(self, y0: int, rows: np.ndarray) -> None:
         rows = rows[: max(0, self.end - y0)]
-        self.store.levels[0][y0 : y0 + rows.shape[0], :] = rows
+        with write_failures(self.path):
+            self.store.levels[0][y0 : y0 + rows.shape[0], :] = rows
 
     def mark_rows_done(self, rows_done: int) -> None:
         self.rows_done = min(rows_done, self.end)
@@ -160,12 +164,13 @@ def read_progress(path) -> dict | None:
 
 
 def _create(path: Path, out_shape, downscale: float, settings: dict) -> zarr.Group:
-    group = zarr.open_group(path, mode="w", zarr_format=2)
-    shapes = level_shapes(*out_shape)
-    for k, shape in enumerate(shapes):
-        group.create_array(str(k), shape=shape, chunks=(CHUNK, CHUNK), dtype="uint8", fill_value=0)
-    group.attrs["multiscales"] = multiscales(path.name, datasets(downscale, len(shapes)), "mean")
-    group.attrs["napari_hubmap"] = {"kind": KIND, "downscale": downscale, "scale": 255, **settings}
+    with write_failures(path):  # half made: no progress file, so the next run starts it again
+        group = zarr.open_group(path, mode="w", zarr_format=2)
+        shapes = level_shapes(*out_shape)
+        for k, shape in enumerate(shapes):
+            group.create_array(str(k), shape=shape, chunks=(CHUNK, CHUNK), dtype="uint8", fill_value=0)
+        group.attrs["multiscales"] = multiscales(path.name, datasets(downscale, len(shapes)), "mean")
+        group.attrs["napari_hubmap"] = {"kind": KIND, "downscale": downscale, "scale": 255, **settings}
     return group
 
 
