@@ -145,3 +145,32 @@ def test_switching_slides_replaces_the_previous_slides_layers(make_napari_viewer
     assert [layer.name.split()[0] for layer in viewer.layers] == ["second"] * 6
     panel.show_slide("first")  # from code (a script, the queue of another panel): the chooser follows
     assert panel.slide.currentText() == "first" and panel.slide_id == "first"
+
+
+def test_marking_corrected_on_a_full_disk_is_a_message_and_keeps_the_edits(make_napari_viewer, qtbot, project_root,
+                                                                            monkeypatch):
+    """Corrected flushes the edits first; on a full disk that is one message in the panel, the tile keeps its
+    state and the queue its place, the edits stay in memory, and the same click succeeds once space is back."""
+    import errno
+
+    import numpy as np
+
+    from napari_hubmap.errors import HubmapWriteError
+
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    tile = panel.queue[0].tile
+    panel.store.apply(0, 0, np.full((8, 8), 7, np.uint32))
+    real_flush = panel.store.flush
+
+    def full_disk():
+        raise HubmapWriteError(panel.store.path, "cannot write: No space left on device", errno.ENOSPC)
+
+    monkeypatch.setattr(panel.store, "flush", full_disk)
+    panel.mark("corrected")
+    assert "No space left on device" in panel.status.text() and panel.index == 0
+    assert open_project(project_root).review.state("kidney", tile) != "corrected"
+    assert panel.store.unsaved and panel.store.read(0, 8, 0, 8).min() == 7
+    monkeypatch.setattr(panel.store, "flush", real_flush)
+    panel.mark("corrected")
+    assert panel.index == 1 and open_project(project_root).review.state("kidney", tile) == "corrected"
+    assert not panel.store.unsaved

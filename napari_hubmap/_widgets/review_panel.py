@@ -305,11 +305,11 @@ class ReviewPanel(QWidget, HoldsProject):
         entry = self.current()
         if entry is None:
             return
-        if state == "corrected":
-            self.store.flush()  # the corrections this state vouches for are on disk first
         try:
+            if state == "corrected":
+                self.store.flush()  # the corrections this state vouches for are on disk first
             set_state(self.project, self.slide_id, entry.tile, state)
-        except HubmapInputError as error:
+        except (HubmapInputError, OSError) as error:  # a full or failing disk: the edits stay in memory
             self._show_error(f"Cannot mark {entry.tile} {state}: {error}")
             return
         entry.state = state
