@@ -83,7 +83,7 @@ def program_name(argv=None) -> str:
     if name in ("__main__.py", "-c", "", "-m"):
         name = Path(argv[0]).parent.name if name == "__main__.py" else Path(sys.executable).name
     words = []
-    for arg in argv[1:3]:
+    for arg in argv[1:3] if not name.endswith(".py") else ():  # a console script's sub-commands, not a script's arguments
         if not arg.replace("-", "").isalnum() or arg.startswith("-"):
             break
         words.append(arg)
