@@ -277,3 +277,26 @@ def test_training_and_saving_refuse_a_model_folder_being_written(tmp_path, holde
     kill(proc)
     save_model(tiny.module, tiny.card, target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["new", "tiny"]  # no lock file left beside it
+
+
+# ----------------------------------------------------------------------------------------------- viewer
+
+
+@pytest.mark.gui
+def test_the_review_panel_names_the_process_editing_a_slide_and_stays_usable(make_napari_viewer, qtbot, project, holder):
+    from napari_hubmap._widgets.review_panel import ReviewPanel
+    from napari_hubmap.project import open_edits
+
+    open_edits(project, "s1").close()
+    proc = holder("edits", project.resolve(project.slide("s1").edits))
+    viewer = make_napari_viewer()
+    panel = ReviewPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Review")
+    assert panel.open(project.root)  # the project opens; its slide's edits are another process's
+    message = panel.status.text()
+    assert message.startswith("Cannot edit slide s1: ") and names(message, proc, "editing s1.zarr")
+    assert panel.store is None and not panel.layers and panel.tiles.count() == 0
+    kill(proc)
+    panel.show_slide("s1")  # taken over once that process is gone
+    assert panel.store is not None and "edits" in panel.layers
+    panel.close_project()
