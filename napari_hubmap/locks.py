@@ -31,7 +31,10 @@ The rules it keeps:
 * **POSIX only.** Without ``fcntl`` (Windows) nothing is locked. On NFS ``flock`` is emulated with POSIX
   byte-range locks (Linux >= 2.6.12) and works only where the server's lock manager does; a client that
   loses contact with the server can lose its lock. The ``host`` in the record says where the holder runs;
-  a holder's liveness is judged by the ``flock`` alone, never by its pid (pids are per host, and reused).
+  a holder's liveness is judged by the ``flock`` alone, never by its pid (pids are per host, and reused, and
+  a new holder has the ``flock`` a moment before its record replaces a dead one's); a message says when the
+  recorded process has ended. A forked child (a data-loader worker) closes its copies of the lock fds, so it
+  cannot keep its parent's lock alive after the parent dies.
 """
 
 from __future__ import annotations
@@ -60,6 +63,22 @@ POLL_S = 0.05
 
 _HELD: dict[str, "_Held"] = {}
 _HELD_GUARD = threading.Lock()
+_OPEN_FDS: set[int] = set()
+"""Every lock fd this process holds, closed in a forked child (see :func:`_forget_in_child`)."""
+
+
+def _forget_in_child() -> None:
+    """A forked child (a data-loader worker) must not keep its parent's locks alive after the parent dies:
+    it closes its copies of the lock fds (closing a copy releases nothing while the parent holds it)."""
+    for fd in list(_OPEN_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _OPEN_FDS.clear()
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class _Held:
@@ -116,7 +135,23 @@ def describe_holder(record: dict | None) -> str:
     if not record:
         return "another process (it has not written its name yet)"
     where = f"pid {record.get('pid', '?')} on {record.get('host', '?')}"
-    return f"{record.get('program', 'a program')} ({where}) since {record.get('since', '?')} for {record.get('purpose', '?')}"
+    text = f"{record.get('program', 'a program')} ({where}) since {record.get('since', '?')} for {record.get('purpose', '?')}"
+    if record.get("host") == socket.gethostname() and not _running(record.get("pid")):
+        text += " (that process has ended; one it started may still hold the lock)"
+    return text
+
+
+def _running(pid) -> bool:
+    """Whether process ``pid`` of this host exists (a pid that is not a whole number: assumed running)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 class FolderLock:
@@ -135,6 +170,7 @@ class FolderLock:
         self.path = lock_file_of(folder, beside=beside)
         self.shared, self.reentrant, self.wait = shared, reentrant, float(wait)
         self.fd: int | None = None
+        self._owner = os.getpid()
         self._nested = False
 
     @property
@@ -157,7 +193,8 @@ class FolderLock:
             if time.monotonic() >= deadline:
                 raise HubmapInputError(self.folder, f"in use by {describe_holder(read_holder(self.path))}; close it or wait")
             time.sleep(POLL_S)
-        self.fd = fd
+        self.fd, self._owner = fd, os.getpid()
+        _OPEN_FDS.add(fd)
         _write_record(fd, holder_record(self.purpose))
         if self.reentrant:
             with _HELD_GUARD:
@@ -170,7 +207,7 @@ class FolderLock:
             if held is None:
                 return False
             held.count += 1
-            self.fd, self._nested = held.fd, True
+            self.fd, self._nested, self._owner = held.fd, True, os.getpid()
             return True
 
     def _try_lock(self) -> int | None:
@@ -199,7 +236,7 @@ class FolderLock:
     def release(self) -> None:
         """Give the lock back (unlinking the file when no one else holds it); idempotent."""
         fd, self.fd = self.fd, None
-        if fd is None:
+        if fd is None or self._owner != os.getpid():  # a forked child: its copy was closed at the fork
             return
         if self.reentrant and not self._leave_held(fd):
             return
@@ -207,6 +244,7 @@ class FolderLock:
             if not self.shared or _try_exclusive(fd):
                 if _same_file(fd, self.path):
                     self.path.unlink()
+        _OPEN_FDS.discard(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
 

@@ -134,6 +134,42 @@ def test_a_lock_file_replaced_between_open_and_flock_is_opened_again(tmp_path, m
     lock.release()
 
 
+def test_a_forked_child_does_not_keep_its_dead_parents_lock(tmp_path):
+    folder, child_pid = tmp_path / "model", tmp_path / "child.pid"
+    script = tmp_path / "forks.py"  # takes the lock, forks a child that lives on (a data-loader worker), is killed
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from napari_hubmap.locks import FolderLock
+        FolderLock({str(folder)!r}, "training", beside=True).acquire()
+        if os.fork() == 0:
+            Path({str(child_pid)!r}).write_text(str(os.getpid()))
+            time.sleep(60)
+            os._exit(0)
+        while not Path({str(child_pid)!r}).exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    parent = subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    child = int(child_pid.read_text())
+    try:
+        assert parent.returncode == -signal.SIGKILL
+        os.kill(child, 0)  # the child still runs
+        with FolderLock(folder, "saving model", beside=True) as lock:  # ... and holds no lock
+            assert read_holder(lock.path)["purpose"] == "saving model"
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_dead_holder_is_said_to_have_ended():
+    from napari_hubmap.locks import describe_holder
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"pid": int(child.stdout), "host": socket.gethostname(), "program": "x", "since": "t", "purpose": "p"}
+    assert describe_holder(dead).endswith("for p (that process has ended; one it started may still hold the lock)")
+    assert describe_holder({**dead, "pid": os.getpid()}).endswith("for p")
+
+
 def test_shared_holders_write_together_and_keep_out_a_lone_writer(tmp_path, holder):
     store = tmp_path / "s1.prob.zarr"
     proc = holder("band", store)
