@@ -22,7 +22,8 @@ The rules it keeps:
   unlinked or replaced between our ``open`` and our ``flock`` (its holder releasing it): after the ``flock``
   the file is checked to be still the one at the path (same inode), else it is opened again.
 * **Released by unlinking while held**, then closing, so no lock files are left behind; the inode check
-  above makes this safe. A shared lock (:attr:`shared`, the row bands of one probability map written by
+  above makes this safe. Folders made for the lock file (an output folder not there yet) are removed on
+  release when still empty, so a run refused or failed before writing leaves nothing. A shared lock (:attr:`shared`, the row bands of one probability map written by
   several processes) unlinks only when it can become exclusive, i.e. when it was the last holder; its record
   names the latest shared taker.
 * **Per process.** ``flock`` locks belong to an open file: a second :class:`FolderLock` on the same file in
@@ -170,6 +171,8 @@ class FolderLock:
         self.path = lock_file_of(folder, beside=beside)
         self.shared, self.reentrant, self.wait = shared, reentrant, float(wait)
         self.fd: int | None = None
+        self.made: list[Path] = []
+        """Folders this lock made for its file (a run that fails before writing anything leaves none)."""
         self._owner = os.getpid()
         self._nested = False
 
@@ -225,13 +228,23 @@ class FolderLock:
         raise HubmapInputError(self.path, "lock file keeps changing under us; is another program removing it?")
 
     def _open_lock_file(self) -> int:
+        """The lock file, opened (made, with the folders above it that are missing: see :attr:`made`)."""
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise HubmapInputError(self.path.parent, "exists and is not a folder")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise HubmapInputError(self.path, f"cannot make the lock file for {self.purpose} ({exc.strerror})") from None
+        for attempt in range(5):  # another taker's release may remove a folder it made, between our mkdir and open
+            missing = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()][::-1]
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                if attempt < 4:
+                    continue
+                raise HubmapInputError(self.path, f"cannot make the lock file for {self.purpose} (its folder keeps vanishing)") from None
+            except OSError as exc:
+                raise HubmapInputError(self.path, f"cannot make the lock file for {self.purpose} ({exc.strerror})") from None
+            self.made = self.made or missing
+            return fd
+        raise AssertionError("unreachable")
 
     def release(self) -> None:
         """Give the lock back (unlinking the file when no one else holds it); idempotent."""
@@ -247,6 +260,10 @@ class FolderLock:
         _OPEN_FDS.discard(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
+        for folder in reversed(self.made):  # only while still empty: nothing was written there
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self.made = []
 
     def _leave_held(self, fd: int) -> bool:
         """Whether this was the last reentrant taker (who then releases the ``flock``)."""

@@ -161,6 +161,16 @@ def test_a_forked_child_does_not_keep_its_dead_parents_lock(tmp_path):
         os.kill(child, signal.SIGKILL)
 
 
+def test_folders_made_for_a_lock_file_go_again_unless_written_to(tmp_path):
+    target = tmp_path / "a" / "b" / "model"
+    with FolderLock(target, "training", beside=True):
+        assert lock_file_of(target, beside=True).parent == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # a refused or failed run leaves nothing
+    with FolderLock(target, "training", beside=True):
+        target.mkdir()
+    assert [p.name for p in target.parent.iterdir()] == ["model"]
+
+
 def test_a_dead_holder_is_said_to_have_ended():
     from napari_hubmap.locks import describe_holder
 
