@@ -121,7 +121,7 @@ def test_a_window_edits_its_rectangle_of_the_store(tmp_path):
 def test_one_writer_at_a_time_and_read_only(tmp_path):
     path = tmp_path / "e.zarr"
     store = EditStore.open(path, (64, 64))
-    with pytest.raises(HubmapInputError, match="another process"):
+    with pytest.raises(HubmapInputError, match=r"in use by .* \(pid \d+ on .*\) since .* for editing e.zarr; close it or wait"):
         EditStore.open(path)
     reader = EditStore.open(path, read_only=True)
     with pytest.raises(HubmapInputError, match="read-only"):
@@ -167,8 +167,7 @@ def test_a_flush_cut_after_its_commit_point_is_completed_on_open(tmp_path, monke
         store.flush()
     monkeypatch.undo()
     assert len(list(path.glob("pending-*"))) == 1
-    edits_module._release_lock(store._lock_fd)  # the process died: the kernel drops its lock
-    store._lock_fd = None
+    os.close(store.writer_lock.fd)  # the process died: the kernel drops its lock (the lock file stays)
     expected = np.ones((200, 200), np.uint32)
     expected[10:160, 10:160] = 2
     reopened = EditStore.open(path)
@@ -191,8 +190,7 @@ def test_a_flush_cut_before_its_commit_point_leaves_the_last_one(tmp_path, monke
     # the staging folder of the cut flush stays (a kill runs no cleanup): reopening removes it
     (path / ".staging-leftover").mkdir()
     (path / ".staging-leftover" / "0.chunk").write_bytes(b"torn")
-    edits_module._release_lock(store._lock_fd)
-    store._lock_fd = None
+    os.close(store.writer_lock.fd)
     reopened = EditStore.open(path)
     assert reopened.sequence == 1
     np.testing.assert_array_equal(np.asarray(reopened), 1)

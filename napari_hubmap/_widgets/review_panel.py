@@ -10,7 +10,9 @@ layer's data, which *is* the store, so the store mirrors the layer with nothing 
 Keys (napari key bindings of the viewer, so they work with the canvas focused, as napari's own
 do): Alt+Right / Alt+Left next / previous, Alt+A accept, Alt+D drop, Alt+C corrected. They are bound
 through the viewer's public ``bind_key`` (the panel is handed a public-only proxy of the viewer when
-opened from the Plugins menu) and unbound when the panel goes.
+opened from the Plugins menu) and unbound when the panel goes. A slide whose edits another viewer or
+process is writing (see :mod:`napari_hubmap.locks`) is not shown: the status line and a notification name
+that process, and the panel stays usable.
 """
 
 from __future__ import annotations
@@ -231,7 +233,11 @@ class ReviewPanel(QWidget, HoldsProject):
         self.slide.blockSignals(True)
         self.slide.setCurrentText(slide_id)  # when called from code, the chooser follows
         self.slide.blockSignals(False)
-        self.store = open_edits(project, slide_id)
+        try:
+            self.store = open_edits(project, slide_id)
+        except HubmapInputError as error:  # e.g. edited in another viewer: its lock names it
+            self._no_slide(f"Cannot edit slide {slide_id}: {error}")
+            return
         self.saver = Autosaver(self.store, AUTOSAVE_WINDOW_S, on_saved=self.saved.emit, on_error=self.save_failed.emit)
         self.layers = {}
         self.windowed = self.store.size > WHOLE_EDITS_MAX_PIXELS
@@ -259,6 +265,15 @@ class ReviewPanel(QWidget, HoldsProject):
             self.status.setText("No tiles to review")
 
     # --- navigation and review ------------------------------------------------------------------
+
+    def _no_slide(self, message: str) -> None:
+        """No slide is shown (its edits cannot be opened): an empty queue, and the message."""
+        self.queue, self.index = [], -1
+        self.tiles.blockSignals(True)
+        self.tiles.clear()
+        self.tiles.blockSignals(False)
+        self.counts.setText("")
+        self._show_error(message)
 
     def go_to(self, index: int) -> None:
         if not self.queue:

@@ -11,6 +11,12 @@ Slides go to an existing Dask distributed scheduler (``scheduler``: ``tcp://HOST
 Each worker process loads the models once. A slide's error (a corrupt file, a full disk) is its line's
 ``error`` and does not stop the others; a worker that dies mid-slide has its slides rerun elsewhere by the
 scheduler, resuming their maps.
+
+Two writers: the coordinating process holds the output folder's lock (``<out>/.lock``, see
+:mod:`napari_hubmap.locks`) for the whole run, so a second cohort into the same folder stops with one error
+naming the first. Each store has its own lock beside it: a slide's prediction or post-processing holds it
+alone, the workers writing a map's row bands share it (each its own rows), so a lone ``predict`` into a map
+being written by a cohort is refused too.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import threading
 from pathlib import Path
 
 from ..errors import HubmapInputError
+from ..locks import FolderLock
 from ..progress import Cancelled, ProgressCallback, report
 from ..stores.naming import slide_stem
 from .config import (COHORT_CSV, DONE_SUFFIX, EXPORT_SUFFIXES, EXPORTS, PROGRESS_TOPIC, CohortConfig, done_path,
@@ -40,14 +47,15 @@ def run_cohort(slides, out_dir, config: CohortConfig | None = None, *, scheduler
     slides, out_dir = [str(s) for s in slides], Path(out_dir)
     _check_unique_stems(slides)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if scheduler is None and not workers:
-        lines = _run_here(slides, out_dir, config, progress, on_line, cancel)
-    else:
-        from .cluster import run_on_cluster
+    with FolderLock(out_dir, f"a batch of {len(slides)} slides"):
+        if scheduler is None and not workers:
+            lines = _run_here(slides, out_dir, config, progress, on_line, cancel)
+        else:
+            from .cluster import run_on_cluster
 
-        lines = run_on_cluster(slides, out_dir, config, scheduler, workers, progress, on_line, cancel)
-    if "rle-csv" in config.exports:
-        write_cohort_csv(out_dir, lines)
+            lines = run_on_cluster(slides, out_dir, config, scheduler, workers, progress, on_line, cancel)
+        if "rle-csv" in config.exports:
+            write_cohort_csv(out_dir, lines)
     return lines
 
 

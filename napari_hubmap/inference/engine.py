@@ -8,7 +8,8 @@ current batch, leaves a readable store (which the next run resumes) and raises
 :class:`~napari_hubmap.progress.Cancelled`. Memory is bounded by tiles and a few output bands.
 The working scales follow the slide's µm/px (:mod:`napari_hubmap.slide.scale`: given, else the file's,
 else assumed, with a warning); a slide coarser than a model's working scale is read at full
-resolution and upsampled.
+resolution and upsampled. A run holds the store's write lock (:func:`store_lock`): a second run into the
+same store gets one error naming the first.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import HubmapInputError
+from ..locks import FolderLock
 from ..progress import Cancelled, ProgressCallback, report
 from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
@@ -249,16 +251,26 @@ def predict_slide(
     processes fill its other bands (level 0 only; a band is redone whole unless it finished)."""
     config = config or InferenceConfig()
     cancel = cancel or threading.Event()
-    opened = _open_run(slide_path, out, config, models, cancel)
-    plan, store = opened.plan, opened.store
-    if band is not None:
-        if store.complete or store.band_done(*band):
-            return PredictionResult(Path(store.path), 0, 0, 0, 0.0, 0.0, band[1] - band[0], store.complete,
-                                    plan.out_downscale, plan.scale, opened.backend)
-        store, plan = BandWriter(store, *band), plan.band(*band)
-    result = _run(opened.slide_path, plan, store, config, opened.tta, opened.device, progress, cancel)
+    with store_lock(out, slide_path, band):
+        opened = _open_run(slide_path, out, config, models, cancel)
+        plan, store = opened.plan, opened.store
+        if band is not None:
+            if store.complete or store.band_done(*band):
+                return PredictionResult(Path(store.path), 0, 0, 0, 0.0, 0.0, band[1] - band[0], store.complete,
+                                        plan.out_downscale, plan.scale, opened.backend)
+            store, plan = BandWriter(store, *band), plan.band(*band)
+        result = _run(opened.slide_path, plan, store, config, opened.tta, opened.device, progress, cancel)
     result.backend = opened.backend
     return result
+
+
+def store_lock(out, slide_path, band: tuple[int, int] | None = None) -> FolderLock:
+    """The write lock of the probability store ``out`` (beside it: a run may replace the store whole).
+    The writers of a store's row bands share it (each its own rows); any other writer holds it alone."""
+    name = Path(os.fspath(slide_path)).name
+    if band is None:
+        return FolderLock(out, f"predicting {name}", beside=True)
+    return FolderLock(out, f"predicting rows {band[0]}-{band[1]} of {name}", beside=True, shared=True)
 
 
 @dataclass
@@ -300,15 +312,17 @@ def prepare_bands(slide_path, out, config: InferenceConfig | None = None, band_r
     """Make (or keep, when its settings match) the store of ``slide_path`` for a run split into row bands of
     about ``band_rows`` output rows; returns the bands, for :func:`predict_slide` (``band=``) in any process,
     then :func:`finish_bands`. An empty list: the store is already complete."""
-    opened = _open_run(slide_path, out, config or InferenceConfig(), models, cancel or threading.Event())
+    with store_lock(out, slide_path):
+        opened = _open_run(slide_path, out, config or InferenceConfig(), models, cancel or threading.Event())
     return [] if opened.store.complete else band_ranges(opened.plan.out_shape[0], band_rows)
 
 
 def finish_bands(out, bands: list[tuple[int, int]]) -> None:
     """The lower levels of a store whose bands are all written, then the store complete."""
-    store = ProbabilityStore.reopen(out)
-    if not store.complete:
-        store.finish_bands(bands)
+    with FolderLock(out, "finishing the lower levels", beside=True):
+        store = ProbabilityStore.reopen(out)
+        if not store.complete:
+            store.finish_bands(bands)
 
 
 def _say_scale(scale: SlideScale, slide_path: str, models: list) -> None:

@@ -4,7 +4,9 @@ Never loads the whole map: pass 1 reads it block by block, pass 2 reads each obj
 (through a chunk cache), pass 3 writes the labels block by block into a temporary OME-Zarr that is
 renamed onto the output only when complete. Memory: the compressed object masks, a few numbers per
 object, and a few rows of decompressed chunks. A cancelled (:class:`~napari_hubmap.progress.Cancelled`) or
-failed run leaves no output (an older output at that path stays as it was).
+failed run leaves no output (an older output at that path stays as it was). A run holds the output's write
+lock (:class:`~napari_hubmap.locks.FolderLock`, beside it): a second run into the same output gets one error
+naming the first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..locks import FolderLock
 from ..errors import HubmapInputError
 from ..progress import ProgressCallback, Steps
 from ..slide.scale import MPP_SOURCES, SCALE_KEYS, recorded_scale
@@ -124,28 +127,29 @@ def postprocess_slide(
     prob_path, out_path = Path(prob_path), Path(out_path)
     levels, meta = open_probability(prob_path, shape=shape, mpp=mpp)
     _check_args(prob_path, out_path, levels, level, block)
-    prob = levels[level]
-    check_probability(prob)
-    if not meta.get("progress", {}).get("complete", False):
-        warnings.warn(f"{prob_path}: the probability map is not complete (a cancelled or running prediction)", stacklevel=2)
-    downscale = float(meta["downscale"]) * 2**level
-    shape = tuple(int(s) for s in prob.shape)
-    slide_shape = slide_shape_of(meta)
-    if slide_shape is not None:
-        try:
-            check_full_shape(shape, slide_shape, downscale)
-        except HubmapInputError:
-            slide_shape = None  # the slide changed since; the labels still overlay by downscale
-    steps = Steps(total_steps(shape, block), progress, cancel, "post-processing cancelled")
-    found = instances(BlockSource(prob), config, block, steps)
-    attrs = {"slide_shape": list(slide_shape) if slide_shape else None, "source": str(prob_path), "level": level,
-             "postprocess": config.as_dict(), "slide": meta.get("slide"),
-             **{k: meta[k] for k in SCALE_KEYS if k in meta}}  # the slide's µm/px, as predict recorded it
-    with atomic_path(out_path, is_dir=True) as tmp:
-        writer = LabelsStoreWriter(tmp, shape, downscale, attrs, name=out_path.name)
-        paint_blocks(found, block, writer.write_block, steps)
-        steps.check()
-        writer.finish(objects=found.count)
+    with FolderLock(out_path, f"post-processing {prob_path.name}", beside=True):
+        prob = levels[level]
+        check_probability(prob)
+        if not meta.get("progress", {}).get("complete", False):
+            warnings.warn(f"{prob_path}: the probability map is not complete (a cancelled or running prediction)", stacklevel=2)
+        downscale = float(meta["downscale"]) * 2**level
+        shape = tuple(int(s) for s in prob.shape)
+        slide_shape = slide_shape_of(meta)
+        if slide_shape is not None:
+            try:
+                check_full_shape(shape, slide_shape, downscale)
+            except HubmapInputError:
+                slide_shape = None  # the slide changed since; the labels still overlay by downscale
+        steps = Steps(total_steps(shape, block), progress, cancel, "post-processing cancelled")
+        found = instances(BlockSource(prob), config, block, steps)
+        attrs = {"slide_shape": list(slide_shape) if slide_shape else None, "source": str(prob_path), "level": level,
+                 "postprocess": config.as_dict(), "slide": meta.get("slide"),
+                 **{k: meta[k] for k in SCALE_KEYS if k in meta}}  # the slide's µm/px, as predict recorded it
+        with atomic_path(out_path, is_dir=True) as tmp:
+            writer = LabelsStoreWriter(tmp, shape, downscale, attrs, name=out_path.name)
+            paint_blocks(found, block, writer.write_block, steps)
+            steps.check()
+            writer.finish(objects=found.count)
     seconds = time.perf_counter() - start
     return PostprocessResult(out_path, found.count, shape, downscale, seconds,
                              shape[0] * shape[1] / 1e6 / max(seconds, 1e-9), slide_shape)

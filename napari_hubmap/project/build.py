@@ -22,6 +22,7 @@ from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from ..progress import ProgressCallback, check_cancelled, with_message
 from ..stores.naming import labels_path, slide_stem
+from .locking import changing, project_lock
 from .manifest import (
     DEFAULT_DOWNSCALE,
     DEFAULT_TILE,
@@ -58,11 +59,13 @@ def init_project(root, *, tile: int = DEFAULT_TILE, downscale: float | None = No
     if downscale is not None and not usable:
         raise HubmapInputError(None, f"downscale must be a number >= 1, got {downscale!r}")
     downscale = working_downscale(predictions, downscale)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = now_iso()
-    project = Project(root=root, tile_size=int(tile), downscale=float(downscale), created=stamp, modified=stamp)
-    project.review = ReviewState(project)
-    project.save()
+    with project_lock(root, "making the project"):
+        if (root / MANIFEST).exists():  # made meanwhile by another process
+            raise HubmapInputError(root / MANIFEST, "already a project; nothing was changed (open it, or choose another folder)")
+        stamp = now_iso()
+        project = Project(root=root, tile_size=int(tile), downscale=float(downscale), created=stamp, modified=stamp)
+        project.review = ReviewState(project)
+        project.save()
     return project
 
 
@@ -112,10 +115,16 @@ def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_tr
     reports it (its total grows once), with the message ``pseudo-labels <slide id>``; nothing else reports (no
     prediction: no progress). ``cancel`` set: raises :class:`~napari_hubmap.progress.Cancelled` (checked before
     each part and during the post-processing); the project is left as it was, as after any failure."""
-    from ..slide import open_slide
-
     slide = Path(slide)
     slide_id = slide_id or slide_stem(slide)
+    with changing(project, f"adding slide {slide_id}"):
+        return _add_slide(project, slide, slide_id, ground_truth, predictions, full_hash, rle_id, mpp, progress, cancel)
+
+
+def _add_slide(project: Project, slide: Path, slide_id: str, ground_truth, predictions, full_hash: bool,
+               rle_id: str | None, mpp: float | None, progress, cancel) -> SlideEntry:
+    from ..slide import open_slide
+
     if not SLIDE_ID.fullmatch(slide_id):
         raise HubmapInputError(slide, f"slide id {slide_id!r} must be letters, digits, '.', '_' or '-' (give --id)")
     if any(s.id == slide_id for s in project.slides):
@@ -144,16 +153,17 @@ def add_slide(project: Project, slide, *, slide_id: str | None = None, ground_tr
 
 def import_ground_truth(project: Project, slide_id: str, annotation, *, rle_id: str | None = None) -> GroundTruth:
     """Import (or replace) a slide's ground truth."""
-    entry = project.slide(slide_id)
-    old = entry.ground_truth
-    made = []
-    try:
-        made = _import_ground_truth(project, entry, Path(annotation), rle_id, commit=project.save)
-    except BaseException:
-        entry.ground_truth = old
-        _remove([m for m in made if old is None or project.record(m) not in (old.file, old.labels)])
-        raise
-    return entry.ground_truth
+    with changing(project, f"importing the ground truth of {slide_id}"):
+        entry = project.slide(slide_id)
+        old = entry.ground_truth
+        made = []
+        try:
+            made = _import_ground_truth(project, entry, Path(annotation), rle_id, commit=project.save)
+        except BaseException:
+            entry.ground_truth = old
+            _remove([m for m in made if old is None or project.record(m) not in (old.file, old.labels)])
+            raise
+        return entry.ground_truth
 
 
 def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | None = None, config=None,
@@ -161,17 +171,18 @@ def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | 
     """Add a probability map to a slide (the first one becomes the primary, post-processed into
     pseudo-labels with ``config``, else the threshold (default: the recorded one) and the models'
     recorded minimum size at the map level used). ``progress`` and ``cancel``: as in :func:`add_slide`."""
-    entry = project.slide(slide_id)
-    made = []
-    try:
-        made = _add_prediction(project, entry, Path(prob), threshold=threshold, config=config, progress=progress,
-                               cancel=cancel)
-        project.save()
-    except BaseException:
-        entry.predictions = [p for p in entry.predictions if project.resolve(p.path) != Path(prob)]
-        _remove(made)
-        raise
-    return entry.predictions[-1]
+    with changing(project, f"adding a prediction to {slide_id}"):
+        entry = project.slide(slide_id)
+        made = []
+        try:
+            made = _add_prediction(project, entry, Path(prob), threshold=threshold, config=config, progress=progress,
+                                   cancel=cancel)
+            project.save()
+        except BaseException:
+            entry.predictions = [p for p in entry.predictions if project.resolve(p.path) != Path(prob)]
+            _remove(made)
+            raise
+        return entry.predictions[-1]
 
 
 def _remove(paths) -> None:

@@ -15,12 +15,14 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..locks import LOCK_NAME
 from ..progress import ProgressCallback
 from .build import EDITS_DIR, GT_DIR, PSEUDO_DIR, add_slide, init_project
+from .locking import project_lock
 from .manifest import DEFAULT_TILE, MANIFEST, Project
 from .review import REVIEW
 
-PARTS = (MANIFEST, REVIEW, ".review.lock", GT_DIR, PSEUDO_DIR, EDITS_DIR)
+PARTS = (MANIFEST, REVIEW, ".review.lock", LOCK_NAME, GT_DIR, PSEUDO_DIR, EDITS_DIR)
 """What a project holds at its top level: removed on a failed creation when this call made it."""
 
 
@@ -46,7 +48,7 @@ def create_project(root, slides=(), *, tile: int = DEFAULT_TILE, downscale: floa
     :class:`~napari_hubmap.progress.Cancelled`; like any failure, it leaves ``root`` as it was."""
     root = Path(root)
     slides = [s if isinstance(s, NewSlide) else NewSlide(s) for s in slides]
-    with rolled_back_on_failure(root):
+    with rolled_back_on_failure(root), project_lock(root, "making the project"):
         project = init_project(root, tile=tile, downscale=downscale,
                                predictions=[prob for slide in slides for prob in slide.predictions])
         for slide in slides:

@@ -21,8 +21,9 @@ already moved is skipped) and removes staging folders (never committed). So afte
 moment the store holds exactly the edits 1..S of some flushed sequence S (never a mix of two flushes,
 never a torn chunk), and ``journal.json`` says S. zarr 3.1.6's own ``LocalStore`` also writes a chunk
 to a temporary file and renames it, but a multi-chunk write through it could be cut between chunks;
-this module writes the chunk files itself. A writer holds an exclusive ``flock`` on ``.lock`` (released
-by the kernel when the process dies); a second writer gets a clear error.
+this module writes the chunk files itself. A writer holds the store's :class:`~napari_hubmap.locks.FolderLock`
+(``.lock`` inside it, released by the kernel when the process dies); a second writer, in this process or
+another, gets one error naming the holder.
 
 :class:`Autosaver` flushes in a background thread at most ``window / 2`` seconds after the first
 unsaved edit (so an edit is durable within ``window`` seconds, 2 by default, while a flush takes under
@@ -50,17 +51,12 @@ import zarr
 
 from ..atomic import atomic_path, write_failures, write_text_atomic
 from ..errors import HubmapInputError
+from ..locks import FolderLock
 from .clock import now_iso
-
-try:  # POSIX advisory locks; elsewhere a second writer is not detected
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 KIND = "napari-hubmap-edits"
 FORMAT_VERSION = 1
 JOURNAL = "journal.json"
-LOCK = ".lock"
 PENDING = "pending-"
 APPLIED = ".applied-"
 """A pending folder whose chunks are in place and journal written, being removed (renamed first)."""
@@ -102,11 +98,12 @@ class EditStore:
     makes (paint, fill, polygon, erase, undo, redo) becomes an :meth:`apply`.
     """
 
-    def __init__(self, path: Path, array: zarr.Array, *, read_only: bool, lock_fd: int | None, sequence: int):
+    def __init__(self, path: Path, array: zarr.Array, *, read_only: bool, writer_lock: FolderLock | None,
+                 sequence: int):
         self.path = path
         self._array = array
         self.read_only = read_only
-        self._lock_fd = lock_fd
+        self.writer_lock = writer_lock
         self.shape: tuple[int, int] = tuple(int(s) for s in array.shape)
         self.dtype = np.dtype(array.dtype)
         self.chunk: tuple[int, int] = tuple(int(c) for c in array.chunks)
@@ -168,9 +165,7 @@ class EditStore:
             raise HubmapInputError(path, f"not a napari-hubmap edits store ({JOURNAL} missing or unreadable)")
         if int(journal.get("format_version", 0)) > FORMAT_VERSION:
             raise HubmapInputError(path, f"edits store format {journal['format_version']} is newer than this version reads ({FORMAT_VERSION})")
-        lock_fd = None
-        if not read_only:
-            lock_fd = _take_lock(path)
+        writer_lock = None if read_only else FolderLock(path, f"editing {path.name}").acquire()
         try:
             sequence = int(journal.get("sequence", 0))
             if not read_only:
@@ -184,9 +179,10 @@ class EditStore:
             if array.ndim != 2:
                 raise HubmapInputError(path, f"edits store must be 2-D, is {array.ndim}-D")
         except BaseException:
-            _release_lock(lock_fd)
+            if writer_lock is not None:
+                writer_lock.release()
             raise
-        return cls(path, array, read_only=read_only, lock_fd=lock_fd, sequence=sequence)
+        return cls(path, array, read_only=read_only, writer_lock=writer_lock, sequence=sequence)
 
     # ----------------------------------------------------------------------------------- array-like
     @property
@@ -415,8 +411,8 @@ class EditStore:
             return
         self.flush()
         self.closed = True
-        _release_lock(self._lock_fd)
-        self._lock_fd = None
+        if self.writer_lock is not None:
+            self.writer_lock.release()
 
     def __enter__(self) -> "EditStore":
         return self
@@ -472,7 +468,7 @@ class EditWindow:
         self.store[shifted] = region
 
 
-# ------------------------------------------------------------------------------------- recovery, locks
+# -------------------------------------------------------------------------------------------- recovery
 
 
 def _apply_pending(path: Path, pending: Path) -> int:
@@ -513,24 +509,6 @@ def _recover(path: Path) -> int:
         with contextlib.suppress(OSError):
             partial.unlink()
     return sequence
-
-
-def _take_lock(path: Path) -> int | None:
-    if fcntl is None:
-        return None
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise HubmapInputError(path, "is open for editing in another process (close it there first)") from None
-    return fd
-
-
-def _release_lock(fd: int | None) -> None:
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------- indexing

@@ -8,33 +8,29 @@ edits store are trained on), ``dropped`` (the ground truth is noisy: the tile is
      "slides": {"<slide id>": {"<row>,<col>": {"state": "dropped", "time": "2025-...Z",
                                                "note": null, "history": [{"state": ..., "time": ...}]}}}}
 
-Only tiles that were ever reviewed appear. :func:`set_state` re-reads the file under a lock
-(``.review.lock``), changes one tile and writes it atomically, so a command-line review and an open
-napari session do not lose each other's changes.
+Only tiles that were ever reviewed appear. :func:`set_state` re-reads the file under the project's write
+lock (:mod:`.locking`; it waits up to :data:`LOCK_WAIT_S` for a change in progress), changes one tile and
+writes it atomically, so a command-line review and an open napari session do not lose each other's changes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
 from .clock import now_iso
+from .locking import project_lock
 from .tiles import grid_shape, parse_tile_key, tile_grid, tile_of_key
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 KIND = "napari-hubmap-review"
 FORMAT_VERSION = 1
 REVIEW = "review.json"
 STATES = ("unreviewed", "accepted", "corrected", "dropped")
 HISTORY = 20
+LOCK_WAIT_S = 2.0
+"""How long :func:`set_state` waits for another change of the project (a review by another process) to end."""
 
 
 class ReviewState:
@@ -114,19 +110,6 @@ def _validate(project, path: Path, data) -> dict:
     return slides
 
 
-@contextlib.contextmanager
-def _locked(root: Path):
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(root / ".review.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def set_state(project, slide_id: str, key: str, state: str, *, note: str | None = None) -> dict:
     """Set one tile's state (validated: slide, tile in the grid, state; ``accepted`` needs a
     pseudo-label, ``corrected`` an edits store), write ``review.json`` atomically, and update
@@ -142,7 +125,7 @@ def set_state(project, slide_id: str, key: str, state: str, *, note: str | None 
         raise HubmapInputError(project.resolve(entry_slide.edits),
                                f"slide {slide_id!r} has no edits yet: paint the correction (napari) before marking it corrected")
     root = Path(project.root)
-    with _locked(root):
+    with project_lock(root, f"reviewing {slide_id}", wait=LOCK_WAIT_S):
         review = ReviewState.load(project)  # what another process wrote meanwhile
         tiles = review.slides.setdefault(slide_id, {})
         old = tiles.get(key)

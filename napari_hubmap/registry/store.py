@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from ..locks import FolderLock
 from ..defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from ..errors import HubmapInputError
 from .card import ModelCard, utc_now
@@ -309,8 +310,14 @@ def save_model(module: torch.nn.Module, card: ModelCard, folder: str | os.PathLi
     _check_save_target(folder)
     state = state_dict_for_saving(module)
     _check_module_matches_card(state, card, folder)
-    with atomic_path(folder, is_dir=True) as tmp:
+    with model_lock(folder, f"saving model {folder.name}"), atomic_path(folder, is_dir=True) as tmp:
         save_file(state, os.fspath(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         saved = card.replace(weights_sha256=sha256_file(tmp / WEIGHTS_FILE), created=card.created or utc_now())
         (tmp / CARD_FILE).write_text(saved.to_json(), encoding="utf-8")
     return folder
+
+
+def model_lock(folder, purpose: str) -> FolderLock:
+    """The write lock of a model folder (beside it: saving replaces the folder whole). Reentrant: a training
+    run holds it throughout and saves its best weights under it."""
+    return FolderLock(folder, purpose, beside=True, reentrant=True)

@@ -6,10 +6,13 @@ reports :class:`~napari_hubmap.progress.Progress` in optimiser steps (``details`
 resume checkpoint, raising :class:`~napari_hubmap.progress.Cancelled`), and returns a :class:`TrainResult`.
 The best weights (EMA, by validation Dice or object F1: ``TrainConfig.select_by``) are saved to the registry
 folder ``out`` whenever they improve, atomically, so an interruption never leaves an unloadable model.
+Rank 0 holds the model folder's write lock (:func:`napari_hubmap.registry.store.model_lock`) for the whole
+run, resume checkpoint included: a second run into the same ``out`` gets one error naming the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shutil
@@ -23,6 +26,7 @@ import torch
 from ..errors import HubmapInputError
 from ..progress import Cancelled, ProgressCallback, report
 from ..registry import ModelCard, build_module, load_model, save_model
+from ..registry.store import model_lock
 from . import distributed
 from .augment import training_augmentation
 from .checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
@@ -340,10 +344,11 @@ def train(config: TrainConfig, data_paths=None, out=None, *, mpp: dict | None = 
     device = pick_device(config.device)
     distributed.start(world, device)
     try:
-        if world.main:
-            _check_out(out, resume, overwrite)
-        distributed.broadcast(world, True)  # the others wait until rank 0 has checked and cleaned up
-        return _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, progress, cancel, resume)
+        with model_lock(out, "training") if world.main else contextlib.nullcontext():  # rank 0 writes
+            if world.main:
+                _check_out(out, resume, overwrite)
+            distributed.broadcast(world, True)  # the others wait until rank 0 has checked and cleaned up
+            return _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, progress, cancel, resume)
     finally:
         distributed.stop(world)
 
