@@ -13,6 +13,7 @@ import torch
 from napari_hubmap.stores.probability import open_probability
 from napari_hubmap.registry import ModelCard, build_module, save_model
 from napari_hubmap.synth import SynthSpec, write_synthetic_tiff
+from napari_gui import click
 
 pytestmark = pytest.mark.gui
 
@@ -51,7 +52,7 @@ def slide_path(tmp_path):
 def open_panel(make_napari_viewer, qtbot, slide=None):
     from napari_hubmap._widgets.inference_panel import InferencePanel
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown: the tests press the dock's buttons
     panel = InferencePanel(viewer)
     viewer.window.add_dock_widget(panel, name="Inference")
     layer = viewer.open(str(slide), plugin="napari-hubmap")[0] if slide else None
@@ -67,11 +68,13 @@ def test_panel_lists_models_and_describes_the_run(make_napari_viewer, qtbot, mod
     viewer, panel, _ = open_panel(make_napari_viewer, qtbot)
     item = next(item for item in panel.model_items() if item.text().startswith("tiny"))
     assert "Unet/tu-test_resnet" in item.text() and "×1" in item.text() and "dice 0.812" in item.text()
-    assert panel.run() is None and "slide" in panel.status.text()  # no slide yet
+    click(qtbot, panel.run_button)
+    assert not panel.running and "slide" in panel.status.text()  # no slide yet
 
     viewer.open(str(slide_path), plugin="napari-hubmap")
     panel.set_checked([])
-    assert panel.run() is None and "model" in panel.status.text()
+    click(qtbot, panel.run_button)
+    assert not panel.running and "model" in panel.status.text()
     panel.set_checked(["tiny"])
     assert panel.checked_models() == [str(models_root / "tiny")]
     config = panel.config()
@@ -125,7 +128,8 @@ def test_run_fills_a_live_probability_layer_without_freezing_the_viewer(
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
-    worker = panel.run()
+    click(qtbot, panel.run_button)
+    worker = panel.worker
     assert worker is not None and not panel.run_button.isEnabled() and panel.cancel_button.isEnabled()
     worker.yielded.connect(seen.append)
     started = time.perf_counter()
@@ -164,7 +168,8 @@ def test_run_fills_a_live_probability_layer_without_freezing_the_viewer(
     shown = np.asarray(layer._slice.image.raw)  # the displayed slice was refreshed after the last rows
     np.testing.assert_array_equal(shown, np.asarray(levels[0][:]))
 
-    worker = panel.run()  # a re-run with the same settings resumes a finished store: nothing to compute
+    click(qtbot, panel.run_button)  # a re-run with the same settings resumes a finished store: nothing to compute
+    assert panel.running
     wait_done(qtbot, panel)
     assert panel.result.complete and panel.result.computed == 0
     assert [layer.name for layer in viewer.layers].count("kidney1024 probability") == 1
@@ -229,9 +234,9 @@ def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
     monkeypatch.setattr(engine, "forward_probabilities", slow)
     viewer, panel, _ = open_panel(make_napari_viewer, qtbot, slide_path)
     panel.set_checked(["tiny"])
-    panel.run()
+    click(qtbot, panel.run_button)
     qtbot.waitUntil(lambda: panel.last_progress is not None, timeout=30_000)
-    panel.cancel()
+    click(qtbot, panel.cancel_button)
     assert not panel.cancel_button.isEnabled()
     wait_done(qtbot, panel)
     from napari_hubmap.progress import Cancelled

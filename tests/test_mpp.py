@@ -235,11 +235,18 @@ def test_slide_panel_mpp_field_sets_the_scale_the_inference_panel_runs_at(make_n
 
     tiny_mpp_model(tmp_path / "models")
     monkeypatch.setenv("NAPARI_HUBMAP_MODELS", str(tmp_path / "models"))
-    viewer = make_napari_viewer()
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_gui import click
+
+    viewer = make_napari_viewer(show=True)  # shown: the test presses the docks' buttons
     slides, inference = SlidePanel(viewer), InferencePanel(viewer)
     viewer.window.add_dock_widget(slides, name="Slide")
     viewer.window.add_dock_widget(inference, name="Inference")
-    slide = slide_of(viewer.open(str(png), plugin="napari-hubmap")[0])
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(png), ""))  # the user's answer
+    click(qtbot, slides.open_button)
+    assert [layer.name for layer in viewer.layers] == ["kidney.png"]
+    slide = slide_of(viewer.layers["kidney.png"])
     field = slides.mpp_field
     assert field.text() == "" and "0.5 assumed" in field.placeholderText() and "assumed" in slides.info.text()
     assert "0.5 µm/px assumed" in inference.scale_label.text()
@@ -256,7 +263,7 @@ def test_slide_panel_mpp_field_sets_the_scale_the_inference_panel_runs_at(make_n
 
     qtbot.waitUntil(lambda: bool(inference.model_items()), timeout=30_000)
     inference.set_checked(["tiny-mpp"])
-    inference.run()
+    click(qtbot, inference.run_button)
     assert "2 µm/px (given)" in inference.status.text() and "2 µm/px (given)" in inference.scale_label.text()
     qtbot.waitUntil(lambda: not inference.running, timeout=60_000)
     assert inference.error is None and inference.result.complete

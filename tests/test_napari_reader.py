@@ -7,6 +7,7 @@ import pytest
 import tifffile
 
 from napari_hubmap.reader import get_reader
+from napari_hubmap.writers import NapariWriteError
 from napari_hubmap.slide.levels import SlideLevel
 
 pytestmark = pytest.mark.gui
@@ -118,3 +119,89 @@ def test_launcher_docks_the_widgets(make_napari_viewer, monkeypatch, tmp_path, f
     viewer = launch.make_viewer([str(path)], show=False)
     assert [layer.name for layer in viewer.layers] == ["flat.tif"]
     assert "Slide (napari-hubmap)" in viewer.window.dock_widgets
+
+
+def disc_labels() -> np.ndarray:
+    """Three glomeruli (discs, one touching the right edge) on a 60 x 80 working-scale canvas."""
+    yy, xx = np.mgrid[:60, :80]
+    labels = np.zeros((60, 80), np.int32)
+    for value, (cy, cx, r) in enumerate([(15, 20, 9), (40, 45, 12), (30, 76, 8)], start=1):
+        labels[np.hypot(yy - cy, xx - cx) <= r] = value
+    return labels
+
+
+def test_napari_save_writes_every_declared_labels_format_that_reads_back(make_napari_viewer, tmp_path):
+    """File > Save Selected Layers with each extension napari.yaml declares, through napari's own save path."""
+    from test_export import assert_round_trip
+
+    from napari_hubmap.annotations import read_annotations, read_mask, read_rle_csv, rle_decode
+    from napari_hubmap.postprocess.export import upsample_nearest
+    from napari_hubmap.stores.labels import open_labels
+
+    viewer = make_napari_viewer()
+    labels = disc_labels()
+    full = (119, 160)  # an odd slide height: the working scale is half of it, rounded up
+    viewer.add_labels(labels, name="glomeruli", scale=(2, 2),
+                      metadata={"napari_hubmap": {"downscale": 2.0, "slide_shape": list(full), "id": "slide7"}})
+    saved = {suffix: viewer.layers.save(str(tmp_path / f"out{suffix}"), selected=True, plugin="napari-hubmap")
+             for suffix in (".tif", ".tiff", ".zarr", ".geojson", ".csv")}
+    assert saved == {suffix: [str(tmp_path / f"out{suffix}")] for suffix in saved}
+    assert np.array_equal(read_mask(tmp_path / "out.tif"), labels) and np.array_equal(read_mask(tmp_path / "out.tiff"), labels)
+    levels, meta = open_labels(tmp_path / "out.zarr")
+    assert np.array_equal(np.asarray(levels[0][:]), labels) and meta["downscale"] == 2.0
+    assert tuple(meta["slide_shape"]) == full
+    assert_round_trip(labels, 2, read_annotations(tmp_path / "out.geojson"), full)
+    mask = rle_decode(read_rle_csv(tmp_path / "out.csv")["slide7"], full)
+    assert np.array_equal(mask, upsample_nearest(labels, full, 2) > 0)
+
+
+def select(viewer, name: str) -> None:
+    """Select only the layer ``name`` (what *Save Selected Layers* saves)."""
+    viewer.layers.selection.active = viewer.layers[name]
+    assert list(viewer.layers.selection) == [viewer.layers[name]]
+
+
+def test_napari_save_to_a_bad_target_is_a_clear_error(make_napari_viewer, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from napari_hubmap import atomic
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(disc_labels(), name="glomeruli")
+    viewer.add_image(np.zeros((60, 80), np.uint8), name="slide")
+    (tmp_path / "file").write_text("not a folder")
+    select(viewer, "glomeruli")
+    with pytest.warns(UserWarning, match="not a valid writer"):  # no writer of this plugin takes .pdf: napari says so
+        assert viewer.layers.save(str(tmp_path / "out.pdf"), selected=True, plugin="napari-hubmap") == []
+    for suffix in (".tif", ".zarr", ".geojson", ".csv"):  # the folder is a file (was a bare FileExistsError)
+        target = tmp_path / "file" / f"out{suffix}"
+        with pytest.raises(NapariWriteError, match="cannot write here \\(File exists") as caught:
+            viewer.layers.save(str(target), selected=True, plugin="napari-hubmap")
+        assert caught.value.path == str(target)
+    select(viewer, "slide")
+    with pytest.warns(UserWarning, match="not a valid writer"):  # the plugin writes labels, not images
+        assert viewer.layers.save(str(tmp_path / "slide.tif"), selected=True, plugin="napari-hubmap") == []
+
+    class FullDisk:  # atomic.py's os, on a disk that fills as the finished file is put in place
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def replace(source, target):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(atomic, "os", FullDisk())
+    select(viewer, "glomeruli")
+    for suffix in (".tif", ".zarr", ".geojson", ".csv"):  # one clear error naming the target (was a bare OSError)
+        target = tmp_path / f"out{suffix}"
+        with pytest.raises(NapariWriteError, match="cannot write here \\(No space left on device") as caught:
+            viewer.layers.save(str(target), selected=True, plugin="napari-hubmap")
+        assert caught.value.path == str(target)
+    monkeypatch.undo()
+    layer = viewer.layers["glomeruli"]
+    layer.metadata = {"napari_hubmap": {"downscale": 2.0, "slide_shape": [500, 500]}}  # a slide it cannot cover
+    with pytest.raises(NapariWriteError, match="gives") as caught:  # the reason reaches the user (napari made a
+        viewer.layers.save(str(tmp_path / "out.csv"), selected=True, plugin="napari-hubmap")  # ValueError "not a valid writer")
+    assert caught.value.path == str(tmp_path / "out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written left behind

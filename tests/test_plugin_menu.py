@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image
 
 import vendor_slides
-from napari_gui import press_key
+from napari_gui import click, press_key
 from napari_hubmap.sample_data import HUBMAP_TILE
 from test_inference_widget import models_root, synthetic_slide  # noqa: F401 (fixture)
 from test_postprocess_widget import prob_store  # noqa: F401 (fixture)
@@ -79,7 +79,8 @@ def first_action_inference(viewer, qtbot, fixtures):
     panel = dock(viewer, "Inference")
     qtbot.waitUntil(lambda: any(item.text().startswith("tiny") for item in panel.model_items()), timeout=30_000)
     panel.set_checked(["tiny"])
-    panel.run()
+    click(qtbot, panel.run_button)
+    assert panel.running
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert any(layer.name.endswith("probability") for layer in viewer.layers), [layer.name for layer in viewer.layers]
     assert "error" not in panel.status.text().lower()
@@ -100,7 +101,9 @@ def first_action_postprocess(viewer, qtbot, fixtures):
 
 def first_action_review(viewer, qtbot, fixtures):
     panel = dock(viewer, "Review")
-    assert panel.open(fixtures["project_root"]) and panel.index == 0 and len(panel.queue) > 2
+    qtbot.keyClicks(panel.folder, str(fixtures["project_root"]))
+    click(qtbot, panel.open_button)
+    assert panel.slide_id == "kidney" and panel.index == 0 and len(panel.queue) > 2
     press_key(viewer, "Right", alt=True)
     assert panel.index == 1
     press_key(viewer, "D", alt=True)  # drop: persisted, and on to the next tile
@@ -117,7 +120,8 @@ def first_action_training(viewer, qtbot, fixtures):
     panel.data.setText(str(fixtures["data_folder"]))
     for name, value in {**TINY, "epochs": 1}.items():
         getattr(panel, name).setValue(value)
-    panel.start()
+    click(qtbot, panel.start_button)
+    assert panel.running
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.result is not None and (fixtures["isolated_models"] / f"{PRESET}-trained" / "card.json").is_file()
 

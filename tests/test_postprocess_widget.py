@@ -12,6 +12,7 @@ from napari_hubmap.postprocess import PostprocessConfig, postprocess_region, uin
 from napari_hubmap.registry import ModelCard, build_module, save_model
 from napari_hubmap.stores.labels import open_labels
 from napari_hubmap.stores.probability import ProbabilityStore, open_probability
+from napari_gui import click
 
 pytestmark = pytest.mark.gui
 
@@ -160,8 +161,9 @@ def test_apply_to_slide_writes_the_labels_store_and_shows_it(make_napari_viewer,
     viewer, panel = open_panel(make_napari_viewer, qtbot, prob_path)
     panel.watershed.setChecked(True)
     panel.threshold.setValue(0.4)
-    worker = panel.apply_to_slide()
-    assert worker is not None
+    qtbot.waitUntil(lambda: not panel._live_busy and not panel._live_pending, timeout=20_000)
+    click(qtbot, panel.apply_button)
+    assert panel.running and not panel.apply_button.isEnabled()
     qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
     assert panel.error is None and panel.result.objects == 4
     out = prob_path.parent / "kidney.labels.zarr"
@@ -180,13 +182,13 @@ def test_threshold_search_plots_marks_and_saves_the_best(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: panel.gt_source.findText("ground truth") >= 0, timeout=5_000)
     assert panel.gt_source.findText("glomeruli (live)") < 0  # the panel's own layers are no ground truth
     panel.gt_source.setCurrentText("ground truth")
-    panel.find_threshold()
+    click(qtbot, panel.curve_button)
     qtbot.waitUntil(lambda: panel.curve is not None, timeout=20_000)
     assert panel.curve.best_threshold == pytest.approx(0.3) and panel.curve.best_dice == pytest.approx(1.0)
     assert panel.threshold.value() == pytest.approx(0.3)
     assert panel.axes.lines and panel.axes.lines[-1].get_xdata()[0] == pytest.approx(0.3)  # the best, marked
-    saved = panel.save_threshold()
-    assert saved is not None and json.loads((model_dir / "card.json").read_text())["threshold"] == pytest.approx(0.3)
+    click(qtbot, panel.save_button)
+    assert json.loads((model_dir / "card.json").read_text())["threshold"] == pytest.approx(0.3)
 
 
 def test_threshold_search_refuses_ground_truth_of_another_size(make_napari_viewer, qtbot, prob_store):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_hubmap.project import add_slide, init_project, open_edits, open_project
-from napari_gui import press_key
+from napari_gui import click, press_key
 from test_project_manifest import make_inputs
 
 pytestmark = pytest.mark.gui
@@ -45,23 +45,27 @@ def test_open_restores_layers_and_the_camera_walks_the_queue(make_napari_viewer,
     camera = camera_of(viewer)
     first = tuple(camera.center[-2:])
     assert first == pytest.approx(tile_centre_world(panel.queue[0], 1))
-    panel.next()
+    click(qtbot, panel.next_button)
     assert panel.index == 1 and panel.tiles.currentRow() == 1
     assert tuple(camera.center[-2:]) == pytest.approx(tile_centre_world(panel.queue[1], 1)) != first
-    panel.previous()
+    click(qtbot, panel.previous_button)
     assert panel.index == 0 and tuple(camera.center[-2:]) == pytest.approx(first)
 
 
 def test_accept_and_drop_persist_move_on_and_count(make_napari_viewer, qtbot, project_root):
     viewer, panel = open_panel(make_napari_viewer, project_root)
     first, second = panel.queue[0].tile, panel.queue[1].tile
-    panel.drop_button.click()
+    third = panel.queue[2].tile
+    click(qtbot, panel.drop_button)
     assert panel.index == 1 and "dropped 1" in panel.counts.text()
     press_key(viewer, "A", alt=True)  # Alt+A
     assert panel.index == 2 and "accepted 1" in panel.counts.text()
-    assert len(panel.layers["review"].data) == 2
+    click(qtbot, panel.accept_button)
+    assert panel.index == 3 and "accepted 2" in panel.counts.text()
+    assert len(panel.layers["review"].data) == 3
     reopened = open_project(project_root)
     assert reopened.review.state("kidney", first) == "dropped" and reopened.review.state("kidney", second) == "accepted"
+    assert reopened.review.state("kidney", third) == "accepted"
 
 
 def test_painting_is_autosaved_within_two_seconds_and_kept_on_close(make_napari_viewer, qtbot, project_root):
@@ -153,8 +157,6 @@ def test_marking_corrected_on_a_full_disk_is_a_message_and_keeps_the_edits(make_
     state and the queue its place, the edits stay in memory, and the same click succeeds once space is back."""
     import errno
 
-    import numpy as np
-
     from napari_hubmap.errors import HubmapWriteError
 
     viewer, panel = open_panel(make_napari_viewer, project_root)
@@ -166,11 +168,62 @@ def test_marking_corrected_on_a_full_disk_is_a_message_and_keeps_the_edits(make_
         raise HubmapWriteError(panel.store.path, "cannot write: No space left on device", errno.ENOSPC)
 
     monkeypatch.setattr(panel.store, "flush", full_disk)
-    panel.mark("corrected")
+    click(qtbot, panel.corrected_button)
     assert "No space left on device" in panel.status.text() and panel.index == 0
     assert open_project(project_root).review.state("kidney", tile) != "corrected"
     assert panel.store.unsaved and panel.store.read(0, 8, 0, 8).min() == 7
     monkeypatch.setattr(panel.store, "flush", real_flush)
-    panel.mark("corrected")
+    click(qtbot, panel.corrected_button)
     assert panel.index == 1 and open_project(project_root).review.state("kidney", tile) == "corrected"
     assert not panel.store.unsaved
+
+
+def canvas_point(viewer, y: float, x: float):
+    """The canvas widget's pixel (a QPoint) that shows world position (y, x) in the 2D view."""
+    from qtpy.QtCore import QPoint
+
+    canvas = viewer.window._qt_viewer.canvas  # the test (not the plugin) may reach the canvas
+    to_canvas = canvas.view.transform * canvas.view.scene.transform  # world (x, y) -> canvas pixels
+    cx, cy = to_canvas.map([x, y])[:2]
+    return QPoint(round(cx), round(cy))
+
+
+def drag_on_canvas(viewer, qtbot, points) -> None:
+    """Press the left mouse button at the first world point, move through the others, release at the last."""
+    from qtpy.QtCore import Qt
+
+    native = viewer.window._qt_viewer.canvas.native
+    left, none = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    qtbot.mousePress(native, left, none, canvas_point(viewer, *points[0]))
+    for point in points[1:]:
+        qtbot.mouseMove(native, canvas_point(viewer, *point))
+        qtbot.wait(20)  # napari takes mouse moves at most every 5 ms (a hand is slower)
+    qtbot.mouseRelease(native, left, none, canvas_point(viewer, *points[-1]))
+
+
+def test_a_brush_stroke_with_the_mouse_reaches_the_store_and_ctrl_z_takes_it_back(make_napari_viewer, qtbot,
+                                                                                  project_root):
+    from napari.layers.labels._labels_constants import Mode
+
+    viewer, panel = open_panel(make_napari_viewer, project_root)
+    edits = panel.layers["edits"]
+    viewer.scene.camera.center, viewer.scene.camera.zoom = (150, 150), 2.0  # 2 screen pixels a slide pixel
+    edits.mode, edits.selected_label, edits.brush_size = Mode.PAINT, 5, 5
+    assert not (np.asarray(edits.data[140:161, 100:201]) == 5).any()
+    drag_on_canvas(viewer, qtbot, [(150, 110 + 10 * step) for step in range(9)])  # a stroke along row 150
+    painted = np.asarray(edits.data[:]) == 5
+    rows, columns = np.nonzero(painted)
+    assert set(rows) == set(range(148, 153)) and columns.min() == 108 and columns.max() == 192  # the brush's width
+    assert painted[150, 108:193].all()  # no gap between the mouse moves
+    stroke_saved = f"All edits saved (#{panel.store.sequence})"  # the autosave that holds the whole stroke
+    qtbot.waitUntil(lambda: panel.save_status.text() == stroke_saved, timeout=5_000)
+    store = open_edits(open_project(project_root), "kidney", read_only=True)
+    assert np.array_equal(store.read(140, 161, 100, 201) == 5, painted[140:161, 100:201])  # autosaved to disk
+    store.close()
+
+    press_key(viewer, "Z", control=True)  # the whole stroke is one undo step
+    assert not (np.asarray(edits.data[:]) == 5).any()
+    panel.close_project()
+    store = open_edits(open_project(project_root), "kidney", read_only=True)
+    assert not (store.read(140, 161, 100, 201) == 5).any()
+    store.close()

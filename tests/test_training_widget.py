@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_gui import click
+
 pytestmark = pytest.mark.gui
 
 PRESET = "unet-resnet18"
@@ -51,7 +53,7 @@ def isolated_models(tmp_path, monkeypatch):
 def open_panel(make_napari_viewer, qtbot, data=None, **settings):
     from napari_hubmap._widgets.training_panel import PRESET_KIND, TrainingPanel
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown: the tests press the dock's buttons
     panel = TrainingPanel(viewer)
     viewer.window.add_dock_widget(panel, name="Training")
     qtbot.waitUntil(lambda: panel.models_folder is not None, timeout=30_000)
@@ -73,7 +75,8 @@ def process_gone(pid: int) -> bool:
 
 def test_panel_builds_the_trainer_command(make_napari_viewer, qtbot, isolated_models, data_folder):
     viewer, panel = open_panel(make_napari_viewer, qtbot)
-    assert panel.start() is None and "folder" in panel.status.text()  # no data yet
+    click(qtbot, panel.start_button)
+    assert not panel.running and "folder" in panel.status.text()  # no data yet
     panel.data.setText(str(data_folder))
     panel.epochs.setValue(3)
     panel.lr.setValue(0.0005)
@@ -125,7 +128,9 @@ def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isol
     # for may outlast the kill deadline, which would turn this into the kill path
     monkeypatch.setattr(training_panel, "KILL_AFTER_S", 300.0)
     viewer, panel = open_panel(make_napari_viewer, qtbot, data_folder, epochs=50)
-    process = panel.start()
+    click(qtbot, panel.start_button)
+    process = panel.process
+    assert panel.running and not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: process.processId() > 0, timeout=10_000)
     pid = process.processId()
     qtbot.waitUntil(lambda: len(panel.curves.epochs) >= 1, timeout=90_000)
@@ -135,7 +140,7 @@ def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isol
     assert len(panel.curves.steps[0]) >= 2 and len(panel.curves.epoch_loss_line.get_xdata()) == 1
     assert "Epoch" in panel.status.text()
 
-    panel.cancel_button.click()
+    click(qtbot, panel.cancel_button)
     qtbot.waitUntil(lambda: not panel.running, timeout=300_000)
     assert panel.status.text() == CANCELLED_MESSAGE
     assert process_gone(pid) and process.exitCode() == 130
@@ -144,7 +149,7 @@ def test_progress_curves_cancel_resume_and_close(make_napari_viewer, qtbot, isol
     history = json.loads((checkpoint_of(out) / "state.json").read_text())["history"]
     assert history[0]["epoch"] == 1 and plotted_dice == pytest.approx(history[0]["val_dice"])  # what the trainer measured
 
-    panel.start_button.click()
+    click(qtbot, panel.start_button)
     qtbot.waitUntil(lambda: any(e["event"] == "start" for e in panel.events), timeout=60_000)
     start = next(e for e in panel.events if e["event"] == "start")
     assert start["resumed_at"] >= 1 and "resumed after epoch" in panel.status.text()
