@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .clock import now_iso
 from .tiles import grid_shape, parse_tile_key, tile_grid, tile_of_key
 
@@ -49,11 +50,7 @@ class ReviewState:
         path = Path(project.root) / REVIEW
         if not path.exists():
             return cls(project)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HubmapInputError(path, f"corrupt JSON ({exc})") from None
-        return cls(project, _validate(project, path, data))
+        return cls(project, _validate(project, path, load_json(path, "review file")))
 
     def entry(self, slide_id: str, key: str) -> dict | None:
         return self.slides.get(slide_id, {}).get(key)
@@ -111,6 +108,8 @@ def _validate(project, path: Path, data) -> dict:
                 fail(f"slides.{slide_id}: tile {key} is outside the {rows}x{cols} grid")
             if not isinstance(entry, dict) or entry.get("state") not in STATES:
                 fail(f"slides.{slide_id}.{key}: state must be one of {', '.join(STATES)}")
+            if not isinstance(entry.get("history", []), list):  # set_state extends it
+                fail(f"slides.{slide_id}.{key}: history must be a list")
     return slides
 
 
