@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome = "FAILED" if name in failed else "passed"
         print(f"{name:<{width}}  {counts['examples']:>8}  {counts['failing']:>7}  {outcome}")
     total = sum(c["examples"] for c in figures.values())
+    regressions = failed - figures.keys()
     print(f"{'total':<{width}}  {total:>8}  {sum(c['failing'] for c in figures.values()):>7}  "
-          f"{len(failed)} of {len(figures)} properties failed, {seconds:.0f} s")
+          f"{len(failed & figures.keys())} of {len(figures)} properties failed, {seconds:.0f} s")
+    if regressions:
+        print(f"named regression tests failed: {', '.join(sorted(regressions))}")
     if status != 0:
         print(output[-6000:], file=sys.stderr)  # the falsifying examples and their tracebacks
     out = ROOT / "bench-out" / "fuzz_json_campaign.json"

@@ -306,12 +306,11 @@ class _Fields:
             self.fail(f"{self.name(key)} must be a finite number {rule}, got {_short(value)}")
         return number
 
-    def whole(self, key: str, *, low: int = 0, high: int | None = None, optional: bool = False, default=None):
-        """A whole number in [low, high] (no upper bound when ``high`` is None)."""
+    def whole(self, key: str, *, low: int = 0, optional: bool = False, default=None):
+        """A whole number >= ``low``."""
         value = self.get(key, int, optional=optional, default=default)
-        if value is not None and not (low <= value and (high is None or value <= high)):
-            upper = "" if high is None else f" and <= {high}"
-            self.fail(f"{self.name(key)} must be a whole number >= {low}{upper}, got {_short(value)}")
+        if value is not None and value < low:
+            self.fail(f"{self.name(key)} must be a whole number >= {low}, got {_short(value)}")
         return value
 
     def sub(self, key: str, value=_UNSET, index: int | None = None) -> "_Fields":
