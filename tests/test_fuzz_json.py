@@ -170,8 +170,16 @@ def _mutation(draw, doc):
         new = draw(json_values)
         return _replace(doc, path, lambda _: new)
     if kind == "empty":
-        return _replace(doc, path, lambda old: type(old)() if isinstance(old, (list, dict, str)) else None)
+        return _replace(doc, path, _emptied)
     return _replace(doc, path, lambda old: [old])
+
+
+def _emptied(value):
+    """The empty value of ``value``'s JSON type (null for numbers, true/false and null)."""
+    for kind in (dict, list, str):
+        if isinstance(value, kind):
+            return kind()
+    return None
 
 
 def _dumps(doc) -> bytes:
@@ -455,6 +463,19 @@ def test_geojson_writer_keeps_integral_coordinates_beyond_int64(tmp_path):
     write_geojson(tmp_path / "out.geojson", annotations_to_feature_collection([Annotation(square, "G")]))
     ring = json.loads((tmp_path / "out.geojson").read_text())["features"][0]["geometry"]["coordinates"][0]
     assert ring[0] == [1e19, 1e19] and min(min(p) for p in ring) > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*have no classification")
+@pytest.mark.parametrize("ring", [[[0, 0], [0, 7.699267574412883e-62], [1, 0]],  # found by the 2000-example campaign
+                                  [[0, 0], [1000, 0.00002], [1000, 0.00004]]])
+def test_polygons_thinner_than_a_ten_thousandth_survive_a_write_and_read(tmp_path, ring):
+    """The writer rounded coordinates to 4 decimals: such a polygon collapsed and read back as nothing."""
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps([{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}}]))
+    (read,) = read_annotation_file(source).annotations
+    write_geojson(tmp_path / "out.geojson", annotations_to_feature_collection([read]))
+    (back,) = read_annotation_file(tmp_path / "out.geojson").annotations
+    assert back.geometry.equals_exact(read.geometry, 0)
 
 
 def test_bom_and_utf16_annotation_files_are_read(tmp_path):

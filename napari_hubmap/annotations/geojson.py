@@ -453,11 +453,12 @@ def _polygon_json(polygon: Polygon) -> list:
 
 
 def _ring_json(ring) -> list:
-    """The ring's points, whole numbers written as ints (exactly: floats beyond 2^53 stay floats)."""
+    """The ring's points, exactly: whole numbers as ints (floats beyond 2^53 stay floats), others unrounded (rounding
+    to a few decimals collapsed polygons thinner than the last decimal, which then read back as nothing)."""
     points = np.asarray(ring.coords, dtype=float)[:, :2]
     if np.array_equal(points, np.round(points)) and np.abs(points).max(initial=0) < 2.0**53:
         return points.astype(np.int64).tolist()
-    return np.round(points, 4).tolist()
+    return points.tolist()
 
 
 def annotations_to_feature_collection(annotations: Iterable[Annotation]) -> dict:
