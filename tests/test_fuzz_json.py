@@ -150,10 +150,15 @@ def _replace(value, path: tuple, change):
 
 
 def _mutation(draw, doc):
-    """One structural change at a random place of ``doc``: drop, duplicate, retype or replace a value."""
+    """One structural change at a random place of ``doc``: drop, duplicate or rename a key (drop or repeat an
+    array item), retype or replace a value."""
     path = draw(st.sampled_from(_paths(doc)))
-    kind = draw(st.sampled_from(["drop", "duplicate", "odd", "random", "empty", "wrap"]))
-    if kind in ("drop", "duplicate") and path:
+    kind = draw(st.sampled_from(["drop", "duplicate", "rename", "odd", "random", "empty", "wrap"]))
+    if kind == "rename" and path and isinstance(path[-1], str):
+        new_key = draw(st.text(max_size=12))
+        return _replace(doc, path[:-1], lambda container: {new_key if k == path[-1] else k: v
+                                                            for k, v in container.items()})
+    if kind in ("drop", "duplicate", "rename") and path:
         parent, key = path[:-1], path[-1]
 
         def edit(container):
@@ -478,6 +483,12 @@ def test_polygons_thinner_than_a_ten_thousandth_survive_a_write_and_read(tmp_pat
     assert back.geometry.equals_exact(read.geometry, 0)
 
 
+def test_a_key_with_a_newline_stays_on_the_error_line(tmp_path):
+    """Found by the 2000-example campaign (seed 777): {"\\n": null} listed its keys raw, a two-line error."""
+    problem = _read_error(tmp_path, json.dumps({"\n": None, "a" * 100: 1}).encode())
+    assert "got a JSON object with keys: " in problem and "'\\n'" in problem and "a" * 41 not in problem
+
+
 def test_bom_and_utf16_annotation_files_are_read(tmp_path):
     for name, content in [("bom.json", b"\xef\xbb\xbf" + WRITTEN_GEOJSON),
                           ("utf16.json", WRITTEN_GEOJSON.decode().encode("utf-16"))]:
@@ -566,6 +577,19 @@ def test_review_history_that_is_not_a_list_is_one_error(tmp_path):
     (tmp_path / "review.json").write_text(json.dumps(review))
     with pytest.raises(HubmapInputError, match=r"review.json: slides.kidney.0,1: history must be a list"):
         Project.open(tmp_path, verify=False)
+
+
+def test_a_review_key_with_a_newline_stays_on_the_error_line(tmp_path):
+    review = json.loads(REVIEW_SEED)
+    review["slides"]["kidney"]["0,\n999"] = {"state": "dropped"}
+    review["slides"]["kid\nney"] = {}
+    (tmp_path / "project.json").write_bytes(MANIFEST_SEED)
+    for without in ("kid\nney", "0,\n999"):
+        shown = {**review, "slides": {k: v for k, v in review["slides"].items() if k != without}}
+        (tmp_path / "review.json").write_text(json.dumps(shown))
+        with pytest.raises(HubmapInputError) as error:
+            Project.open(tmp_path, verify=False)
+        assert "\n" not in str(error.value) and "\\n" in str(error.value)
 
 
 def test_review_file_nested_thousands_deep_is_one_error(tmp_path):

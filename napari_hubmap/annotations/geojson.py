@@ -118,7 +118,7 @@ def _features_of(data: Any, path) -> list:
             return data["features"]
         if data.get("type") == "Feature" or "geometry" in data or data.get("type") in POLYGONAL:
             return [data]
-        keys = ", ".join(sorted(map(str, data))) or "none"
+        keys = ", ".join(_shown_key(key) for key in sorted(data)[:20]) + (", ..." if len(data) > 20 else "") or "none"
         raise HubmapInputError(
             path,
             "not polygon annotations: expected a GeoJSON FeatureCollection, a Feature, a list of "
@@ -127,6 +127,13 @@ def _features_of(data: Any, path) -> list:
     raise HubmapInputError(
         path, f"not polygon annotations: expected a list or object, got JSON {type(data).__name__}"
     )
+
+
+def _shown_key(key: str) -> str:
+    """A JSON key for an error line: as is when printable, else quoted with escapes (a newline would split the
+    line); long ones cut."""
+    shown = key if key.isprintable() else repr(key)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _feature_geometry(feature: Any, index: int, path) -> dict:

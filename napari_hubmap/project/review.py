@@ -79,8 +79,8 @@ class ReviewState:
 
 
 def _validate(project, path: Path, data) -> dict:
-    def fail(problem):
-        raise HubmapInputError(path, problem)
+    def fail(problem):  # keys are the file's own text: a newline in one must not split the error line
+        raise HubmapInputError(path, problem.replace("\r", "\\r").replace("\n", "\\n"))
 
     if not isinstance(data, dict) or data.get("kind") != KIND:
         fail(f"not a napari-hubmap review file (kind must be {KIND!r})")
