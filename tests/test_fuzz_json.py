@@ -643,6 +643,12 @@ def test_card_tile_of_a_billion_pixels_is_refused(tmp_path):
     assert "card field 'tile': must be >= 1 and <= 16384" in _card_error(tmp_path, tile=10**9, overlap=0)
 
 
+def test_a_normalisation_key_with_a_newline_stays_on_the_error_line(tmp_path):
+    """Found by the 2000-example campaign (seed 4242): the normalisation's keys were listed raw, a two-line error."""
+    problem = _card_error(tmp_path, normalization={"mean\n": [0.5], "std": [0.25], "max_pixel_value": 255})
+    assert "needs exactly the keys mean, std, max_pixel_value, got 'mean\\n', max_pixel_value, std" in problem
+
+
 def test_card_nested_thousands_deep_is_one_error(tmp_path):
     (tmp_path / "card.json").write_bytes(_dumps({**json.loads(CARD_SEED), "notes": DEEP_MARK}))
     with pytest.raises(HubmapInputError, match="the model card is nested more than 64 levels deep"):

@@ -296,7 +296,7 @@ def _checked_normalization(normalization: dict, in_channels: int) -> dict:
         raise HubmapInputError(
             None,
             f"card field 'normalization': needs exactly the keys {', '.join(NORMALIZATION_KEYS)}, "
-            f"got {', '.join(sorted(keys)) or 'none'}",
+            f"got {', '.join(sorted(map(_shown_key, keys))) or 'none'}",
         )
     result = {"max_pixel_value": normalization["max_pixel_value"]}
     if not _is_positive_number(result["max_pixel_value"]):
@@ -307,6 +307,12 @@ def _checked_normalization(normalization: dict, in_channels: int) -> dict:
     if any(value <= 0 for value in result["std"]):
         raise HubmapInputError(None, "card field 'normalization': std values must be > 0")
     return result
+
+
+def _shown_key(key: str) -> str:
+    """A key of the card for an error line: as is when printable, else quoted with escapes (a newline in it would
+    split the line)."""
+    return key if key.isprintable() else repr(key)
 
 
 def _per_channel(key: str, values: Any, in_channels: int) -> list[float]:
