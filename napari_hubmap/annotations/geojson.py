@@ -26,8 +26,9 @@ from skimage import measure
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .labelme import is_labelme, labelme_annotations
-from .polygons import POLYGONAL, Annotation, AnnotationFile, valid_polygonal
+from .polygons import POLYGONAL, Annotation, AnnotationFile, check_coordinates, valid_polygonal
 
 __all__ = [
     "Annotation",
@@ -40,6 +41,9 @@ __all__ = [
     "annotations_to_feature_collection",
     "write_geojson",
 ]
+
+_NUMBERS = (int, float)
+"""What a coordinate may be: JSON numbers, not true/false (parsed JSON holds exactly these types)."""
 
 _CLASS_COLORS = {
     "Glomerulus": [255, 0, 0],
@@ -65,7 +69,7 @@ def read_annotation_file(path: str | os.PathLike, labels: Iterable[str] | None =
     the objects of those classes; None keeps every object. Anything else that is wrong raises
     :class:`HubmapInputError` naming the file and the problem.
     """
-    data = _load_json(path)
+    data = load_json(path, "polygon annotation file")
     if is_labelme(data):
         result = AnnotationFile(*labelme_annotations(data, path))
     else:
@@ -106,24 +110,6 @@ def _geojson_annotations(data: Any, path) -> list[Annotation]:
     return annotations
 
 
-def _load_json(path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read())
-    except FileNotFoundError:
-        raise HubmapInputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise HubmapInputError(path, "is a folder, not a JSON file") from None
-    except UnicodeDecodeError:
-        raise HubmapInputError(path, "not a JSON file (not UTF-8 text)") from None
-    except json.JSONDecodeError as exc:
-        raise HubmapInputError(
-            path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except OSError as exc:
-        raise HubmapInputError(path, f"cannot read file ({exc.strerror or exc})") from None
-
-
 def _features_of(data: Any, path) -> list:
     if isinstance(data, list):
         return data
@@ -132,7 +118,7 @@ def _features_of(data: Any, path) -> list:
             return data["features"]
         if data.get("type") == "Feature" or "geometry" in data or data.get("type") in POLYGONAL:
             return [data]
-        keys = ", ".join(sorted(map(str, data))) or "none"
+        keys = ", ".join(_shown_key(key) for key in sorted(data)[:20]) + (", ..." if len(data) > 20 else "") or "none"
         raise HubmapInputError(
             path,
             "not polygon annotations: expected a GeoJSON FeatureCollection, a Feature, a list of "
@@ -141,6 +127,13 @@ def _features_of(data: Any, path) -> list:
     raise HubmapInputError(
         path, f"not polygon annotations: expected a list or object, got JSON {type(data).__name__}"
     )
+
+
+def _shown_key(key: str) -> str:
+    """A JSON key for an error line: as is when printable, else quoted with escapes (a newline would split the
+    line); long ones cut."""
+    shown = key if key.isprintable() else repr(key)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _feature_geometry(feature: Any, index: int, path) -> dict:
@@ -197,18 +190,29 @@ def _polygon(rings: Any, index: int, path) -> Polygon:
 
 
 def _ring(ring: Any, index: int, path) -> np.ndarray:
-    try:
-        points = np.asarray(ring)
-    except (ValueError, TypeError):
-        points = None
-    if points is None or points.ndim != 2 or points.shape[1] < 2 or points.dtype.kind not in "iuf":
+    """A ring's [x, y] points (float); a third coordinate (z) is dropped."""
+    if not isinstance(ring, list) or not all(_is_position(point) for point in ring):
         raise HubmapInputError(
             path, f"feature {index + 1}: coordinates are not a list of numeric [x, y] points"
         )
-    points = points[:, :2].astype(float)
-    if not np.isfinite(points).all():
-        raise HubmapInputError(path, f"feature {index + 1}: coordinates contain NaN or infinity")
-    return points
+    try:
+        points = _xy_array(ring)
+    except OverflowError:  # an integer literal beyond float's range
+        raise HubmapInputError(path, f"feature {index + 1}: a coordinate is beyond ±2^31 pixels") from None
+    return check_coordinates(points, path, f"feature {index + 1}")
+
+
+def _xy_array(positions: list) -> np.ndarray:
+    """(n, 2) float array of the x, y of positions already checked by :func:`_is_position`."""
+    try:
+        return np.asarray(positions, dtype=float).reshape(len(positions), -1)[:, :2]  # all of one length: fast
+    except (ValueError, OverflowError):  # some have a z (or a z beyond float's range): x, y only
+        return np.asarray([position[:2] for position in positions], dtype=float).reshape(-1, 2)
+
+
+def _is_position(point: Any) -> bool:
+    """A GeoJSON position: a list of 2 or more numbers, x and y not true/false (as parsed JSON holds them)."""
+    return type(point) is list and len(point) >= 2 and type(point[0]) in _NUMBERS and type(point[1]) in _NUMBERS
 
 
 def _properties_of(feature: dict) -> dict:
@@ -456,10 +460,12 @@ def _polygon_json(polygon: Polygon) -> list:
 
 
 def _ring_json(ring) -> list:
+    """The ring's points, exactly: whole numbers as ints (floats beyond 2^53 stay floats), others unrounded (rounding
+    to a few decimals collapsed polygons thinner than the last decimal, which then read back as nothing)."""
     points = np.asarray(ring.coords, dtype=float)[:, :2]
-    if np.array_equal(points, np.round(points)):
+    if np.array_equal(points, np.round(points)) and np.abs(points).max(initial=0) < 2.0**53:
         return points.astype(np.int64).tolist()
-    return np.round(points, 4).tolist()
+    return points.tolist()
 
 
 def annotations_to_feature_collection(annotations: Iterable[Annotation]) -> dict:

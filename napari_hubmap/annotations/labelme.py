@@ -19,7 +19,7 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from ..errors import HubmapInputError
-from .polygons import Annotation, valid_polygonal
+from .polygons import Annotation, check_coordinates, valid_polygonal
 
 __all__ = ["check_image_size", "is_labelme", "labelme_annotations", "recorded_image_shape"]
 
@@ -89,7 +89,11 @@ def _shape_polygon(shape: Any, index: int, path) -> tuple[str, Polygon | None]:
         raise HubmapInputError(
             path, f"{_name(shape, index)}: a {kind} needs exactly {_POINT_COUNTS[kind]} points, got {len(points)}"
         )
-    return kind, _rectangle(points) if kind == "rectangle" else _circle(points)
+    if kind == "rectangle":
+        return kind, _rectangle(points)
+    circle = _circle(points)
+    check_coordinates(np.asarray(circle.exterior.coords), path, _name(shape, index))
+    return kind, circle
 
 
 def _points(shape: dict, index: int, path) -> np.ndarray:
@@ -98,10 +102,11 @@ def _points(shape: dict, index: int, path) -> np.ndarray:
         raise HubmapInputError(path, f"{_name(shape, index)} has no points")
     if not isinstance(raw, list) or not all(_is_pair(point) for point in raw):
         raise HubmapInputError(path, f"{_name(shape, index)}: points are not a list of numeric [x, y] pairs")
-    points = np.asarray(raw, dtype=float)
-    if not np.isfinite(points).all():
-        raise HubmapInputError(path, f"{_name(shape, index)}: points contain NaN or infinity")
-    return points
+    try:
+        points = np.asarray(raw, dtype=float)
+    except OverflowError:  # an integer literal beyond float's range
+        raise HubmapInputError(path, f"{_name(shape, index)}: a coordinate is beyond ±2^31 pixels") from None
+    return check_coordinates(points, path, _name(shape, index), "points")
 
 
 def _is_pair(point: Any) -> bool:

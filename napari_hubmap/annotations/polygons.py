@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-__all__ = ["POLYGONAL", "Annotation", "AnnotationFile", "valid_polygonal"]
+from ..errors import HubmapInputError
+
+__all__ = ["MAX_COORDINATE", "POLYGONAL", "Annotation", "AnnotationFile", "check_coordinates", "valid_polygonal"]
 
 POLYGONAL = ("Polygon", "MultiPolygon")
 """The geometry types an annotation may have."""
+
+MAX_COORDINATE = 2.0**31
+"""The largest pixel coordinate (either sign) a polygon may have: some thousand times the side of the largest
+slide, and small enough that areas, rasterising and writing back stay exact and finite."""
 
 
 @dataclass
@@ -33,6 +40,18 @@ class AnnotationFile:
 
     annotations: list[Annotation]
     image_shape: tuple[int, int] | None = None
+
+
+def check_coordinates(points: np.ndarray, path, where: str, noun: str = "coordinates") -> np.ndarray:
+    """``points`` (float [x, y] rows) when every coordinate is finite and within :data:`MAX_COORDINATE`;
+    errors say ``where`` and call the values ``noun``."""
+    if not np.isfinite(points).all():
+        raise HubmapInputError(path, f"{where}: {noun} contain NaN or infinity")
+    if points.size and np.abs(points).max() > MAX_COORDINATE:
+        raise HubmapInputError(
+            path, f"{where}: coordinate {np.abs(points).max():g} is beyond ±2^31 pixels, not a slide's pixel coordinate"
+        )
+    return points
 
 
 def valid_polygonal(shape) -> Polygon | MultiPolygon | None:

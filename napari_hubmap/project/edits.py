@@ -51,6 +51,7 @@ import zarr
 
 from ..atomic import atomic_path, write_failures, write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from ..locks import FolderLock
 from .clock import now_iso
 
@@ -83,11 +84,15 @@ def _write_durable(path: Path, data: bytes) -> None:
 
 
 def read_journal(path) -> dict | None:
-    """The store's ``journal.json`` (None when absent or unreadable)."""
+    """The store's ``journal.json``: None when absent, unreadable, or not an object whose ``format_version``
+    and ``sequence`` (where present) are whole numbers."""
     try:
-        return json.loads((Path(path) / JOURNAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        journal = load_json(Path(path) / JOURNAL, "edits journal")
+    except HubmapInputError:
         return None
+    if not isinstance(journal, dict) or any(type(journal.get(key, 0)) is not int for key in ("format_version", "sequence")):
+        return None
+    return journal
 
 
 class EditStore:

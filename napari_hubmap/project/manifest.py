@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .clock import now_iso  # also imported from here (project.build)
 
 KIND = "napari-hubmap-project"
@@ -54,6 +55,8 @@ DEFAULT_DOWNSCALE = 2.0
 """A new project's working scale (full-resolution pixels per pixel) when neither it nor a prediction gives one."""
 DEFAULT_TILE = 512
 """A new project's review tile size at the working scale."""
+MAX_SIDE = 2**31 - 1
+"""The longest slide side (pixels) a manifest may record: beyond any slide, and where sizes stop fitting int32."""
 
 
 # ----------------------------------------------------------------------------------------------- hashes
@@ -234,13 +237,7 @@ class Project:
             raise HubmapInputError(root, "not a project folder (not found)" if not root.exists() else "not a folder")
         if not path.is_file():
             raise HubmapInputError(path, "not found: not a napari-hubmap project (run `napari-hubmap project init`)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise HubmapInputError(path, f"not UTF-8 text ({exc.reason})") from None
-        except json.JSONDecodeError as exc:
-            raise HubmapInputError(path, f"corrupt JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        project = _parse(root, path, data)
+        project = _parse(root, path, load_json(path, "project manifest"))
         from .review import ReviewState
 
         project.review = ReviewState.load(project)
@@ -295,7 +292,25 @@ class _Fields:
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             self.fail(f"{self.name(key)} must be {_type_names(types)}, got {value!r}")
         if not isinstance(value, types):
-            self.fail(f"{self.name(key)} must be {_type_names(types)}, got {type(value).__name__} {value!r}")
+            self.fail(f"{self.name(key)} must be {_type_names(types)}, got {type(value).__name__} {_short(value)}")
+        return value
+
+    def number(self, key: str, rule: str, within, *, optional: bool = False, default=None) -> float | None:
+        """A finite number (a float) for which ``within`` holds, ``rule`` saying which ("> 0"); NaN, infinity
+        and ints too big for a float are refused."""
+        value = self.get(key, (int, float), optional=optional, default=default)
+        if value is None:
+            return None
+        number = _finite_float(value)
+        if number is None or not within(number):
+            self.fail(f"{self.name(key)} must be a finite number {rule}, got {_short(value)}")
+        return number
+
+    def whole(self, key: str, *, low: int = 0, optional: bool = False, default=None):
+        """A whole number >= ``low``."""
+        value = self.get(key, int, optional=optional, default=default)
+        if value is not None and value < low:
+            self.fail(f"{self.name(key)} must be a whole number >= {low}, got {_short(value)}")
         return value
 
     def sub(self, key: str, value=_UNSET, index: int | None = None) -> "_Fields":
@@ -324,8 +339,19 @@ class _Fields:
         return value
 
 
-def _optional_float(value) -> float | None:
-    return None if value is None else float(value)
+def _finite_float(value) -> float | None:
+    """``value`` (an int or float) as a float, None when it is NaN, infinite or too big for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to 60 characters (a 400-digit number, a long list)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def check_inside(root: Path, value: str, manifest: Path, name: str) -> None:
@@ -355,17 +381,13 @@ def _parse(root: Path, manifest: Path, data) -> Project:
         top.fail(f"kind is {kind!r}, not {KIND!r}: not a napari-hubmap project manifest")
     version = top.get("format_version", int)
     if version > FORMAT_VERSION:
-        top.fail(f"format_version {version} was written by a newer napari-hubmap; this version reads up to "
+        top.fail(f"format_version {_short(version)} was written by a newer napari-hubmap; this version reads up to "
                  f"{FORMAT_VERSION} (upgrade napari-hubmap; nothing was changed)")
     if version < 1:
         top.fail(f"format_version must be >= 1, got {version}")
     tiles = top.sub("tiles")
-    size = tiles.get("size", int)
-    downscale = float(tiles.get("downscale", (int, float)))
-    if size < 16:
-        tiles.fail(f"tiles.size must be >= 16, got {size}")
-    if not downscale >= 1:
-        tiles.fail(f"tiles.downscale must be >= 1, got {downscale}")
+    size = tiles.whole("size", low=16)
+    downscale = tiles.number("downscale", ">= 1", lambda v: v >= 1)
     models = top.get("models", list, optional=True, default=[])
     slides_raw = top.get("slides", list)
     slides: list[SlideEntry] = []
@@ -389,40 +411,37 @@ def _parse_slide(f: _Fields) -> SlideEntry:
     algorithm = h.get("algorithm", str)
     if algorithm not in (FULL_HASH, QUICK_HASH):
         h.fail(f"{h.name('algorithm')} {algorithm!r} is not {FULL_HASH!r} or {QUICK_HASH!r}")
-    file_hash_ = FileHash(algorithm, h.get("value", str), h.get("size", int))
+    file_hash_ = FileHash(algorithm, h.get("value", str), h.whole("size"))
     shape = f.get("shape", list)
-    if len(shape) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        f.fail(f"{f.name('shape')} must be [height, width] (positive whole numbers), got {shape!r}")
-    mpp = f.get("mpp", (int, float), optional=True)
+    if len(shape) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in shape):
+        f.fail(f"{f.name('shape')} must be [height, width] (whole numbers from 1 to {MAX_SIDE}), got {_short(shape)}")
+    mpp = f.number("mpp", "> 0 (µm/px)", lambda v: v > 0, optional=True)
     mpp_source = f.get("mpp_source", str, optional=True, default=None if mpp is None else "file")
     if mpp_source not in (None, "option", "file") or (mpp_source is None) != (mpp is None):
         f.fail(f"{f.name('mpp_source')} must be 'option' or 'file' with a µm/px, null without, got {mpp_source!r}")
-    mpp_file = f.get("mpp_file", (int, float), optional=True, default=mpp if mpp_source == "file" else None)
+    mpp_file = f.number("mpp_file", "> 0 (µm/px)", lambda v: v > 0, optional=True,
+                        default=mpp if mpp_source == "file" else None)
     gt = None
     if f.data.get("ground_truth") is not None:
         g = f.sub("ground_truth")
         gt = GroundTruth(file=g.inside("file"), original=g.get("original", str), sha256=g.get("sha256", str),
-                         labels=g.inside("labels"), objects=g.get("objects", int),
+                         labels=g.inside("labels"), objects=g.whole("objects"),
                          rle_id=g.get("rle_id", str, optional=True),
-                         median_area=_optional_float(g.get("median_area", (int, float), optional=True)))
+                         median_area=g.number("median_area", ">= 0", lambda v: v >= 0, optional=True))
     predictions = []
     for index, raw in enumerate(f.get("predictions", list, optional=True, default=[])):
         p = f.sub("predictions", raw, index)
-        threshold = float(p.get("threshold", (int, float)))
-        if not 0 <= threshold <= 1:
-            p.fail(f"{p.name('threshold')} must be in [0, 1], got {threshold}")
-        level = p.get("level", int, optional=True, default=0)
-        if level < 0:
-            p.fail(f"{p.name('level')} must be >= 0, got {level}")
+        threshold = p.number("threshold", "in [0, 1]", lambda v: 0 <= v <= 1)
+        level = p.whole("level", optional=True, default=0)
         predictions.append(PredictionEntry(
             path=p.external("path"), level=level, threshold=threshold,
             models=p.get("models", list, optional=True, default=[]), pseudo_labels=p.inside("pseudo_labels", optional=True),
             postprocess=p.get("postprocess", dict, optional=True),
         ))
     return SlideEntry(id=slide_id, path=f.external("path"), hash=file_hash_, shape=(shape[0], shape[1]),
-                      mpp=None if mpp is None else float(mpp), ground_truth=gt, predictions=predictions,
+                      mpp=mpp, ground_truth=gt, predictions=predictions,
                       edits=f.inside("edits"), added=f.get("added", str, optional=True, default=""),
-                      mpp_source=mpp_source, mpp_file=None if mpp_file is None else float(mpp_file))
+                      mpp_source=mpp_source, mpp_file=mpp_file)
 
 
 # ----------------------------------------------------------------------------------------------- checks

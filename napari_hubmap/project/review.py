@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .clock import now_iso
 from .locking import project_lock
 from .tiles import grid_shape, parse_tile_key, tile_grid, tile_of_key
@@ -45,11 +46,7 @@ class ReviewState:
         path = Path(project.root) / REVIEW
         if not path.exists():
             return cls(project)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HubmapInputError(path, f"corrupt JSON ({exc})") from None
-        return cls(project, _validate(project, path, data))
+        return cls(project, _validate(project, path, load_json(path, "review file")))
 
     def entry(self, slide_id: str, key: str) -> dict | None:
         return self.slides.get(slide_id, {}).get(key)
@@ -78,8 +75,8 @@ class ReviewState:
 
 
 def _validate(project, path: Path, data) -> dict:
-    def fail(problem):
-        raise HubmapInputError(path, problem)
+    def fail(problem):  # keys are the file's own text: a newline in one must not split the error line
+        raise HubmapInputError(path, problem.replace("\r", "\\r").replace("\n", "\\n"))
 
     if not isinstance(data, dict) or data.get("kind") != KIND:
         fail(f"not a napari-hubmap review file (kind must be {KIND!r})")
@@ -107,6 +104,8 @@ def _validate(project, path: Path, data) -> dict:
                 fail(f"slides.{slide_id}: tile {key} is outside the {rows}x{cols} grid")
             if not isinstance(entry, dict) or entry.get("state") not in STATES:
                 fail(f"slides.{slide_id}.{key}: state must be one of {', '.join(STATES)}")
+            if not isinstance(entry.get("history", []), list):  # set_state extends it
+                fail(f"slides.{slide_id}.{key}: history must be a list")
     return slides
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import HubmapInputError
+from ..jsonio import parse_json
 
 FORMAT_VERSION = 1
 """The newest card format this version of napari-hubmap reads and writes."""
@@ -29,6 +30,10 @@ RESERVED_KWARGS = ("arch", "encoder_name", "encoder_weights", "in_channels", "cl
 """Set by the registry itself; an ``architecture_kwargs`` entry may not override them."""
 DEPRECATED_KWARGS = ("decoder_use_batchnorm",)
 """Old smp option names that smp 0.6 still pops from ``**kwargs`` itself."""
+
+SIZE_LIMITS = {"in_channels": 256, "classes": 256, "tile": 16384}
+"""The largest value of each size field: a card claiming more is not a model this package can run (a tile of
+10**9 pixels, a normalisation repeated to 10**9 channels) and would exhaust memory before failing."""
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -114,12 +119,9 @@ class ModelCard:
 
 def _parse_object(text: str, source) -> dict:
     """The JSON object in ``text``; anything else is a clear error."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise HubmapInputError(source, f"model card is not valid JSON: {error}") from None
-    except (TypeError, UnicodeDecodeError) as error:
-        raise HubmapInputError(source, f"model card is not JSON text: {error}") from None
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise HubmapInputError(source, f"model card is not JSON text (got {type(text).__name__})")
+    data = parse_json(text, source, "model card")
     if not isinstance(data, dict):
         raise HubmapInputError(source, f"model card must be a JSON object, got {type(data).__name__}")
     return data
@@ -156,7 +158,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+    """A finite int or float (not true/false); an int too large for a float is not one."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_positive_number(value: Any) -> bool:
@@ -223,9 +231,9 @@ def _check_names(card: ModelCard) -> None:
 
 
 def _check_sizes(card: ModelCard) -> None:
-    for name in ("in_channels", "classes", "tile"):
-        if getattr(card, name) < 1:
-            raise HubmapInputError(None, f"card field '{name}': must be >= 1, got {getattr(card, name)}")
+    for name, largest in SIZE_LIMITS.items():
+        if not 1 <= getattr(card, name) <= largest:
+            raise HubmapInputError(None, f"card field '{name}': must be >= 1 and <= {largest}, got {getattr(card, name)}")
     if not 0 <= card.overlap < card.tile:
         raise HubmapInputError(None, f"card field 'overlap': must be >= 0 and < tile ({card.tile}), got {card.overlap}")
 
@@ -288,7 +296,7 @@ def _checked_normalization(normalization: dict, in_channels: int) -> dict:
         raise HubmapInputError(
             None,
             f"card field 'normalization': needs exactly the keys {', '.join(NORMALIZATION_KEYS)}, "
-            f"got {', '.join(sorted(keys)) or 'none'}",
+            f"got {', '.join(sorted(map(_shown_key, keys))) or 'none'}",
         )
     result = {"max_pixel_value": normalization["max_pixel_value"]}
     if not _is_positive_number(result["max_pixel_value"]):
@@ -299,6 +307,12 @@ def _checked_normalization(normalization: dict, in_channels: int) -> dict:
     if any(value <= 0 for value in result["std"]):
         raise HubmapInputError(None, "card field 'normalization': std values must be > 0")
     return result
+
+
+def _shown_key(key: str) -> str:
+    """A key of the card for an error line: as is when printable, else quoted with escapes (a newline in it would
+    split the line)."""
+    return key if key.isprintable() else repr(key)
 
 
 def _per_channel(key: str, values: Any, in_channels: int) -> list[float]:
