@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from ..inference.config import InferenceConfig
 from ..postprocess.config import PostprocessConfig
 from ..progress import Cancelled, ProgressCallback
@@ -145,7 +146,7 @@ def _export(labels: Path, slide: str, out_dir: Path, fmt: str) -> Path:
 
 def _read_record(path: Path) -> dict:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = load_json(path, "slide record")
+    except (OSError, ValueError):  # HubmapInputError is a ValueError
         return {}
     return record if isinstance(record, dict) and isinstance(record.get("line"), dict) else {}

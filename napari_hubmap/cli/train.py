@@ -9,11 +9,11 @@ How a run reports, stops and spreads over processes: :mod:`.train_run`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .train_run import RunReports, run_torchrun, stop_on_signals
 
 
@@ -80,12 +80,7 @@ def _mpp_file(path: Path | None) -> dict[str, float]:
     """The ``--mpp-file`` table: a JSON object of positive numbers."""
     if path is None:
         return {}
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise HubmapInputError(path, f"cannot read: {error.strerror or error}") from None
-    except ValueError as error:
-        raise HubmapInputError(path, f"not valid JSON: {error}") from None
+    table = load_json(path, "µm/px table")
     if not isinstance(table, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in table.values()):
         raise HubmapInputError(path, 'expected {"FOLDER" or "FOLDER/STEM": µm per pixel > 0, ...}')
     return {str(k): float(v) for k, v in table.items()}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from ..registry.weights import sha256_file
 
 OPSET = 17
@@ -113,7 +114,7 @@ def _trusted(graph: Path, weights_sha256: str) -> bool:
     """The cached graph is there, whole (its bytes match its record) and made from these weights."""
     record = _record_path(graph)
     try:
-        saved = json.loads(record.read_text(encoding="utf-8"))
+        saved = load_json(record, "ONNX cache record")
         return (saved.get("weights_sha256") == weights_sha256 and saved.get("exporter") == EXPORTER
                 and saved.get("onnx_sha256") == sha256_file(graph))
     except (OSError, ValueError, AttributeError):

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 from .config import check_threshold, uint8_cutoff
 from .source import BlockSource, iter_blocks
 
@@ -186,12 +187,7 @@ def save_ensemble_config(path, models, threshold: float) -> Path:
 def read_ensemble_config(path) -> dict:
     """``{"models": [...], "threshold": t}`` of an ensemble config, checked."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HubmapInputError(path, "ensemble config not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HubmapInputError(path, f"not a readable ensemble config: {error}") from None
+    data = load_json(path, "ensemble config")
     if not isinstance(data, dict) or data.get("kind") != ENSEMBLE_KIND:
         raise HubmapInputError(path, f"not an ensemble config (expected \"kind\": \"{ENSEMBLE_KIND}\")")
     if not isinstance(data.get("format_version"), int) or data["format_version"] > ENSEMBLE_FORMAT:

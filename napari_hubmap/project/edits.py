@@ -479,7 +479,7 @@ class EditWindow:
 def _apply_pending(path: Path, pending: Path) -> int:
     """Move a committed flush's chunk files into place, write the journal, remove the folder."""
     try:
-        record = json.loads((pending / CHUNKS).read_text(encoding="utf-8"))
+        record = load_json(pending / CHUNKS, "committed edits record")
         sequence = int(record["sequence"])
         entries = list(record["chunks"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from ..atomic import write_failures, write_text_atomic
+from ..jsonio import load_json
 from ..slide.levels import downsample_mean2, level_shapes
 from .naming import PROBABILITY_SUFFIX, progress_path
 from .foreign import open_foreign
@@ -158,8 +159,8 @@ def _band_marker(path: Path, first: int, end: int) -> Path:
 def read_progress(path) -> dict | None:
     """The progress a probability store at ``path`` records, or None (none, or unreadable)."""
     try:
-        return json.loads(progress_path(path).read_text())
-    except (OSError, ValueError):  # missing, not a folder, unreadable, not JSON
+        return load_json(progress_path(path), "progress record")
+    except (OSError, ValueError):  # missing, not a folder, unreadable, not JSON (HubmapInputError is one)
         return None
 
 

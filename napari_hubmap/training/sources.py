@@ -12,7 +12,6 @@ review state names. Each image belongs to a *group* (patient or slide: the file 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..defaults import DEFAULT_MPP  # µm/px assumed for a folder without one (as for a slide without one)
 from ..errors import HubmapInputError
+from ..jsonio import load_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
@@ -123,10 +123,9 @@ def folder_settings(folder: Path, mpp_overrides: dict[str, float]) -> tuple[floa
     """(µm per pixel, stain) of a data folder: ``--mpp NAME=VALUE``, else its dataset.json, else 0.5."""
     info: dict = {}
     if (folder / DATASET_FILE).is_file():
-        try:
-            info = json.loads((folder / DATASET_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise HubmapInputError(folder / DATASET_FILE, f"not valid JSON: {error}") from None
+        info = load_json(folder / DATASET_FILE, "dataset description")
+        if not isinstance(info, dict):
+            raise HubmapInputError(folder / DATASET_FILE, 'expected a JSON object ({"mpp": ..., "stain": ...})')
     mpp = mpp_overrides.get(folder.name, info.get("mpp", DEFAULT_MPP))
     if not isinstance(mpp, (int, float)) or not mpp > 0:
         raise HubmapInputError(folder, f"µm per pixel must be a number > 0, got {mpp!r}")
