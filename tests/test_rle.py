@@ -132,8 +132,11 @@ def test_decode_errors_name_source_and_problem(encoding, message):
 
 
 def test_decode_rejects_bad_shape():
-    with pytest.raises(HubmapInputError, match="positive"):
-        rle_decode("1 1", (0, 5), source="x.csv")
+    with pytest.raises(HubmapInputError, match="must not be negative"):
+        rle_decode("1 1", (-1, 5), source="x.csv")
+    with pytest.raises(HubmapInputError, match="goes past the end of a 0x5 image"):  # issue 16: 0-size masks
+        rle_decode("1 1", (0, 5), source="x.csv")  # round-trip as "", so a zero shape is no longer refused
+    assert rle_decode("", (0, 5)).shape == (0, 5)
 
 
 def test_csv_round_trip_with_empty_encodings(tmp_path):

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from ..slide.tiff_pages import check_page_claims
+from ..slide.tiff_slide import quiet_tifffile
 from ..slide.sniff import TIFF_CODECS, TIFF_KINDS, check_claimed_bytes, looks_like, sniff
 
 __all__ = ["read_mask", "write_mask", "MASK_SUFFIXES"]
@@ -93,7 +94,7 @@ def _no_pixel_limit():
 
 def _read_tiff(path: Path) -> np.ndarray:
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             _check_tiff_claim(path, series)
             array, axes = series.asarray(), series.axes
@@ -101,6 +102,9 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise
     except Exception as exc:  # tifffile raises many kinds on malformed headers
         raise HubmapInputError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    if array.shape != tuple(series.shape) or len(axes) != array.ndim:  # tifffile logs a failed decode, returns junk
+        raise HubmapInputError(path, f"not a readable TIFF (decoded {array.size} values for a "
+                                     f"{'x'.join(map(str, series.shape))} image)")
     return _samples_last(array, axes, path)
 
 

@@ -37,6 +37,8 @@ def rle_encode(mask: np.ndarray) -> str:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode needs a 2-D mask, got shape {mask.shape}")
+    if mask.size == 0:  # 0xW or Hx0: no pixels, no runs
+        return ""
     starts, ends = _run_bounds(mask)
     pairs = np.empty(2 * starts.size, dtype=np.int64)
     pairs[0::2] = starts + 1
@@ -80,7 +82,8 @@ def rle_decode(
 ) -> np.ndarray:
     """Decode Kaggle RLE into a bool mask of ``shape`` (H, W).
 
-    ``encoding`` may be empty, ``None`` or NaN (pandas' empty cell): all False. Bad input raises
+    ``encoding`` may be empty, ``None`` or NaN (pandas' empty cell): all False. A zero-size ``shape``
+    (0xW, Hx0) decodes only the empty encoding, as :func:`rle_encode` writes it. Bad input raises
     :class:`HubmapInputError` with ``path=source`` and a message naming the row (``row``: its id in the
     CSV) and the problem: runs must start at 1 or later, have a length of 1 or more, stay inside the
     image, and come in increasing order without overlapping (as every Kaggle encoder writes them; a run
@@ -137,8 +140,8 @@ def _check_shape(shape, source) -> tuple[int, int]:
         height, width = (int(v) for v in shape)
     except (TypeError, ValueError):
         raise HubmapInputError(source, f"mask shape must be (height, width), got {shape!r}") from None
-    if height < 1 or width < 1:
-        raise HubmapInputError(source, f"mask shape must be positive, got {height}x{width}")
+    if height < 0 or width < 0:
+        raise HubmapInputError(source, f"mask shape must not be negative, got {height}x{width}")
     return height, width
 
 

@@ -125,7 +125,7 @@ def _separate_page_series(tif: tifffile.TiffFile) -> list | None:
 
 
 @contextlib.contextmanager
-def _quiet_tifffile():
+def quiet_tifffile():
     """tifffile's log lines (``invalid page offset``, ...) dropped while a file is opened: a file it cannot
     read raises here with one message; one it reads despite them opens."""
     logger = tifffile.logger()
@@ -148,7 +148,7 @@ class TiffSlideFile:
         size = file_size(path)
         if size == 0:
             raise HubmapInputError(path, "file is empty (0 bytes)")
-        with _quiet_tifffile():  # its log lines on a malformed file would add to our one error line
+        with quiet_tifffile():  # its log lines on a malformed file would add to our one error line
             self._open(size)
 
     def _open(self, size: int) -> None:
