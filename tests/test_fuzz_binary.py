@@ -310,6 +310,16 @@ def test_mutated_tiff_headers(tmp_path, claims, suffix):
     assert mask is None or mask.shape == (claims["height"], claims["width"])
 
 
+@FUZZ
+@given(width=SIZES.filter(lambda n: n < 2**31), height=SIZES.filter(lambda n: n < 2**31),
+       pixels=st.binary(max_size=64) | st.just(bytes(5000)), suffix=st.sampled_from([".png", ".tif"]))
+def test_png_headers_claiming_any_size(tmp_path, width, height, pixels, suffix):
+    path = tmp_path / f"claims{suffix}"
+    path.write_bytes(png_claiming(width, height, pixels))
+    result_or_input_error(lambda: read_slide_corner(path), path)
+    result_or_input_error(lambda: read_mask(path), path)
+
+
 # ---------------------------------------------------------------- safetensors
 
 
@@ -545,6 +555,25 @@ def test_regression_tiff_decoded_to_the_wrong_shape_is_one_input_error(tmp_path,
     path.write_bytes(tiff_bytes(1, 1, samples=samples, bits=1, sampleformat=2, data=b""))
     with pytest.raises(HubmapInputError, match="bits1.tif: not a readable TIFF"):
         read_mask(path)
+
+
+def png_claiming(width: int, height: int, pixels: bytes = bytes(100)) -> bytes:
+    """A PNG whose header claims width x height RGB pixels over one tiny IDAT chunk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+
+
+def test_regression_png_claiming_400_megapixels_is_one_input_error(tmp_path):
+    """Was: PIL's DecompressionBombError out of open_slide (not an input error) for a 20000 x 20000 claim; our
+    own limit (MAX_FLAT_IMAGE_PIXELS) and the claimed-size check now decide, before anything is allocated."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(20000, 20000))
+    for read in (open_slide, read_mask):
+        with memory_bound(16 << 20), pytest.raises(HubmapInputError, match="bomb.png: corrupt header: it claims a 20000x20000"):
+            read(path)
 
 
 def test_regression_zero_size_mask_refused(tmp_path):

@@ -11,7 +11,6 @@ Writing: bool -> uint8 0/255; labels -> the smallest of uint8/uint16/uint32 that
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..atomic import atomic_path
 from ..errors import HubmapInputError
 from ..slide.tiff_pages import check_page_claims
 from ..slide.tiff_slide import quiet_tifffile
-from ..slide.sniff import TIFF_CODECS, TIFF_KINDS, check_claimed_bytes, looks_like, sniff
+from ..slide.sniff import TIFF_CODECS, TIFF_KINDS, check_claimed_bytes, looks_like, no_pixel_limit, sniff
 
 __all__ = ["read_mask", "write_mask", "MASK_SUFFIXES"]
 
@@ -59,7 +58,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 def _read_pil(path: Path) -> np.ndarray:
     try:
-        with _no_pixel_limit(), Image.open(path) as image:
+        with no_pixel_limit(), Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:
                 raise HubmapInputError(path, f"has {image.n_frames} frames; expected one 2-D mask")
             _check_pil_claim(path, image)
@@ -79,17 +78,6 @@ def _check_pil_claim(path: Path, image) -> None:
     decoded = width * height * len(image.getbands()) * bytes_per_band
     codec = {"PNG": "deflate", "GIF": "lzw", "BMP": "none"}.get(image.format or "")
     check_claimed_bytes(path, decoded, path.stat().st_size, codec, f"a {width}x{height} image")
-
-
-@contextlib.contextmanager
-def _no_pixel_limit():
-    """Whole-slide masks exceed PIL's decompression-bomb limit; lift it while we read."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2,
 from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
 from .openslide_slide import OPENSLIDE_SUFFIXES
 from .scale import SlideScale, check_mpp, slide_scale
-from .sniff import TIFF_KINDS, looks_like, sniff
+from .sniff import TIFF_KINDS, check_claimed_bytes, looks_like, no_pixel_limit, sniff
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -259,11 +259,13 @@ def _open_image(path: str) -> Slide:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with no_pixel_limit(), Image.open(path) as image:
             if image.width * image.height == 0:
                 raise HubmapInputError(path, "image has zero size")
             if image.width * image.height > MAX_FLAT_IMAGE_PIXELS:
                 raise HubmapInputError(path, "too large for PNG/JPEG reading; convert it to a tiled TIFF")
+            check_claimed_bytes(path, image.width * image.height * len(image.getbands()), os.path.getsize(path),
+                                "deflate" if image.format == "PNG" else None, f"a {image.width}x{image.height} image")
             mode = image.mode
             array = _image_to_rgb(image, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -3,13 +3,18 @@
 One rule for every reader that picks a format: a file whose content is a known image format is read as
 that format whatever its suffix says (a PNG named ``.tif``, a TIFF named ``.jpg``); a file whose content
 is none of them gets an error naming what the content looks like (:func:`looks_like`).
+
+And the guard against headers that lie about their size (:func:`check_claimed_bytes`), checked before any
+pixel is allocated; it replaces PIL's decompression-bomb limit (:func:`no_pixel_limit`), which refuses
+whole-slide masks and large flat images that are genuine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["sniff", "looks_like", "check_claimed_bytes", "IMAGE_KINDS", "TIFF_KINDS"]
+__all__ = ["sniff", "looks_like", "check_claimed_bytes", "no_pixel_limit", "IMAGE_KINDS", "TIFF_KINDS"]
 
 TIFF_KINDS = ("tiff", "bigtiff")
 IMAGE_KINDS = TIFF_KINDS + ("png", "jpeg")
@@ -159,3 +164,16 @@ def _size(count: int) -> str:
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count} bytes"
+
+
+@contextlib.contextmanager
+def no_pixel_limit():
+    """PIL's decompression-bomb limit lifted while we open an image (check_claimed_bytes guards instead)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
