@@ -257,6 +257,20 @@ def test_truncated_or_mutated_files(tmp_path, name, cut, flips, suffix):
     result_or_input_error(lambda: read_mask(path), path)
 
 
+@FUZZ
+@given(description=st.text(alphabet="MPP =0123456789.eE+-|Aperio PhysicalSizeX\"", max_size=40),
+       resolution=st.none() | st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)), unit=st.sampled_from([1, 2, 3]))
+def test_malformed_pixel_size_metadata_never_costs_the_slide(tmp_path, description, resolution, unit):
+    """Whatever the description and resolution tags say, the pixels open; the µm/px is plausible or None."""
+    path = tmp_path / "meta.tif"
+    image = np.full((6, 5, 3), 90, np.uint8)
+    extra = {"resolution": resolution, "resolutionunit": unit} if resolution else {}
+    tifffile.imwrite(path, image, photometric="rgb", description=description, **extra)
+    with open_slide(path) as slide:
+        assert np.array_equal(slide.levels[0][:, :], image)
+        assert slide.mpp is None or 0.01 <= slide.mpp <= 100
+
+
 # ---------------------------------------------------------------- TIFF headers written by hand
 
 
@@ -574,6 +588,15 @@ def test_regression_png_claiming_400_megapixels_is_one_input_error(tmp_path):
     for read in (open_slide, read_mask):
         with memory_bound(16 << 20), pytest.raises(HubmapInputError, match="bomb.png: corrupt header: it claims a 20000x20000"):
             read(path)
+
+
+def test_regression_malformed_mpp_text_does_not_refuse_the_slide(tmp_path):
+    """Was: 'corrupt TIFF structure (ValueError: could not convert string to float: '0.5.1')': a slide
+    whose description held a malformed MPP could not be opened at all."""
+    path = tmp_path / "mpp.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), photometric="rgb", description="Aperio | MPP = 0.5.1")
+    with open_slide(path) as slide:
+        assert slide.mpp is None and slide.levels[0].shape == (8, 8, 3)
 
 
 def test_regression_zero_size_mask_refused(tmp_path):

@@ -230,8 +230,16 @@ def _layout_kind(series, source: TiffLevelSource) -> str:
 
 
 def _mpp(tif: tifffile.TiffFile) -> float | None:
-    """Microns per pixel from OME-XML, the Aperio description, or the resolution tags."""
-    return _mpp_ome(tif) or _mpp_svs(tif) or _mpp_resolution(tif.pages.first)
+    """Microns per pixel from OME-XML, the Aperio description, or the resolution tags; None (unknown) when
+    none gives a plausible one, and where one is malformed (``MPP = 0.5.1``) rather than refusing the slide."""
+    for read in (_mpp_ome, _mpp_svs, lambda t: _mpp_resolution(t.pages.first)):
+        try:
+            mpp = read(tif)
+        except (ValueError, TypeError, ArithmeticError, KeyError, IndexError):
+            mpp = None
+        if mpp:
+            return mpp
+    return None
 
 
 def _mpp_ome(tif: tifffile.TiffFile) -> float | None:
