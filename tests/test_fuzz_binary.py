@@ -563,10 +563,10 @@ def test_regression_zero_tile_size_is_one_input_error(tmp_path):
 
 @pytest.mark.parametrize("samples", [1, 2])
 def test_regression_tiff_decoded_to_the_wrong_shape_is_one_input_error(tmp_path, samples):
-    """Was: IndexError in read_mask: tifffile logs a failed decode (1-bit signed samples, no data) and returns
+    """Was: IndexError in read_mask: tifffile logs a failed decode (1-bit signed samples) and returns
     an array of another shape than its series claims."""
     path = tmp_path / "bits1.tif"
-    path.write_bytes(tiff_bytes(1, 1, samples=samples, bits=1, sampleformat=2, data=b""))
+    path.write_bytes(tiff_bytes(1, 1, samples=samples, bits=1, sampleformat=2, data=b"\x01"))
     with pytest.raises(HubmapInputError, match="bits1.tif: not a readable TIFF"):
         read_mask(path)
 
@@ -597,6 +597,24 @@ def test_regression_malformed_mpp_text_does_not_refuse_the_slide(tmp_path):
     tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), photometric="rgb", description="Aperio | MPP = 0.5.1")
     with open_slide(path) as slide:
         assert slide.mpp is None and slide.levels[0].shape == (8, 8, 3)
+
+
+def test_regression_all_empty_chunks_claiming_176_mib_refused(tmp_path):
+    """Found by the campaign (seed 20261203): a strip of 0 bytes claiming 23 x 10**6 x 4 12-bit samples made
+    read_mask allocate 276 MB of zeros (the bound is 256 MiB)."""
+    path = tmp_path / "sparse.tif"
+    path.write_bytes(tiff_bytes(23, 10**6, samples=4, bits=12, compression=7, data=b""))
+    for read in (read_mask, open_slide):
+        with memory_bound(16 << 20), pytest.raises(HubmapInputError, match="has no image data"):
+            read(path)
+
+
+def test_regression_empty_tiles_of_a_wide_image_refused_at_once(tmp_path):
+    """Found by the campaign: 100000 x 27 in 16 px LZW tiles holding no bytes took read_mask 7 s (deadline)."""
+    path = tmp_path / "wide.png"
+    path.write_bytes(tiff_bytes(100000, 27, samples=4, bits=12, compression=5, tile=(16, 16), offset_shift=3, data=b""))
+    with pytest.raises(HubmapInputError, match="wide.png: TIFF page has no image data"):
+        read_mask(path)
 
 
 def test_regression_zero_size_mask_refused(tmp_path):
