@@ -613,14 +613,24 @@ def test_regression_empty_tiles_of_a_wide_image_refused_at_once(tmp_path):
     """Found by the campaign: 100000 x 27 in 16 px LZW tiles holding no bytes took read_mask 7 s (deadline)."""
     path = tmp_path / "wide.png"
     path.write_bytes(tiff_bytes(100000, 27, samples=4, bits=12, compression=5, tile=(16, 16), offset_shift=3, data=b""))
-    with pytest.raises(HubmapInputError, match="wide.png: TIFF page has no image data"):
+    with pytest.raises(HubmapInputError, match="wide.png: corrupt header: the image needs 12500 tiles"):
         read_mask(path)
+
+
+def test_regression_fewer_tiles_than_the_image_needs_refused(tmp_path):
+    """Found by the campaign (seed 20261204): a 1 x 10**6 image in 16 px JPEG tiles listing one tile made
+    read_mask decode 62500 missing tiles (3.5 s under load, past the deadline)."""
+    path = tmp_path / "few.tif"
+    path.write_bytes(tiff_bytes(1, 10**6, compression=7, tile=(16, 16), data=b"\x00"))
+    for read in (read_mask, open_slide):
+        with pytest.raises(HubmapInputError, match="the image needs 62500 tiles, the file lists 1"):
+            read(path)
 
 
 def test_regression_zero_size_mask_refused(tmp_path):
     """Was: read_mask returned a (0, 0) array."""
     path = tmp_path / "empty.tif"
-    path.write_bytes(tiff_bytes(0, 0))
+    path.write_bytes(tiff_bytes(0, 0, rows_per_strip=1))
     with pytest.raises(HubmapInputError, match="zero size"):
         read_mask(path)
 

@@ -98,6 +98,8 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 def _check_tiff_claim(path: Path, series) -> None:
     """The series' claimed size must fit its data's bytes and memory (checked before decoding)."""
+    if 0 in series.shape:
+        raise HubmapInputError(path, f"image has zero size ({'x'.join(map(str, series.shape))})")
     pages = [p for p in series.pages if p is not None]
     for page in pages[:1]:
         check_page_claims(page if isinstance(page, tifffile.TiffPage) else page.aspage(), path)

@@ -47,6 +47,10 @@ def check_page_claims(page: tifffile.TiffPage, path) -> None:
         raise HubmapInputError(path, f"corrupt header: one {kind} of {'x'.join(map(str, page.chunks))} samples decodes "
                                      f"to more than {MAX_CHUNK_BYTES >> 20} MiB")
     counts = [int(c) for c in page.databytecounts]
+    needed = int(np.prod(page.chunked, dtype=np.float64))
+    if len(counts) < needed:  # tifffile would decode every missing one as empty, one by one
+        kind = "tiles" if page.is_tiled else "strips"
+        raise HubmapInputError(path, f"corrupt header: the image needs {needed} {kind}, the file lists {len(counts)}")
     if sum(counts) == 0:  # tifffile would fill the whole claimed size with zeros
         raise HubmapInputError(path, "TIFF page has no image data (every tile or strip holds 0 bytes)")
     codec = None if 0 in counts else TIFF_CODECS.get(int(page.compression))
