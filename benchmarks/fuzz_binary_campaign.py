@@ -4,7 +4,10 @@ hypothesis profile, with a recorded seed, printing per property the examples tri
     python benchmarks/fuzz_binary_campaign.py                 # FUZZ_EXAMPLES (default 2000) a property
     python benchmarks/fuzz_binary_campaign.py --examples 300 --seed 12345 --json campaign.json
 
-Rerun a campaign exactly with the seed it printed. The hypothesis example database goes to a temporary
+Rerun a campaign exactly with the seed it printed. Recorded runs (300 examples a property): seed 20261203
+found the all-empty-chunk allocation and a slow empty-tile decode, seed 20261204 a page listing too few
+tiles (each now a named regression test); seed 20261205, after the fixes: 14 properties, 4200 examples,
+0 failures, 51 s. The hypothesis example database goes to a temporary
 folder, so nothing is written into the checkout. Exit status: pytest's (0 when no property failed).
 """
 
