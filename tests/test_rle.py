@@ -97,11 +97,14 @@ def test_large_mask_blocks_agree(monkeypatch):
     assert np.array_equal(rle_decode(encoding, mask.shape), mask)
 
 
-def test_unsorted_and_overlapping_runs_are_merged():
-    decoded = rle_decode("5 3 1 2 6 4", (4, 3))
-    expected = np.zeros(12, dtype=bool)
-    expected[[0, 1, 4, 5, 6, 7, 8]] = True
-    assert np.array_equal(decoded, expected.reshape(3, 4).T)
+def test_unsorted_and_overlapping_runs_are_refused():
+    """Issue 16: runs out of order or overlapping were merged without a word; they mean a corrupt encoding."""
+    with pytest.raises(HubmapInputError, match="run 2 starts at 1, before run 1"):
+        rle_decode("5 3 1 2 6 4", (4, 3))
+    with pytest.raises(HubmapInputError, match=r"run 2 \(start 6\) overlaps run 1"):
+        rle_decode("5 3 6 4", (4, 3))
+    adjacent = rle_decode("1 2 3 2", (4, 3))  # touching runs are not overlapping
+    assert np.array_equal(adjacent, np.array([[1, 0, 0]] * 4, dtype=bool))
 
 
 @pytest.mark.parametrize("blank", [None, float("nan"), "nan", "   "])
@@ -129,8 +132,11 @@ def test_decode_errors_name_source_and_problem(encoding, message):
 
 
 def test_decode_rejects_bad_shape():
-    with pytest.raises(HubmapInputError, match="positive"):
-        rle_decode("1 1", (0, 5), source="x.csv")
+    with pytest.raises(HubmapInputError, match="must not be negative"):
+        rle_decode("1 1", (-1, 5), source="x.csv")
+    with pytest.raises(HubmapInputError, match="goes past the end of a 0x5 image"):  # issue 16: 0-size masks
+        rle_decode("1 1", (0, 5), source="x.csv")  # round-trip as "", so a zero shape is no longer refused
+    assert rle_decode("", (0, 5)).shape == (0, 5)
 
 
 def test_csv_round_trip_with_empty_encodings(tmp_path):

@@ -92,7 +92,7 @@ def load_labels(
         raise HubmapInputError(src, "a label filter applies to polygon annotations (.json/.geojson) only")
     if kind == "rle":
         row_id, encoding = _pick_row(src, rle_id)
-        return _rle_labels(src, encoding, shape, downsample), row_id
+        return _rle_labels(src, encoding, shape, downsample, row_id), row_id
     if kind == "polygons":
         return _polygon_labels(src, shape, downsample, labels), src.stem
     return _mask_labels(src, shape, downsample), src.stem
@@ -177,9 +177,9 @@ def _list_ids(encodings: dict) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
 
 
-def _rle_labels(src: Path, encoding: str, shape, downsample: float) -> np.ndarray:
+def _rle_labels(src: Path, encoding: str, shape, downsample: float, row_id: str | None = None) -> np.ndarray:
     level_shape = _level_shape(src, shape, downsample, "RLE")
-    mask = rle_decode(encoding, tuple(shape), source=src)
+    mask = rle_decode(encoding, tuple(shape), source=src, row=row_id)
     if downsample != 1:
         mask = _downsample_nearest(mask, level_shape, downsample)
     return measure.label(mask, connectivity=2)

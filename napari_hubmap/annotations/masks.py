@@ -1,13 +1,16 @@
 """Mask images (PNG / TIFF): reading into bool masks or int labels, and writing them back.
 
-Reading: binary masks (mode 1, or L with values {0,1} / {0,255}) become bool; colour masks become
+Reading: the format is told by the content (magic bytes, :mod:`napari_hubmap.slide.sniff`), not the
+suffix: PNG (also GIF, BMP) through PIL, TIFF/BigTIFF through tifffile; JPEG, JPEG 2000 and WebP content
+is refused as lossy, anything else with an error naming what the content looks like. Channels: 1 (grey),
+2 (grey + alpha: the grey), 3 (RGB), 4 (RGBA); any other count is refused with an error naming it.
+Binary masks (mode 1, or L with values {0,1} / {0,255}) become bool; colour masks become
 "any colour channel nonzero" (pas-tiles: red = glomerulus); other integer images are instance labels.
 Writing: bool -> uint8 0/255; labels -> the smallest of uint8/uint16/uint32 that fits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -17,59 +20,94 @@ from PIL import Image, UnidentifiedImageError
 
 from ..atomic import atomic_path
 from ..errors import HubmapInputError
+from ..slide.tiff_pages import check_page_claims
+from ..slide.tiff_slide import quiet_tifffile
+from ..slide.sniff import TIFF_CODECS, TIFF_KINDS, check_claimed_bytes, looks_like, no_pixel_limit, sniff
 
 __all__ = ["read_mask", "write_mask", "MASK_SUFFIXES"]
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jp2", ".webp")
+_LOSSY_KINDS = ("jpeg", "jpeg2000", "webp")
+_PIL_KINDS = ("png", "gif", "bmp")
+_MASK_CHANNELS = {2: "grey + alpha", 3: "RGB", 4: "RGBA"}
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask image: bool (H, W) for binary/colour masks, int32/int64 (H, W) for label images."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in _LOSSY_SUFFIXES:
-        raise HubmapInputError(path, f"{suffix} is lossy and cannot hold a mask; use PNG or TIFF")
     if not path.is_file():
+        if suffix in _LOSSY_SUFFIXES:
+            raise HubmapInputError(path, f"{suffix} is lossy and cannot hold a mask; use PNG or TIFF")
         raise HubmapInputError(path, "file not found" if not path.exists() else "not a file")
-    array = _read_tiff(path) if suffix in _TIFF_SUFFIXES else _read_pil(path)
+    kind = sniff(path)
+    if kind in _LOSSY_KINDS or (kind not in _PIL_KINDS + TIFF_KINDS and suffix in _LOSSY_SUFFIXES):
+        shown = looks_like(path, kind) if kind in _LOSSY_KINDS else suffix
+        raise HubmapInputError(path, f"{shown} is lossy and cannot hold a mask; use PNG or TIFF")
+    if kind in TIFF_KINDS:
+        array = _read_tiff(path)
+    elif kind in _PIL_KINDS:
+        array = _read_pil(path)
+    else:
+        raise HubmapInputError(path, f"not a readable image: its content looks like {looks_like(path, kind)}, "
+                                     "not PNG or TIFF")
     return _normalise(array, path)
 
 
 def _read_pil(path: Path) -> np.ndarray:
     try:
-        with _no_pixel_limit(), Image.open(path) as image:
+        with no_pixel_limit(), Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:
                 raise HubmapInputError(path, f"has {image.n_frames} frames; expected one 2-D mask")
+            _check_pil_claim(path, image)
             if image.mode in ("P", "PA"):
                 return np.asarray(image)[..., 0] if image.mode == "PA" else np.asarray(image)
             return np.asarray(image)
     except HubmapInputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise HubmapInputError(path, f"not a readable image ({exc})") from None
 
 
-@contextlib.contextmanager
-def _no_pixel_limit():
-    """Whole-slide masks exceed PIL's decompression-bomb limit; lift it while we read."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+def _check_pil_claim(path: Path, image) -> None:
+    """The header's width x height must fit the file's bytes and memory (checked before decoding)."""
+    width, height = image.size
+    bytes_per_band = 4 if image.mode in ("I", "F") else 2 if image.mode.startswith("I;16") else 1
+    decoded = width * height * len(image.getbands()) * bytes_per_band
+    codec = {"PNG": "deflate", "GIF": "lzw", "BMP": "none"}.get(image.format or "")
+    check_claimed_bytes(path, decoded, path.stat().st_size, codec, f"a {width}x{height} image")
 
 
 def _read_tiff(path: Path) -> np.ndarray:
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_tiff_claim(path, series)
             array, axes = series.asarray(), series.axes
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
-        raise HubmapInputError(path, f"not a readable TIFF ({exc})") from None
+    except HubmapInputError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on malformed headers
+        raise HubmapInputError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    if array.shape != tuple(series.shape) or len(axes) != array.ndim:  # tifffile logs a failed decode, returns junk
+        raise HubmapInputError(path, f"not a readable TIFF (decoded {array.size} values for a "
+                                     f"{'x'.join(map(str, series.shape))} image)")
     return _samples_last(array, axes, path)
+
+
+def _check_tiff_claim(path: Path, series) -> None:
+    """The series' claimed size must fit its data's bytes and memory (checked before decoding)."""
+    if 0 in series.shape:
+        raise HubmapInputError(path, f"image has zero size ({'x'.join(map(str, series.shape))})")
+    pages = [p for p in series.pages if p is not None]
+    for page in pages[:1]:
+        check_page_claims(page if isinstance(page, tifffile.TiffPage) else page.aspage(), path)
+    counts = [int(c) for p in pages for c in getattr(p, "databytecounts", ())]
+    compression = getattr(pages[0], "compression", None) if pages else None
+    codec = None if not counts or 0 in counts else TIFF_CODECS.get(int(compression or 0))
+    what = f"a {'x'.join(map(str, series.shape))} {np.dtype(series.dtype).name} image"
+    check_claimed_bytes(path, int(series.nbytes), sum(counts), codec, what)
 
 
 def _samples_last(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
@@ -89,6 +127,8 @@ def _samples_last(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
 def _normalise(array: np.ndarray, path: Path) -> np.ndarray:
     """bool for binary or colour masks, int labels otherwise."""
     array = _to_2d(array, path)
+    if array.size == 0:
+        raise HubmapInputError(path, f"image has zero size ({array.shape[1]}x{array.shape[0]})")
     if array.dtype == bool:
         return array
     if array.dtype.kind == "f":
@@ -103,10 +143,12 @@ def _normalise(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _to_2d(array: np.ndarray, path: Path) -> np.ndarray:
-    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
-        return array[..., 0]
-    if array.ndim == 3 and array.shape[-1] in (3, 4):  # colour (+ alpha): any colour channel set
-        return np.any(array[..., :3] != 0, axis=-1)
+    if array.ndim == 3 and array.shape[-1] in _MASK_CHANNELS:
+        if array.shape[-1] == 2:  # grey + alpha
+            return array[..., 0]
+        return np.any(array[..., :3] != 0, axis=-1)  # colour (+ alpha): any colour channel set
+    if array.ndim == 3:
+        raise HubmapInputError(path, f"has {array.shape[-1]} channels; a mask has 1, 2 (grey + alpha), 3 (RGB) or 4 (RGBA)")
     if array.ndim != 2:
         raise HubmapInputError(path, f"has shape {array.shape}; expected a 2-D mask")
     return array

@@ -3,6 +3,8 @@
 Format (HuBMAP Kaggle ``train.csv``): space separated pairs ``start length``, **1-based**, pixels
 numbered **top to bottom, then left to right** (column-major / Fortran order). An empty mask is ``""``.
 Decoding with a row-major reshape gives a transposed mask: that is the classic bug this module avoids.
+Decoding is strict: runs out of order, overlapping, of zero or negative length, or past the image are one
+:class:`HubmapInputError` naming the file, the row and the run (never silently merged or clipped).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def rle_encode(mask: np.ndarray) -> str:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode needs a 2-D mask, got shape {mask.shape}")
+    if mask.size == 0:  # 0xW or Hx0: no pixels, no runs
+        return ""
     starts, ends = _run_bounds(mask)
     pairs = np.empty(2 * starts.size, dtype=np.int64)
     pairs[0::2] = starts + 1
@@ -70,20 +74,29 @@ def _top_row_flips(mask: np.ndarray) -> np.ndarray:
 
 
 def rle_decode(
-    encoding: str | None, shape: tuple[int, int], *, source: str | os.PathLike | None = None
+    encoding: str | None,
+    shape: tuple[int, int],
+    *,
+    source: str | os.PathLike | None = None,
+    row: str | None = None,
 ) -> np.ndarray:
     """Decode Kaggle RLE into a bool mask of ``shape`` (H, W).
 
-    ``encoding`` may be empty, ``None`` or NaN (pandas' empty cell): all False. Bad input raises
-    :class:`HubmapInputError` with ``path=source`` and a message naming the problem.
+    ``encoding`` may be empty, ``None`` or NaN (pandas' empty cell): all False. A zero-size ``shape``
+    (0xW, Hx0) decodes only the empty encoding, as :func:`rle_encode` writes it. Bad input raises
+    :class:`HubmapInputError` with ``path=source`` and a message naming the row (``row``: its id in the
+    CSV) and the problem: runs must start at 1 or later, have a length of 1 or more, stay inside the
+    image, and come in increasing order without overlapping (as every Kaggle encoder writes them; a run
+    that goes backwards or overlaps another means a corrupt or hand-edited encoding, so it is refused
+    rather than guessed at).
     """
     height, width = _check_shape(shape, source)
     if _is_blank(encoding):
         return np.zeros((height, width), dtype=bool)
-    starts, lengths = _parse_pairs(str(encoding), source)
-    _check_runs(starts, lengths, height, width, source)
-    starts, ends = _merge_runs(starts - 1, starts - 1 + lengths)
-    return _paint_runs(starts, ends, height, width)
+    where = f"row {row!r}: " if row is not None else ""
+    starts, lengths = _parse_pairs(str(encoding), source, where)
+    _check_runs(starts, lengths, height, width, source, where)
+    return _paint_runs(starts - 1, starts - 1 + lengths, height, width)
 
 
 def _paint_runs(starts: np.ndarray, ends: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -127,21 +140,21 @@ def _check_shape(shape, source) -> tuple[int, int]:
         height, width = (int(v) for v in shape)
     except (TypeError, ValueError):
         raise HubmapInputError(source, f"mask shape must be (height, width), got {shape!r}") from None
-    if height < 1 or width < 1:
-        raise HubmapInputError(source, f"mask shape must be positive, got {height}x{width}")
+    if height < 0 or width < 0:
+        raise HubmapInputError(source, f"mask shape must not be negative, got {height}x{width}")
     return height, width
 
 
-def _parse_pairs(encoding: str, source) -> tuple[np.ndarray, np.ndarray]:
+def _parse_pairs(encoding: str, source, where: str = "") -> tuple[np.ndarray, np.ndarray]:
     tokens = encoding.split()
     if len(tokens) % 2:
-        raise HubmapInputError(source, f"RLE has an odd number of tokens ({len(tokens)})")
+        raise HubmapInputError(source, f"{where}RLE has an odd number of tokens ({len(tokens)})")
     try:
         values = np.array(tokens, dtype=np.int64)
     except (ValueError, OverflowError):
         index, token = _first_bad_token(tokens)
         raise HubmapInputError(
-            source, f"RLE token {index + 1} ({token!r}) is not a whole number"
+            source, f"{where}RLE token {index + 1} ({token!r}) is not a whole number"
         ) from None
     return values[0::2], values[1::2]
 
@@ -149,46 +162,52 @@ def _parse_pairs(encoding: str, source) -> tuple[np.ndarray, np.ndarray]:
 def _first_bad_token(tokens: list[str]) -> tuple[int, str]:
     for index, token in enumerate(tokens):
         try:
-            int(token)
-        except ValueError:
+            np.int64(int(token))
+        except (ValueError, OverflowError):
             return index, token
     return 0, tokens[0]
 
 
-def _check_runs(starts, lengths, height, width, source) -> None:
+def _check_runs(starts, lengths, height, width, source, where: str = "") -> None:
+    """Each run inside the image, and the runs in increasing order without overlaps (see rle_decode)."""
     total = height * width
     bad_start = np.flatnonzero(starts < 1)
     if bad_start.size:
         i = int(bad_start[0])
         raise HubmapInputError(
-            source, f"RLE run {i + 1} has start {starts[i]} (starts are 1-based, must be >= 1)"
+            source, f"{where}RLE run {i + 1} has start {starts[i]} (starts are 1-based, must be >= 1)"
         )
     bad_length = np.flatnonzero(lengths < 1)
     if bad_length.size:
         i = int(bad_length[0])
-        raise HubmapInputError(source, f"RLE run {i + 1} has length {lengths[i]} (must be >= 1)")
-    past_end = np.flatnonzero(starts - 1 + lengths > total)
+        raise HubmapInputError(source, f"{where}RLE run {i + 1} has length {lengths[i]} (must be >= 1)")
+    past_end = np.flatnonzero(lengths > total - starts + 1)  # not starts + lengths: that may overflow int64
     if past_end.size:
         i = int(past_end[0])
         raise HubmapInputError(
             source,
-            f"RLE run {i + 1} (start {starts[i]}, length {lengths[i]}) goes past the end of a "
+            f"{where}RLE run {i + 1} (start {starts[i]}, length {lengths[i]}) goes past the end of a "
             f"{height}x{width} image ({total} pixels)",
         )
+    _check_order(starts, starts + lengths, source, where)
 
 
-def _merge_runs(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort runs and merge overlapping/adjacent ones, so each start and end is distinct."""
-    if starts.size and np.all(starts[1:] > ends[:-1]):
-        return starts, ends
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
-    reach = np.maximum.accumulate(ends)
-    new_group = np.ones(starts.size, dtype=bool)
-    new_group[1:] = starts[1:] > reach[:-1]
-    first = np.flatnonzero(new_group)
-    last = np.append(first[1:] - 1, starts.size - 1)
-    return starts[first], reach[last]
+def _check_order(starts: np.ndarray, ends: np.ndarray, source, where: str) -> None:
+    """Runs start after the previous one ends (adjacent runs are fine, backwards or overlapping ones not)."""
+    backwards = np.flatnonzero(starts[1:] < starts[:-1])
+    overlapping = np.flatnonzero(starts[1:] < ends[:-1])
+    if backwards.size and (not overlapping.size or backwards[0] <= overlapping[0]):
+        i = int(backwards[0]) + 1
+        raise HubmapInputError(
+            source, f"{where}RLE run {i + 1} starts at {starts[i]}, before run {i} (start {starts[i - 1]}): "
+                    "runs must come in increasing order (corrupt encoding?)"
+        )
+    if overlapping.size:
+        i = int(overlapping[0]) + 1
+        raise HubmapInputError(
+            source, f"{where}RLE run {i + 1} (start {starts[i]}) overlaps run {i} (start {starts[i - 1]}, "
+                    f"length {ends[i - 1] - starts[i - 1]}): runs must not overlap (corrupt encoding?)"
+        )
 
 
 def read_rle_csv(path: str | os.PathLike) -> dict[str, str]:

@@ -19,7 +19,7 @@ from ..locks import FolderLock
 from ..defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from ..errors import HubmapInputError
 from .card import ModelCard, utc_now
-from .weights import mismatch_summary, sha256_file, state_dict_for_saving
+from .weights import check_safetensors_header, mismatch_summary, sha256_file, state_dict_for_saving
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -222,6 +222,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     if not Path(path).is_file():
         raise HubmapInputError(path, "weights file not found")
+    check_safetensors_header(path)  # no pickle, and nothing of the claimed sizes allocated
     try:
         return load_file(os.fspath(path), device="cpu")
     except Exception as error:  # SafetensorError, OSError, ...

@@ -1,9 +1,15 @@
 """``open_slide``: any kidney slide as lazy RGB pyramid levels, never read whole into memory.
 
-The reader is chosen per file: PNG/JPEG through PIL; DICOM (a folder of instances or a ``.dcm`` file)
-through wsidicom (:mod:`.dicom_slide`); vendor formats OpenSlide recognises (MIRAX, Hamamatsu VMS/VMU/NDPI,
-Leica SCN, Ventana BIF, Philips TIFF; :mod:`.openslide_slide`) through OpenSlide; TIFF, OME-TIFF and
-Aperio SVS through tifffile (:mod:`.tiff_slide`), which reads them more lazily.
+The reader is chosen by the file's content (its magic bytes, :mod:`.sniff`), by the suffix only where
+the content does not tell (OpenSlide's vendor suffixes, ``.dcm``): PNG/JPEG through PIL, even named
+``.tif``; DICOM (a folder of instances or a ``.dcm`` file) through wsidicom (:mod:`.dicom_slide`); vendor
+formats OpenSlide recognises (MIRAX, Hamamatsu VMS/VMU/NDPI, Leica SCN, Ventana BIF, Philips TIFF;
+:mod:`.openslide_slide`) through OpenSlide; TIFF, OME-TIFF and Aperio SVS through tifffile
+(:mod:`.tiff_slide`), which reads them more lazily, even named ``.jpg``. Any other content is refused
+with one error naming what it looks like (``JSON text``, ``a GIF image``, ...).
+
+Channels, the same rule in every reader: 1 is grey, 2 grey + alpha (shown as grey), 3 RGB, 4 RGBA (alpha
+dropped); any other count (5, 16, ...) is refused with one error naming the count.
 
 Pyramidal files give their own levels. A single-level slide larger than 1024 px gets reduced levels
 from the pyramid cache (:mod:`.pyramid_cache`); until the cache exists, those levels are read by
@@ -28,6 +34,7 @@ from .levels import ArraySource, SlideLevel, SubsampledSource, downsample_mean2,
 from .pyramid_cache import BuildState, PyramidCache, ZarrLevelSource
 from .openslide_slide import OPENSLIDE_SUFFIXES
 from .scale import SlideScale, check_mpp, slide_scale
+from .sniff import TIFF_KINDS, check_claimed_bytes, looks_like, no_pixel_limit, sniff
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -196,20 +203,34 @@ def open_slide(path: str | os.PathLike, *, build_cache: bool = False, mpp: float
 
 
 def _open_any(path: str) -> Slide:
-    """The reader for this file (see the module's docstring)."""
-    from .dicom_slide import DicomSlideFile, is_dicom_file
+    """The reader for this file (see the module's docstring): chosen by the content's magic bytes
+    (:mod:`.sniff`) where the content is TIFF, PNG or JPEG, whatever the suffix says."""
+    from .dicom_slide import DicomSlideFile
     from .openslide_slide import OpenSlideFile, use_openslide
     from .tiff_slide import TiffSlideFile
 
     lower = path.lower()
-    if lower.endswith(IMAGE_SUFFIXES) and not os.path.isdir(path):
-        return _open_image(path)
-    if os.path.isdir(path) or lower.endswith(DICOM_SUFFIXES) or is_dicom_file(path):
+    kind = sniff(path)
+    if kind in ("folder", "dicom") or lower.endswith(DICOM_SUFFIXES):
         return _open_file(path, lambda: DicomSlideFile(path))
-    vendor = use_openslide(path) if os.path.getsize(path) > 0 else None
+    if kind == "empty":
+        raise HubmapInputError(path, "file is empty (0 bytes)")
+    if kind in ("png", "jpeg") and not lower.endswith(OPENSLIDE_SUFFIXES):
+        return _open_image(path)
+    if kind not in TIFF_KINDS and not lower.endswith(OPENSLIDE_SUFFIXES):
+        raise HubmapInputError(path, f"not a readable {_named_as(lower)}: its content looks like {looks_like(path, kind)}"
+                               ", not TIFF, PNG, JPEG or DICOM")
+    vendor = use_openslide(path)
     if vendor is not None:
         return _open_file(path, lambda: OpenSlideFile(path, vendor))
     return _open_file(path, lambda: TiffSlideFile(path))
+
+
+def _named_as(lower: str) -> str:
+    """What the file's suffix says it is, for an error on content that is none of the slide formats."""
+    if lower.endswith(TIFF_SUFFIXES):
+        return "TIFF file"
+    return "image" if lower.endswith(IMAGE_SUFFIXES) else "slide"
 
 
 def _open_file(path: str, open_reader: Callable[[], object]) -> Slide:
@@ -238,11 +259,13 @@ def _open_image(path: str) -> Slide:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with no_pixel_limit(), Image.open(path) as image:
             if image.width * image.height == 0:
                 raise HubmapInputError(path, "image has zero size")
             if image.width * image.height > MAX_FLAT_IMAGE_PIXELS:
                 raise HubmapInputError(path, "too large for PNG/JPEG reading; convert it to a tiled TIFF")
+            check_claimed_bytes(path, image.width * image.height * len(image.getbands()), os.path.getsize(path),
+                                "deflate" if image.format == "PNG" else None, f"a {image.width}x{image.height} image")
             mode = image.mode
             array = _image_to_rgb(image, path)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -14,10 +14,17 @@ import tifffile
 import zarr
 
 from ..errors import HubmapInputError
+from .sniff import TIFF_CODECS, check_claimed_bytes
+
+
+MAX_CHUNK_BYTES = 1 << 30
+"""The most one compressed tile or strip may decode to: every region read decodes whole chunks."""
 
 
 def check_page_data(page: tifffile.TiffPage, path: str, file_size: int) -> None:
-    """Raise if the page's tiles/strips point past the end of the file (truncated copy)."""
+    """Raise if the page's tiles/strips point past the end of the file (truncated copy), or its header claims
+    more pixels than its data can hold or one chunk larger than :data:`MAX_CHUNK_BYTES` (checked before any
+    allocation, so a tiny file claiming 10**6 x 10**6 pixels is refused at once)."""
     offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
     counts = np.asarray(page.databytecounts, dtype=np.uint64)
     if offsets.size == 0:
@@ -28,6 +35,28 @@ def check_page_data(page: tifffile.TiffPage, path: str, file_size: int) -> None:
         raise HubmapInputError(
             path, f"file is truncated: image data runs {missing} bytes past its end ({file_size} bytes)"
         )
+    check_page_claims(page, path)
+
+
+def check_page_claims(page: tifffile.TiffPage, path) -> None:
+    """The page's chunk size and pixel count must be ones its data can hold (see :func:`check_page_data`)."""
+    itemsize = np.dtype(page.dtype).itemsize if page.dtype is not None else 1
+    chunk_bytes = int(np.prod(page.chunks, dtype=np.float64)) * itemsize
+    if chunk_bytes > MAX_CHUNK_BYTES and page.compression != 1:  # uncompressed chunks are memory-mapped
+        kind = "tile" if page.is_tiled else "strip"
+        raise HubmapInputError(path, f"corrupt header: one {kind} of {'x'.join(map(str, page.chunks))} samples decodes "
+                                     f"to more than {MAX_CHUNK_BYTES >> 20} MiB")
+    counts = [int(c) for c in page.databytecounts]
+    needed = int(np.prod(page.chunked, dtype=np.float64))
+    if len(counts) < needed:  # tifffile would decode every missing one as empty, one by one
+        kind = "tiles" if page.is_tiled else "strips"
+        raise HubmapInputError(path, f"corrupt header: the image needs {needed} {kind}, the file lists {len(counts)}")
+    if sum(counts) == 0:  # tifffile would fill the whole claimed size with zeros
+        raise HubmapInputError(path, "TIFF page has no image data (every tile or strip holds 0 bytes)")
+    codec = None if 0 in counts else TIFF_CODECS.get(int(page.compression))
+    claimed = page.imagelength * page.imagewidth * page.samplesperpixel * max(page.imagedepth, 1) * itemsize
+    check_claimed_bytes(path, claimed, sum(counts), codec,
+                        f"a {page.imagewidth}x{page.imagelength}x{page.samplesperpixel} image")
 
 
 def _uniform_chunks(page: tifffile.TiffPage, chunk_bytes: int) -> bool:

@@ -2,7 +2,9 @@
 
 Layouts handled: interleaved (H, W, 3|4), planar (3, H, W) in one page, one page per channel
 (OME ``CYX``, ``TZCYX`` with singletons, or three plain single-channel pages), grayscale
-(replicated to RGB with a warning). 16-bit data is scaled to 8 bits with a warning.
+(replicated to RGB with a warning), grey + alpha (the grey). Channel counts other than 1-4 (interleaved
+samples, or pages along a channel axis) are refused with one error naming the count. 16-bit data is
+scaled to 8 bits with a warning; other sample types (float, signed, 32-bit) are refused.
 """
 
 from __future__ import annotations
@@ -61,25 +63,37 @@ def _check_sample_type(page: tifffile.TiffPage, path: str) -> None:
         raise HubmapInputError(path, "palette-colour TIFF is not supported; convert it to RGB")
     if page.imagelength == 0 or page.imagewidth == 0:
         raise HubmapInputError(path, "image has zero size")
-    if page.samplesperpixel > 4:
-        raise HubmapInputError(path, f"unsupported: {page.samplesperpixel} samples per pixel (expected 1, 3 or 4)")
+    _refuse_channels(page.samplesperpixel, path, "samples per pixel")
+
+
+SLIDE_CHANNELS = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
+"""The channel counts a slide may have (see :mod:`.open`); any other count is refused."""
+
+
+def _refuse_channels(count: int, path: str, what: str) -> None:
+    if count not in SLIDE_CHANNELS:
+        raise HubmapInputError(path, f"unsupported: {count} {what} (a slide has 1 grey, 2 grey + alpha, "
+                                     "3 RGB or 4 RGBA channels)")
 
 
 def _channel_pages(series: tifffile.TiffPageSeries, pages: list, path: str) -> list:
-    """The pages holding R, G, B of a level stored one channel per page (first plane of others)."""
+    """The pages holding R, G, B of a level stored one channel per page (the grey page when it has 1 or 2
+    channels; first plane of other axes)."""
     axes = series.axes[:-2]
     shape = series.shape[:-2]
     if not axes:
         return pages[:1]
     index = np.arange(int(np.prod(shape))).reshape(shape)
-    channel_axis = next((i for i, a in enumerate(axes) if a in CHANNEL_AXES and shape[i] >= 3), None)
+    channel_axis = next((i for i, a in enumerate(axes) if a in CHANNEL_AXES and shape[i] > 1), None)
     if channel_axis is None:
         warnings.warn(f"{path}: axes {series.axes} have no colour axis; showing the first plane", stacklevel=3)
         return [pages[int(index.flat[0])]]
-    key = tuple(slice(0, 3) if i == channel_axis else 0 for i in range(len(axes)))
+    _refuse_channels(shape[channel_axis], path, f"channels (axis {axes[channel_axis]} of {series.axes})")
+    wanted = 3 if shape[channel_axis] >= 3 else 1
+    key = tuple(slice(0, wanted) if i == channel_axis else 0 for i in range(len(axes)))
     if any(s > 1 for i, s in enumerate(shape) if i != channel_axis):
         warnings.warn(f"{path}: axes {series.axes}: showing the first plane of the non-colour axes", stacklevel=3)
-    return [pages[int(i)] for i in index[key]]
+    return [pages[int(i)] for i in np.atleast_1d(index[key])]
 
 
 def _level_readers(series, path: str, byteorder: str, size: int) -> tuple[list[PageReader], str]:
@@ -90,6 +104,8 @@ def _level_readers(series, path: str, byteorder: str, size: int) -> tuple[list[P
     _check_sample_type(first, path)
     if first.samplesperpixel >= 3:
         chosen, mode = [first], "rgb"
+    elif first.samplesperpixel == 2:  # grey + alpha, interleaved: the grey
+        chosen, mode = [first], "gray"
     else:
         chosen = _channel_pages(series, pages, path)
         mode = "pages" if len(chosen) >= 3 else "gray"
@@ -109,7 +125,7 @@ def _separate_page_series(tif: tifffile.TiffFile) -> list | None:
 
 
 @contextlib.contextmanager
-def _quiet_tifffile():
+def quiet_tifffile():
     """tifffile's log lines (``invalid page offset``, ...) dropped while a file is opened: a file it cannot
     read raises here with one message; one it reads despite them opens."""
     logger = tifffile.logger()
@@ -132,7 +148,7 @@ class TiffSlideFile:
         size = file_size(path)
         if size == 0:
             raise HubmapInputError(path, "file is empty (0 bytes)")
-        with _quiet_tifffile():  # its log lines on a malformed file would add to our one error line
+        with quiet_tifffile():  # its log lines on a malformed file would add to our one error line
             self._open(size)
 
     def _open(self, size: int) -> None:
@@ -214,8 +230,16 @@ def _layout_kind(series, source: TiffLevelSource) -> str:
 
 
 def _mpp(tif: tifffile.TiffFile) -> float | None:
-    """Microns per pixel from OME-XML, the Aperio description, or the resolution tags."""
-    return _mpp_ome(tif) or _mpp_svs(tif) or _mpp_resolution(tif.pages.first)
+    """Microns per pixel from OME-XML, the Aperio description, or the resolution tags; None (unknown) when
+    none gives a plausible one, and where one is malformed (``MPP = 0.5.1``) rather than refusing the slide."""
+    for read in (_mpp_ome, _mpp_svs, lambda t: _mpp_resolution(t.pages.first)):
+        try:
+            mpp = read(tif)
+        except (ValueError, TypeError, ArithmeticError, KeyError, IndexError):
+            mpp = None
+        if mpp:
+            return mpp
+    return None
 
 
 def _mpp_ome(tif: tifffile.TiffFile) -> float | None:
