@@ -174,7 +174,8 @@ class KillRecord:
     interrupted: bool  # the process was still working at the kill and the result was not the finished one
     outcome: str
     detail: str = ""
-    leftovers: int = 0
+    leftovers: int = 0  # temporaries right after the kill
+    leftovers_after: int | None = None  # and after the re-run (None: no re-run)
 
 
 def kill_once(op: KillOp, ref: Reference, work: Path, seed: int, timeout: float = 600, spread: float = 1.0,
@@ -222,6 +223,7 @@ def _judge(op: KillOp, ref: Reference, work: Path, alive: bool, record: KillReco
     code = watch.finish(timeout)
     assert code == 0, f"the re-run failed ({code}):\n" + "\n".join(watch.lines[-30:])
     resumed = op.state(work)
+    record.leftovers_after = len(op.leftovers(work))
     assert resumed == ref.result, f"the re-run's result differs from the uninterrupted run's ({resumed} != {ref.result})"
     record.outcome = "previous" if after == ref.previous else "complete" if after == ref.result else "resumed-identical"
 
@@ -235,13 +237,13 @@ class _suppress_gone:
 
 
 def table(records: list[KillRecord], seed: int) -> str:
-    """operation, kills, interrupted, one column per outcome, leftovers, seed."""
-    head = ["operation", "kills", "interrupted", *OUTCOMES, "leftover temporaries", "seed"]
+    """operation, kills, interrupted, one column per outcome, temporaries left, seed."""
+    head = ["operation", "kills", "interrupted", *OUTCOMES, "temporaries left (after kill / after re-run)", "seed"]
     rows = [head]
     for name in dict.fromkeys(r.op for r in records):
         mine = [r for r in records if r.op == name]
         rows.append([name, len(mine), sum(r.interrupted for r in mine), *(sum(r.outcome == o for r in mine) for o in OUTCOMES),
-                     sum(r.leftovers for r in mine), seed])
+                     f"{sum(r.leftovers for r in mine)} / {sum(r.leftovers_after or 0 for r in mine)}", seed])
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     return "\n".join(" | ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in rows)
 
