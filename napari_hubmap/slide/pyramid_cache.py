@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import psutil
 import zarr
 
 from ..atomic import write_failures
@@ -158,6 +159,7 @@ class PyramidCache:
         if self.complete:
             return self.final
         shutil.rmtree(partial, ignore_errors=True)
+        _remove_dead_partials(self.final)
         with write_failures(self.final, partial):  # disk full, I/O error: one error naming the cache
             partial.parent.mkdir(parents=True, exist_ok=True)
             base, close = open_base()
@@ -215,6 +217,15 @@ class PyramidCache:
         ]
         group.attrs["napari_hubmap"] = {"complete": False, "source": self.slide_path}
         return group
+
+
+def _remove_dead_partials(final: Path) -> None:
+    """Partial caches of ``final`` whose building process is gone (killed): they never complete, they
+    only fill the disk. Those of a live process (another build running) stay."""
+    for stale in final.parent.glob(f"{final.name}.partial-*"):
+        pid = stale.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 class ZarrLevelSource:

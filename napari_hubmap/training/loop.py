@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import shutil
 import threading
 import time
@@ -148,6 +149,14 @@ def _save_checkpoint(run: _Run) -> Path:
     save_checkpoint(folder, model=_plain(run.module).state_dict(), ema=run.ema.module.state_dict(),
                     optimizer=run.optimizer.state_dict(), state=_state(run))
     return folder
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """Renamed out of the resume path first, then deleted: a kill half-way never leaves a torn checkpoint
+    (a folder missing its tensors) for the next run to resume from."""
+    doomed = folder.with_name(f".{folder.name}.removed-{os.getpid()}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed)
 
 
 def _plain(module: torch.nn.Module) -> torch.nn.Module:
@@ -358,6 +367,8 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
     ckpt = checkpoint_folder(out)
     if resume and ckpt.exists():
         _resume(run, ckpt)
+    elif world.main:  # before anything is registered in ``out``: a kill from here on leaves a run to resume
+        _save_checkpoint(run)
     steps = config.steps_for(world.size)
     _report(run, progress, run.epoch * steps + run.step_in_epoch,
             {"event": "start", "epochs": config.epochs, "steps_per_epoch": steps, "train_samples": len(run.train),
@@ -374,7 +385,7 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
             break
     digests = distributed.gather(world, distributed.weights_digest(_plain(run.module)))
     if world.main and ckpt.exists():
-        shutil.rmtree(ckpt)
+        _remove_checkpoint(ckpt)
     card = None
     if world.main and out.exists():
         from ..registry import read_card
