@@ -225,7 +225,9 @@ def train(capsys, *args) -> tuple[int, list[dict], str]:
 
 def test_train_loss_patience_and_device_are_used(capsys, tmp_path, model, discs, keep_signal_handlers):
     code, events, stderr = train(capsys, *train_args(discs, model, tmp_path / "m", "--epochs", 5, "--loss", "focal",
-                                                     "--patience", 1, "--device", "cpu", "--events"))
+                                                     "--patience", 1, "--device", "cpu", "--events", "--name", "focal-run",
+                                                     "--seed", 3, "--select-by", "object_f1", "--positive-fraction", 0.5,
+                                                     "--exclude-groups", "pB"))
     assert code == 0, stderr
     epochs = [e for e in events if e["event"] == "epoch"]
     assert events[0]["device"] == "cpu"
@@ -233,8 +235,11 @@ def test_train_loss_patience_and_device_are_used(capsys, tmp_path, model, discs,
     # stops at the first epoch allowed to (min_epochs 3) that did not improve, short of the 5 asked for
     assert epochs[-1]["val_dice"] == 1.0 and not epochs[-1]["best"]
     assert events[-1]["event"] == "done" and events[-1]["epochs_run"] == len(epochs) == 3
-    config = read_card(tmp_path / "m").training_data["config"]
+    card = read_card(tmp_path / "m")
+    config = card.training_data["config"]
     assert (config["loss"], config["patience"], config["device"]) == ("focal", 1, "cpu")
+    assert (card.name, config["seed"], config["select_by"], config["positive_fraction"]) == ("focal-run", 3, "object_f1", 0.5)
+    assert sorted(card.training_data["train_images"]) == ["discs/pA_0", "discs/pA_3"]  # pB left out, pC validates
 
 
 def float_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -304,3 +309,57 @@ def test_view_screenshot_shows_the_slide(tmp_path, slide):
     assert side > 200 and abs((right - left) - side) <= 0.05 * side and pink[top:bottom, left:right].mean() > 0.95
     glass = image[top:bottom, right + 2 : right + side - 2]
     assert glass.shape[1] > 0.9 * side and (glass.min(axis=2) >= 245).mean() > 0.95
+
+
+def test_convert_and_export_take_shape_downsample_and_id(capsys, tmp_path):
+    from napari_hubmap.annotations import read_mask, read_rle_csv, rle_decode, rle_encode, write_rle_csv
+
+    first, second = disk((120, 160), (40, 40), 20), disk((120, 160), (80, 110), 24)
+    write_rle_csv(tmp_path / "two.csv", {"a": rle_encode(first), "b": rle_encode(second)})
+    code, _, stderr = run(capsys, "convert-annotations", tmp_path / "two.csv", "--to", "mask", "--shape", "120x160",
+                          "--id", "b", "--downsample", 2, "--out", tmp_path / "b.png")
+    assert code == 0, stderr
+    mask = read_mask(tmp_path / "b.png")
+    assert mask.shape == (60, 80) and mask[40, 55] and not mask[20, 20]  # row b, at half size
+    assert abs(int(mask.sum()) - int(second[::2, ::2].sum())) <= 0.05 * second[::2, ::2].sum()
+    labels = np.zeros((60, 80), np.uint8)
+    labels[10:30, 10:30], labels[40:50, 50:70] = 1, 2
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    # 90 x 120 is 1.5 times 60 x 80, no whole downscale the export could infer: --downsample gives it
+    code, stdout, stderr = run(capsys, "export", tmp_path / "labels.png", "--format", "rle-csv", "--id", "kid7",
+                               "--shape", "90x120", "--downsample", 1.5, "--out", tmp_path / "o.csv")
+    assert code == 0, stderr
+    assert one_json_line(stdout)["slide_shape"] == [90, 120]
+    rows = read_rle_csv(tmp_path / "o.csv")
+    source_row, source_col = (np.floor((np.arange(n) + 0.5) / 1.5).astype(int) for n in (90, 120))
+    full = (labels > 0)[np.ix_(source_row, source_col)]  # each full-resolution pixel takes the label pixel it lies in
+    assert list(rows) == ["kid7"] and np.array_equal(rle_decode(rows["kid7"], (90, 120)), full)
+
+
+def test_synth_stain_mpp_tile_and_compression(capsys, tmp_path):
+    means = {}
+    for stain in ("pas", "he"):
+        out = tmp_path / f"{stain}.tif"
+        code, _, stderr = run(capsys, "synth", out, "--width", 512, "--height", 384, "--seed", 2, "--stain", stain,
+                              "--mpp", 0.25, "--tile", 256, "--compression", "zlib")
+        assert code == 0, stderr
+        with tifffile.TiffFile(out) as tif:
+            page = tif.pages[0]
+            assert (page.tilewidth, page.compression) == (256, tifffile.COMPRESSION.ADOBE_DEFLATE)
+            means[stain] = page.asarray().reshape(-1, 3).mean(axis=0)
+        code, stdout, _ = run(capsys, "info", out)
+        assert code == 0 and one_json_line(stdout)["mpp"] == 0.25
+    assert np.abs(means["pas"] - means["he"]).max() > 5  # another stain, other colours
+
+
+def test_batch_passes_its_inference_and_postprocess_options_on(capsys, tmp_path, slide, model):
+    code, stdout, stderr = run(capsys, "batch", slide, "--model", model, "--out", tmp_path / "out", "--export", "rle-csv",
+                               "--tta", "flips", "--device", "cpu", "--backend", "torch", "--threshold", 0, "--min-size", 5,
+                               "--watershed", "--markers", "h-maxima", "--no-fill-holes")
+    assert code == 0, stderr
+    line = one_json_line(stdout)
+    assert line["backend"] == "torch" and line["objects"] == 1  # threshold 0: the whole slide is one object
+    prob_meta = open_probability(line["prob"])[1]
+    assert prob_meta["tta"] == ["identity", "hflip", "vflip", "rot180"] and prob_meta["backend"] == "torch"
+    post = open_labels(line["labels"])[1]["postprocess"]
+    assert post == {**post, "threshold": 0.0, "min_size": 5, "watershed": True, "markers": "h-maxima", "fill_holes": False}
