@@ -69,12 +69,13 @@ def predict(capsys, slide, model, out, *options) -> tuple[dict, np.ndarray, dict
 
 def test_predict_tile_and_overlap_change_the_plan(capsys, tmp_path, slide, model):
     card_line, _, card_meta = predict(capsys, slide, model, tmp_path / "card")
-    line, _, meta = predict(capsys, slide, model, tmp_path / "big", "--tile", 128, "--overlap", 32)
+    line, _, meta = predict(capsys, slide, model, tmp_path / "big", "--tile", 128, "--overlap", 32, "--batch", 2)
     assert card_line["downscale"] == line["downscale"] == 1.0
     assert card_line["tiles"] == tiles_along(256, 64, 16) * tiles_along(512, 64, 16) == 5 * 11
     assert line["tiles"] == tiles_along(256, 128, 32) * tiles_along(512, 128, 32) == 3 * 5
     assert (card_meta["models"][0]["tile"], card_meta["models"][0]["overlap"]) == (64, 16)
     assert (meta["models"][0]["tile"], meta["models"][0]["overlap"]) == (128, 32)
+    assert (card_meta["batch"], meta["batch"]) == (4, 2)
 
 
 def test_predict_no_skip_background_computes_the_glass_too(capsys, tmp_path, slide, model):
