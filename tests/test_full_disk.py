@@ -31,6 +31,7 @@ from napari_hubmap.atomic import atomic_path, write_failures, write_text_atomic
 from napari_hubmap.errors import HubmapInputError, HubmapWriteError
 
 from synthetic_maps import blob_map, write_prob_store
+from test_inference import conv_model
 
 NO_SPACE = os.strerror(errno.ENOSPC)
 IO_ERROR = os.strerror(errno.EIO)
@@ -338,7 +339,7 @@ def predicted(tmp_path_factory):
     slide = tmp_path / "slide.tif"
     rng = np.random.default_rng(0)
     tifffile.imwrite(slide, rng.integers(0, 256, (1300, 700, 3), dtype=np.uint8), tile=(256, 256), photometric="rgb")
-    model, config = _conv_model(), InferenceConfig(batch=4, skip_background=False)
+    model, config = conv_model(0, tile=256, overlap=64), InferenceConfig(batch=4, skip_background=False)
     reference = tmp_path / "ref.prob.zarr"
     predict_slide(slide, reference, config, models=[model])
     return slide, model, config, reference
@@ -398,16 +399,6 @@ def test_probability_store_in_bands(small_disk, predicted):
     small_disk.unfill()
     finish_bands(out, bands)
     assert ProbabilityStore.reopen(out).complete and levels_of(out) == levels_of(reference)
-
-
-def _conv_model():
-    from napari_hubmap.registry import LoadedModel, ModelCard
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1))
-    card = ModelCard(name="toy", architecture="Unet", encoder="tu-test_resnet", downscale=1.0, tile=256, overlap=64,
-                     normalization={"mean": [0.5] * 3, "std": [0.25] * 3, "max_pixel_value": 255.0})
-    return LoadedModel(card, net.eval(), Path("toy"))
 
 
 def test_pyramid_cache(small_disk, monkeypatch, tmp_path):
