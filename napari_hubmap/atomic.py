@@ -58,8 +58,10 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
 
 
 def _temporary_beside(target: Path, is_dir: bool) -> Path:
-    """A new file (or folder) ``.<name>.<random>.partial<suffix>`` in the target's folder."""
-    prefix = f".{target.name}."
+    """A new file (or folder) ``.<name>.<pid>-<random>.partial<suffix>`` in the target's folder, after
+    removing the temporaries of ``target`` that writers killed mid-write left (:func:`_remove_dead_temporaries`)."""
+    _remove_dead_temporaries(target)
+    prefix = f".{target.name}.{os.getpid()}-"
     suffix = "".join(target.suffixes[-2:]) or ".tmp"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial" + suffix, dir=target.parent))
@@ -69,6 +71,26 @@ def _temporary_beside(target: Path, is_dir: bool) -> Path:
         tmp = Path(name)
     _default_permissions(tmp, is_dir)
     return tmp
+
+
+def _remove_dead_temporaries(target: Path) -> None:
+    """Remove ``target``'s temporaries whose writer process is gone (SIGKILL or a power cut leaves them; each
+    may be as large as the target). Those of a live process, this one included, and names without a pid
+    (older versions) are kept."""
+    import glob
+
+    import psutil
+
+    start = f".{target.name}."
+    for entry in target.parent.glob(glob.escape(start) + "*.partial*"):
+        pid, dash, _ = entry.name[len(start):].partition("-")
+        if not dash or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        with contextlib.suppress(OSError):  # another writer removed it first, or it cannot be: left as it was
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 @contextlib.contextmanager

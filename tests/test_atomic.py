@@ -54,3 +54,25 @@ def test_folder_replaced_in_one_step_without_leftovers(tmp_path):
         assert (b / "x").read_text() == "a" and not any(a.iterdir())
     else:  # elsewhere nothing moved
         assert (a / "x").read_text() == "a" and not any(b.iterdir())
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A writer killed mid-write leaves its temporary; the next write of that target removes it, but
+    never a live writer's (this process's) nor another target's."""
+    import subprocess
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "slide.labels.zarr"
+    left_by_kill = tmp_path / f".slide.labels.zarr.{dead_pid}-abc123.partial.labels.zarr"
+    (left_by_kill / "0").mkdir(parents=True)
+    (left_by_kill / "0" / "chunk").write_bytes(b"x" * 1000)
+    live = tmp_path / f".slide.labels.zarr.{os.getpid()}-def456.partial.labels.zarr"
+    live.mkdir()
+    other_target = tmp_path / f".slide.labels.zarr.old.{dead_pid}-ghi789.partial.zarr"
+    other_target.mkdir()
+    with atomic_path(target, is_dir=True) as tmp:
+        assert f".slide.labels.zarr.{os.getpid()}-" in tmp.name  # its own temporaries carry its pid
+        (tmp / "new").write_text("new")
+    assert not left_by_kill.exists() and live.is_dir() and other_target.is_dir()
+    assert (target / "new").read_text() == "new"
