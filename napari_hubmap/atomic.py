@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import HubmapInputError, HubmapWriteError
 
@@ -75,16 +75,23 @@ def _temporary_beside(target: Path, is_dir: bool) -> Path:
 
 def _remove_dead_temporaries(target: Path) -> None:
     """Remove ``target``'s temporaries whose writer process is gone (SIGKILL or a power cut leaves them; each
-    may be as large as the target). Those of a live process, this one included, and names without a pid
-    (older versions) are kept."""
+    may be as large as the target). Names without a pid (older versions) are kept."""
     import glob
 
+    start = f".{target.name}."
+    remove_left_by_dead_writers(target.parent, glob.escape(start) + "*.partial*",
+                                lambda name: name[len(start):].split("-")[0])
+
+
+def remove_left_by_dead_writers(folder: Path, pattern: str, pid_of: Callable[[str], str]) -> None:
+    """Remove the files and folders of ``folder`` matching ``pattern`` whose writer, the process numbered
+    ``pid_of(name)``, is no longer running. Those of a live process (this one included) and names whose
+    ``pid_of`` is not a number are kept."""
     import psutil
 
-    start = f".{target.name}."
-    for entry in target.parent.glob(glob.escape(start) + "*.partial*"):
-        pid, dash, _ = entry.name[len(start):].partition("-")
-        if not dash or not pid.isdigit() or psutil.pid_exists(int(pid)):
+    for entry in folder.glob(pattern):
+        pid = pid_of(entry.name)
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
             continue
         with contextlib.suppress(OSError):  # another writer removed it first, or it cannot be: left as it was
             if entry.is_dir() and not entry.is_symlink():

@@ -13,6 +13,7 @@ set, leaving no cache (nor a partial one).
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import os
 import shutil
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import psutil
 import zarr
 
-from ..atomic import write_failures
+from ..atomic import remove_left_by_dead_writers, write_failures
 from ..progress import ProgressCallback, check_cancelled, report
 from .levels import RegionSource, downsample_mean2, level_shapes
 
@@ -222,10 +222,8 @@ class PyramidCache:
 def _remove_dead_partials(final: Path) -> None:
     """Partial caches of ``final`` whose building process is gone (killed): they never complete, they
     only fill the disk. Those of a live process (another build running) stay."""
-    for stale in final.parent.glob(f"{final.name}.partial-*"):
-        pid = stale.name.rsplit(".partial-", 1)[1].split("-")[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_left_by_dead_writers(final.parent, f"{glob.escape(final.name)}.partial-*",
+                                lambda name: name.rsplit(".partial-", 1)[1].split("-")[0])
 
 
 class ZarrLevelSource:
