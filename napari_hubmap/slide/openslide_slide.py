@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import HubmapInputError, closed_on_failure
 from .levels import as_rgb, check_levels_decode, read_in_blocks, rgba_on_background
 from .scale import plausible_mpp
+from .sniff import TIFF_KINDS, sniff
 
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".ndpi", ".scn", ".bif")
 """Vendor files: OpenSlide reads them when it recognises them (a plain TIFF under such a name goes to tifffile)."""
@@ -42,21 +43,13 @@ def openslide_vendor(path: str) -> str | None:
         return None
 
 
-def _is_tiff(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-    except OSError:
-        return False
-
-
 def use_openslide(path: str) -> str | None:
     """The vendor when OpenSlide should read ``path``: a vendor file it recognises that tifffile does not
     read as such; None otherwise (tifffile, PIL, DICOM). A vendor suffix (.mrxs, .vms, .ndpi, ...) that
     OpenSlide does not recognise goes to tifffile when the file is a TIFF, else is an error."""
     vendor = openslide_vendor(path)
     lower = path.lower()
-    if vendor is None and lower.endswith(OPENSLIDE_SUFFIXES) and not _is_tiff(path):
+    if vendor is None and lower.endswith(OPENSLIDE_SUFFIXES) and sniff(path) not in TIFF_KINDS:
         kind = os.path.splitext(lower)[1].lstrip(".").upper()
         raise HubmapInputError(path, f"not a readable {kind} slide (OpenSlide does not recognise it)")
     if vendor is None or vendor in TIFFFILE_VENDORS or vendor == "dicom":
