@@ -47,6 +47,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         os.replace(tmp, target)
     except BaseException as exc:
         error = write_error(target, exc)  # before the clean-up, while a full disk still reads full
+        settle_background_writes()
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -115,7 +116,33 @@ def write_failures(target: str | os.PathLike, *also: str | os.PathLike) -> Itera
         error = write_error(target, exc, also)
         if error is None:
             raise
+        settle_background_writes()
         raise error from exc
+
+
+def settle_background_writes(timeout_s: float = 60.0) -> None:
+    """Wait for the chunk writes zarr still runs in the background, and collect their errors.
+
+    zarr 3 writes an array's chunks concurrently on its own event loop; when one fails (a full disk) the
+    call raises at once while its sibling writes go on. Left alone they land after the clean-up removed
+    the temporary (a half-written folder reappears, a deleted file stays open and the disk stays full)
+    and each of their errors is printed later as an asyncio traceback. Does nothing when zarr is unused.
+    """
+    import asyncio
+    import sys
+
+    zarr_sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def _settle() -> None:
+        this = asyncio.current_task()
+        while pending := [task for task in asyncio.all_tasks() if task is not this]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(_settle(), loop).result(timeout_s)
 
 
 def write_error(target: str | os.PathLike, exc: BaseException, also=()) -> HubmapWriteError | None:

@@ -10,6 +10,7 @@ as root); elsewhere the ENOSPC tests skip and say so, the injected ones still ru
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import errno
 import io
@@ -249,6 +250,33 @@ def test_errors_about_other_files_are_left_alone(tmp_path):
         with write_failures(tmp_path / "out.bin"):
             raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".out.bin.x1.partial.bin"))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_zarr_write_is_cleaned_up_after_its_sibling_chunk_writes_land(tmp_path, capfd):
+    """zarr writes an array's chunks concurrently and raises on the first failure while the others go on: the
+    clean-up waits for them, so no chunk lands in a removed temporary and no late asyncio traceback is printed."""
+    import gc
+
+    import zarr
+    from zarr.storage import LocalStore
+
+    class FirstChunkFails(LocalStore):
+        async def set(self, key, value):
+            if key.endswith("c/0/0"):
+                raise OSError(errno.ENOSPC, NO_SPACE, str(self.root / key))
+            if "/c/" in f"/{key}":
+                await asyncio.sleep(0.3)  # the siblings land well after the first failure
+            return await super().set(key, value)
+
+    target = tmp_path / "out.zarr"
+    with pytest.raises(HubmapWriteError, match="out.zarr: cannot write: No space left"):
+        with atomic_path(target, is_dir=True) as tmp:
+            array = zarr.create_array(FirstChunkFails(tmp), shape=(64, 64), chunks=(16, 16), dtype="u1")
+            array[:] = 1
+    time.sleep(0.6)
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_the_command_line_prints_any_os_error_as_one_line(capsys):

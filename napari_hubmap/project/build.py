@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, settle_background_writes
 from ..errors import HubmapInputError
 from ..progress import ProgressCallback, check_cancelled, with_message
 from ..stores.naming import labels_path, slide_stem
@@ -186,6 +186,7 @@ def add_prediction(project: Project, slide_id: str, prob, *, threshold: float | 
 
 
 def _remove(paths) -> None:
+    settle_background_writes()  # zarr's sibling chunk writes of a failed store, else they land after the removal
     for path in paths:
         with contextlib.suppress(OSError):
             shutil.rmtree(path) if Path(path).is_dir() else Path(path).unlink()

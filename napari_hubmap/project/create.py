@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..atomic import settle_background_writes
 from ..locks import LOCK_NAME
 from ..progress import ProgressCallback
 from .build import EDITS_DIR, GT_DIR, PSEUDO_DIR, add_slide, init_project
@@ -67,6 +68,7 @@ def rolled_back_on_failure(root: Path):
     try:
         yield
     except BaseException:
+        settle_background_writes()  # zarr's sibling chunk writes of a failed store, else they land after the removal
         if not root_existed:
             shutil.rmtree(root, ignore_errors=True)
         elif root.is_dir():

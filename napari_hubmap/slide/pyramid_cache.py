@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import zarr
 
-from ..atomic import remove_left_by_dead_writers, write_failures
+from ..atomic import remove_left_by_dead_writers, settle_background_writes, write_failures
 from ..progress import ProgressCallback, check_cancelled, report
 from .levels import RegionSource, downsample_mean2, level_shapes
 
@@ -166,6 +166,7 @@ class PyramidCache:
             try:
                 self._fill(self._create_group(partial), base, state)
             except BaseException:
+                settle_background_writes()  # zarr's sibling chunk writes, else they land after the removal
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
             finally:
