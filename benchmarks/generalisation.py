@@ -25,9 +25,12 @@ empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, wit
     python benchmarks/generalisation.py table         # every score as a markdown row, CV folds pooled per model
 
 Models go to ``bench-out/generalisation/<run>``, logs beside them; ``score`` writes
-``bench-out/generalisation/<run>.<model>.json`` and prints one table row per run and TTA. ``ship``
-installs a run's model as ``models/hubmap-default`` (one atomic folder swap) with every run's own
-held-out figures in its card as ``metrics["generalisation"]``.
+``benchmarks/generalisation-scores/<run>.<model>.json`` (committed, so figures outlive the machine that
+trained the run) and prints one table row per run and TTA. ``ship`` installs a run's model as
+``models/hubmap-default`` (one atomic folder swap) with every run's own held-out figures in its card as
+``metrics["generalisation"]``; ``record`` puts the figures scored since into the shipped card (weights untouched).
+
+    python benchmarks/generalisation.py record        # the card's metrics["generalisation"]["runs"] again
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NAPARI_HUBMAP_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "bench-out" / "generalisation"
+SCORES = ROOT / "benchmarks" / "generalisation-scores"
+"""Every ``score`` result, committed: ``<run>.<model>.json`` (the models themselves stay in ``OUT``)."""
 MPP_FILE = ROOT / "benchmarks" / "shared-data-mpp.json"
 SOURCES = ("hubmap-pas", "pas-tiles", "kidney-he", "hubmap-16x")
 CV_FOLDS = 5
@@ -206,8 +211,9 @@ def score(runs: list[str], model: Path | None) -> None:
     print(f"{'run':16} {'model':18} {'TTA':6} {'images':>6} {'Dice':>6} {'obj P':>6} {'obj R':>6} {'obj F1':>6}")
     for run in runs:
         folder = model or OUT / run
-        result = score_model(folder, run)
-        (OUT / f"{run}.{folder.name}.json").write_text(json.dumps(result, indent=1))
+        result = {**score_model(folder, run), "model": folder.name}
+        SCORES.mkdir(parents=True, exist_ok=True)
+        (SCORES / f"{run}.{folder.name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for tta in ("plain", "flips"):
             r = result[tta]
             print(f"{run:16} {folder.name:18} {tta:6} {result['images']:6d} {r['dice']:6.3f} "
@@ -218,7 +224,7 @@ def recipe_figures() -> dict:
     """Every scored run of the recipe (variants left out) on its own held-out images:
     {run: {tta: figures, "images": n}}."""
     figures = {}
-    for path in sorted(OUT.glob("*.json")):
+    for path in sorted(SCORES.glob("*.json")):
         run, model = path.stem.split(".", 1)
         if run == model and "@" not in run:
             result = json.loads(path.read_text())
@@ -247,6 +253,24 @@ def ship(run: str) -> Path:
     return target
 
 
+def record() -> Path:
+    """Rewrite the shipped default's ``metrics["generalisation"]["runs"]`` from every scored run of the recipe
+    (one atomic write of its card; the weights and everything else in the card are kept)."""
+    from napari_hubmap.atomic import write_text_atomic
+    from napari_hubmap.defaults import DEFAULT_MODEL
+    from napari_hubmap.registry import read_card
+    from napari_hubmap.registry.store import CARD_FILE
+
+    folder = ROOT / "models" / DEFAULT_MODEL
+    card = read_card(folder)
+    shipped = card.metrics.get("generalisation", {})
+    if shipped.get("recipe") != RECIPE:
+        raise SystemExit(f"{folder}: its card's recipe is not the current RECIPE; ship a run of it instead")
+    card.metrics["generalisation"] = {**shipped, "runs": recipe_figures()}
+    write_text_atomic(folder / CARD_FILE, card.to_json())
+    return folder / CARD_FILE
+
+
 def pooled(results: list[dict], tta: str) -> dict:
     """Several runs' figures as one: per-image Dice averaged over all their images, objects summed."""
     images = sum(r["images"] for r in results)
@@ -256,7 +280,7 @@ def pooled(results: list[dict], tta: str) -> dict:
 
 def table() -> None:
     """Markdown rows of every scored (run, model), and the CV folds pooled per model."""
-    results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    results = [json.loads(p.read_text()) for p in sorted(SCORES.glob("*.json"))]
     print("| run | model | images | Dice plain / flips | object P / R (plain) | object F1 plain / flips |")
     print("|---|---|---|---|---|---|")
     groups: dict = {}
@@ -332,7 +356,7 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["train", "score", "ship", "floor", "rethreshold", "table"])
+    parser.add_argument("action", choices=["train", "score", "ship", "record", "floor", "rethreshold", "table"])
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
@@ -345,6 +369,8 @@ def main() -> None:
         score(args.runs, args.model)
     elif args.action == "table":
         table()
+    elif args.action == "record":
+        print(f"recorded in {record()}")
     elif args.action == "rethreshold":
         for run in args.runs:
             print(f"{run}: {json.dumps(rethreshold(run, args.model))}")

@@ -74,6 +74,13 @@ def test_card_figures_are_on_images_the_run_never_saw(model, shared_data):
     assert not seen & set(held) and set(excluded) <= set(shipped["config"]["exclude_groups"])
 
 
+def test_card_figures_are_the_committed_scores(model):
+    """The card carries every committed held-out score of the recipe (``generalisation.py record`` was run
+    after the last ``score``), so the figures the README quotes are the card's own."""
+    committed = generalisation_benchmark().recipe_figures()
+    assert committed and model.card.metrics["generalisation"]["runs"] == committed
+
+
 def test_default_model_segments_its_hubmap_training_tiles(model, shared_data):
     from napari_hubmap.training import load_sources
     from napari_hubmap.training.validate import predict_image
