@@ -205,10 +205,10 @@ def measure_predict(args: dict) -> dict:
     config = config_of(args)
     t0 = time.perf_counter()
     model = load_model(args["model"], device="cpu")  # loaded outside the timing, as for MONAI and the pure forward
-    if config.backend == "onnx":  # the graph exported (cached) and its session opened outside the timing too
+    if config.backend.startswith("onnx"):  # the graph exported (cached) and its session opened outside the timing too
         from napari_hubmap.inference.onnx_backend import onnx_model
 
-        model = onnx_model(model)
+        model = onnx_model(model, int8=config.backend == "onnx-int8")
     model_load_s = time.perf_counter() - t0
     ready_rss = peak_rss_mb()
     out = Path(args["out"])
@@ -462,7 +462,8 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
         bench.report({"part": "b", "slide": label, "method": f"MONAI sliding_window_inference (sw_batch_size={forward_batch})",
                       "forward_batch": forward_batch, **monai[forward_batch]})
     for skip, forward_batch, backend in ((False, BATCH, "torch"), (False, None, "torch"), (True, None, "torch"),
-                                         (False, None, "onnx"), (True, None, "onnx")):
+                                         (False, None, "onnx"), (True, None, "onnx"),
+                                         (False, None, "onnx-int8"), (True, None, "onnx-int8")):
         predict = bench.measure(
             "predict", slide=str(slide), model=str(model), skip_background=skip, readers=2, forward_batch=forward_batch,
             out=str(bench.folder / "inference-out" / "a.zarr"), backend=backend, **geometry_of(model),
@@ -481,23 +482,42 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
 
 
 def part_d(bench: Bench, slide: Path, model: Path, label: str, rounds: int = 2) -> None:
-    """torch eager vs ONNX Runtime through the whole pipeline (``predict_slide``, the engine's CPU defaults,
-    tissue skipped), on the same slide and tiles, alternating (ABBA) so that drift favours neither;
-    the median wall time of each is kept."""
+    """torch eager vs ONNX Runtime (float and int8 graphs) through the whole pipeline (``predict_slide``, the
+    engine's CPU defaults, tissue skipped), on the same slide and tiles, the order reversed every round (ABC CBA)
+    so that drift favours none; the median wall time of each is kept, and how far the int8 map lies from the
+    float one (grey levels of 255 over the tissue's tiles)."""
     import statistics
 
-    runs: dict = {"torch": [], "onnx": []}
-    order = [b for i in range(rounds) for b in (("torch", "onnx") if i % 2 == 0 else ("onnx", "torch"))]
+    backends = ("torch", "onnx", "onnx-int8")
+    runs: dict = {b: [] for b in backends}
+    order = [b for i in range(rounds) for b in (backends if i % 2 == 0 else backends[::-1])]
     for index, backend in enumerate(order):  # the run's index in the key: each round a fresh run, not the memo
         runs[backend].append(bench.measure("predict", slide=str(slide), model=str(model), skip_background=True, readers=2,
-                                           out=str(bench.folder / "inference-out" / "d.zarr"), backend=backend,
+                                           out=str(bench.folder / "inference-out" / f"d-{backend}.zarr"), backend=backend,
                                            run_index=index, **geometry_of(model)))
     walls = {b: statistics.median(r["wall_s"] for r in rows) for b, rows in runs.items()}
+    gap = map_gap(bench.folder / "inference-out" / "d-onnx.zarr", bench.folder / "inference-out" / "d-onnx-int8.zarr")
     for backend, rows in runs.items():
         row = min(rows, key=lambda r: abs(r["wall_s"] - walls[backend]))
         bench.report({"part": "d", "slide": label, "method": f"predict_slide, backend {backend}",
                       "median_wall_s": walls[backend], "s_per_tile": walls[backend] / max(1, row["computed"]),
-                      "onnx_speedup": walls["torch"] / walls["onnx"], **row})
+                      "speedup_vs_torch": walls["torch"] / walls[backend], "onnx_speedup": walls["torch"] / walls["onnx"],
+                      **({"int8_vs_float_map": gap} if backend == "onnx-int8" else {}), **row})
+
+
+def map_gap(float_store: Path, int8_store: Path) -> dict:
+    """How far the int8 probability map lies from the float one, in grey levels of 255, over the pixels either
+    map puts above 0.1 (tissue skipped is 0 in both), and the Dice of their masks at 0.5."""
+    import numpy as np
+
+    from napari_hubmap.stores.probability import open_probability
+
+    a, b = (np.asarray(open_probability(store)[0][0][:]).astype(np.int16).squeeze() for store in (float_store, int8_store))
+    where = (a > 25) | (b > 25)  # the stores hold probabilities as grey levels 0-255
+    gap = np.abs(a - b)[where]
+    ma, mb = a > 127, b > 127
+    return {"mean_grey": float(gap.mean()) if gap.size else 0.0, "p99_grey": float(np.percentile(gap, 99)) if gap.size else 0.0,
+            "dice_at_0.5": float(2 * (ma & mb).sum() / max(1, ma.sum() + mb.sum()))}
 
 
 def geometry_of(model: Path) -> dict:
@@ -554,8 +574,9 @@ def print_table(results: list[dict]) -> None:
         print(f"\n(d) backends on {rows_d[0]['slide']}, {rows_d[0]['computed']} tiles computed", file=err)
         for r in rows_d:
             print(f"    {r['method']:<32} median {r['median_wall_s']:6.1f} s  {r['s_per_tile']:.3f} s/tile  "
-                  f"peak RSS {r['peak_rss_mb']:6.0f} MB", file=err)
-        print(f"    ONNX speed-up {rows_d[0]['onnx_speedup']:.2f}x", file=err)
+                  f"{r['speedup_vs_torch']:.2f}x torch  peak RSS {r['peak_rss_mb']:6.0f} MB", file=err)
+            if "int8_vs_float_map" in r:
+                print(f"    int8 map vs float map: {json.dumps(r['int8_vs_float_map'])}", file=err)
     rows_c = [r for r in results if r["part"] == "c"]
     if rows_c:
         print("\n(c) peak RSS vs slide size  slide                 tiles computed   wall     peak RSS  ratio", file=err)

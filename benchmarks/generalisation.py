@@ -157,8 +157,9 @@ def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * int((pred & truth).sum()) / total
 
 
-def score_model(folder: Path, run: str) -> dict:
-    """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images."""
+def score_model(folder: Path, run: str, backend: str = "torch") -> dict:
+    """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images, its network run by
+    ``backend`` (``torch``, ``onnx`` or ``onnx-int8``, as ``predict --backend`` runs it)."""
     import torch
     from skimage.measure import label
 
@@ -168,9 +169,13 @@ def score_model(folder: Path, run: str) -> dict:
     from napari_hubmap.training.validate import MIN_OBJECT_PX, predict_image
 
     model = load_model(folder)
+    if backend != "torch":
+        from napari_hubmap.inference.onnx_backend import onnx_model
+
+        model = onnx_model(model, int8=backend == "onnx-int8")
     card = model.card
     samples = held_out_samples(run, card)
-    out = {"run": run, "model": str(folder), "threshold": card.threshold, "images": len(samples)}
+    out = {"run": run, "model": str(folder), "threshold": card.threshold, "images": len(samples), "backend": backend}
     floor_px = card.min_object_um2 / card.target_mpp**2 if card.target_mpp else 0.0
     min_size = max(MIN_OBJECT_PX, int(round(floor_px)))
     out["min_object_um2"] = card.min_object_um2
@@ -204,16 +209,17 @@ def flip_average(module, image: np.ndarray, normalization: dict) -> np.ndarray:
     return np.mean(probs, axis=0)
 
 
-def score(runs: list[str], model: Path | None) -> None:
+def score(runs: list[str], model: Path | None, backend: str = "torch") -> None:
     import torch
 
     torch.set_grad_enabled(False)
     print(f"{'run':16} {'model':18} {'TTA':6} {'images':>6} {'Dice':>6} {'obj P':>6} {'obj R':>6} {'obj F1':>6}")
     for run in runs:
         folder = model or OUT / run
-        result = {**score_model(folder, run), "model": folder.name}
+        result = {**score_model(folder, run, backend), "model": folder.name}
         SCORES.mkdir(parents=True, exist_ok=True)
-        (SCORES / f"{run}.{folder.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = f"{run}.{folder.name}" + ("" if backend == "torch" else f".{backend}")  # the card takes torch's only
+        (SCORES / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for tta in ("plain", "flips"):
             r = result[tta]
             print(f"{run:16} {folder.name:18} {tta:6} {result['images']:6d} {r['dice']:6.3f} "
@@ -286,9 +292,10 @@ def table() -> None:
     groups: dict = {}
     for r in results:
         model = Path(r["model"]).name
+        backend = "" if r.get("backend", "torch") == "torch" else f" ({r['backend']})"
         if r["run"].startswith("cv-"):
-            groups.setdefault(_model_label(r["run"], model), []).append(r)
-        _row(r["run"], model, {tta: r[tta] for tta in ("plain", "flips")}, r["images"])
+            groups.setdefault(_model_label(r["run"], model) + backend, []).append(r)
+        _row(r["run"], model + backend, {tta: r[tta] for tta in ("plain", "flips")}, r["images"])
     for model, runs in groups.items():
         folds = ",".join(sorted(r["run"][3:] for r in runs))
         _row(f"cv {folds} pooled", model, {tta: pooled(runs, tta) for tta in ("plain", "flips")}, sum(r["images"] for r in runs))
@@ -361,12 +368,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", type=Path, help="score: this model folder instead of each run's own")
+    parser.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                        help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.action == "train":
         train(args.runs, args.epochs, args.threads)
     elif args.action == "score":
-        score(args.runs, args.model)
+        score(args.runs, args.model, args.backend)
     elif args.action == "table":
         table()
     elif args.action == "record":

@@ -21,7 +21,7 @@ _MODELS_LOCK = threading.Lock()
 def worker_models(inference: InferenceConfig) -> list:
     """The ensemble, loaded once per process (a Dask worker keeps it between slides)."""
     from ..inference.engine import pick_device
-    from ..inference.onnx_backend import onnx_model, resolve_backend
+    from ..inference.onnx_backend import resolve_backend, runtime_models
     from ..registry import load_model
 
     device = pick_device(inference.device)
@@ -30,7 +30,7 @@ def worker_models(inference: InferenceConfig) -> list:
     with _MODELS_LOCK:
         if key not in _MODELS:
             models = [load_model(m, device=str(device)) for m in inference.models]
-            _MODELS[key] = [onnx_model(m) for m in models] if backend == "onnx" else models
+            _MODELS[key] = runtime_models(models, backend)
         return _MODELS[key]
 
 

@@ -24,7 +24,8 @@ def add_parsers(sub) -> None:
     predict.add_argument("--blend", choices=BLENDS, default=inference.blend)
     predict.add_argument("--device", choices=DEVICES, default=inference.device)
     predict.add_argument("--backend", choices=BACKENDS, default=inference.backend,
-                         help="what runs the network: auto (ONNX Runtime on the CPU when installed, else torch), torch, onnx")
+                         help="what runs the network: auto (ONNX Runtime on the CPU when installed, else torch), torch, onnx, "
+                              "onnx-int8 (the ONNX graph quantised to 8 bits: faster on CPUs with VNNI, a little less exact)")
     predict.add_argument("--batch", type=int, default=inference.batch)
     predict.add_argument("--forward-batch", type=int, default=None,
                          help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")

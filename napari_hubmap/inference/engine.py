@@ -36,7 +36,7 @@ from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
-from .onnx_backend import onnx_model, resolve_backend
+from .onnx_backend import resolve_backend, runtime_models
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .tissue import detect_tissue
 from .tta import apply, invert, resolve_tta
@@ -294,8 +294,7 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
         check_mpp(config.mpp)
     backend = resolve_backend(config.backend, device)
     models = [_load(m, device) for m in (models or config.models)]
-    if backend == "onnx":
-        models = [onnx_model(m) for m in models]
+    models = runtime_models(models, backend)
     slide_path = os.fspath(slide_path)
     with open_slide(slide_path, mpp=config.mpp) as slide:
         _say_scale(slide.scale, slide_path, models)

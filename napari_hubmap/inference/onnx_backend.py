@@ -45,17 +45,18 @@ def onnx_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """``torch`` or ``onnx`` for ``backend`` (one of :data:`~napari_hubmap.inference.config.BACKENDS`) on ``device``."""
+    """``torch``, ``onnx`` or ``onnx-int8`` for ``backend`` (one of :data:`~napari_hubmap.inference.config.BACKENDS`)
+    on ``device``: ``auto`` is the float ONNX graph on the CPU (the int8 one is asked for by name)."""
     from .config import BACKENDS
 
     if backend not in BACKENDS:
         raise HubmapInputError(None, f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         return "onnx" if device.type == "cpu" and onnx_available() else "torch"
-    if backend == "onnx" and device.type != "cpu":
-        raise HubmapInputError(None, f"the onnx backend runs on the CPU only (device {device}); use --backend torch")
-    if backend == "onnx" and not onnx_available():
-        raise HubmapInputError(None, "the onnx backend needs onnxruntime: pip install onnxruntime")
+    if backend.startswith("onnx") and device.type != "cpu":
+        raise HubmapInputError(None, f"the {backend} backend runs on the CPU only (device {device}); use --backend torch")
+    if backend.startswith("onnx") and not onnx_available():
+        raise HubmapInputError(None, f"the {backend} backend needs onnxruntime: pip install onnxruntime")
     return backend
 
 
@@ -112,11 +113,15 @@ def _session(graph: Path, threads: int):
 
 def _trusted(graph: Path, weights_sha256: str) -> bool:
     """The cached graph is there, whole (its bytes match its record) and made from these weights."""
-    record = _record_path(graph)
+    return record_matches(graph, weights_sha256=weights_sha256, exporter=EXPORTER)
+
+
+def record_matches(graph: Path, **expected: str) -> bool:
+    """``graph``'s record beside it holds ``expected`` and the graph's own SHA-256, and the graph's bytes match it."""
     try:
-        saved = load_json(record, "ONNX cache record")
-        return (saved.get("weights_sha256") == weights_sha256 and saved.get("exporter") == EXPORTER
-                and saved.get("onnx_sha256") == sha256_file(graph))
+        saved = load_json(_record_path(graph), "ONNX cache record")
+        return all(saved.get(key) == value for key, value in expected.items()) and \
+            saved.get("onnx_sha256") == sha256_file(graph)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -177,8 +182,9 @@ def onnx_graph(model) -> Path:
 class OnnxModule:
     """Callable like the torch network: (N, C, H, W) float tensor -> (N, classes, H, W) tensor."""
 
-    def __init__(self, graph: Path, threads: int | None = None):
+    def __init__(self, graph: Path, threads: int | None = None, int8: bool = False):
         self.graph = graph
+        self.int8 = int8  # the graph is the quantised one (:mod:`.int8`)
         self.session = _session(graph, threads or torch.get_num_threads())
 
     def to(self, *args, **kwargs) -> "OnnxModule":
@@ -192,13 +198,18 @@ class OnnxModule:
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
 
 
-def onnx_model(model):
-    """``model`` (a :class:`~napari_hubmap.registry.LoadedModel`) with its network run by ONNX Runtime.
+def onnx_model(model, int8: bool = False):
+    """``model`` (a :class:`~napari_hubmap.registry.LoadedModel`) with its network run by ONNX Runtime, as its
+    float graph or (``int8``) that graph quantised (:mod:`.int8`).
 
-    A cached graph that ONNX Runtime cannot open is exported again once."""
+    A cached graph that ONNX Runtime cannot open is made again once."""
     from ..registry import LoadedModel
+    from .int8 import int8_graph, int8_path
 
     if isinstance(model.module, OnnxModule):
+        if model.module.int8 != int8:
+            raise HubmapInputError(model.path, f"model {model.card.name!r} already runs as an ONNX graph "
+                                   f"({'int8' if model.module.int8 else 'float'}); load it again for the other one")
         return model
     if not onnx_available():
         raise HubmapInputError(None, "the onnx backend needs onnxruntime: pip install onnxruntime")
@@ -208,7 +219,22 @@ def onnx_model(model):
     except Exception:  # onnxruntime raises its own classes for unreadable graphs
         _export(model, graph, weights_digest(model))
         module = OnnxModule(graph)
+    if int8:
+        try:
+            module = OnnxModule(int8_graph(model, graph), int8=True)
+        except HubmapInputError:
+            raise
+        except Exception:  # a whole-looking int8 graph that onnxruntime cannot open: quantised again once
+            int8_path(graph).with_suffix(".json").unlink(missing_ok=True)
+            module = OnnxModule(int8_graph(model, graph), int8=True)
     return LoadedModel(model.card, module, model.path)
+
+
+def runtime_models(models: list, backend: str) -> list:
+    """``models`` as ``backend`` (from :func:`resolve_backend`) runs them."""
+    if backend == "torch":
+        return models
+    return [onnx_model(model, int8=backend == "onnx-int8") for model in models]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,143 @@
+"""Int8 ONNX graphs for the CPU: a model's cached float graph quantised once, statically, and cached beside it.
+
+The ``onnx-int8`` backend (never chosen by ``auto``: it trades a little accuracy for speed) runs
+:func:`int8_graph`: ONNX Runtime's static quantisation (QDQ format, unsigned 8-bit activations, signed
+8-bit per-channel weights, min-max ranges) of the float graph :func:`~.onnx_backend.onnx_graph` exports,
+calibrated on fixed tiles that ship with the package: crops of the real HuBMAP PAS sample tile at the
+model's working scale, and one synthetic PAS and one synthetic H&E tile (:func:`calibration_tiles`). The
+same model therefore always gets the same int8 graph. Like the float graph it is written under a temporary
+name and renamed, keyed by the float graph's SHA-256 and :data:`QUANTIZER`, and a record beside it holds its
+own SHA-256: a stale, truncated or corrupt int8 graph is rebuilt, never trusted. On CPUs with VNNI
+(AVX512-VNNI, AVX-VNNI) it runs about 1.7x faster than the float graph; how far its maps move is measured in
+``benchmarks/bench_inference.py`` (part e).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HubmapInputError
+
+QUANTIZER_VERSION = "qdq-u8s8-perchannel-minmax-v1"
+"""How a graph is quantised and calibrated; with ONNX Runtime's version, part of its cache key."""
+CALIBRATION_CROPS = 4
+"""Crops of the HuBMAP sample tile (its four corners), besides one synthetic PAS and one H&E tile."""
+
+
+def quantizer() -> str:
+    import onnxruntime
+
+    return f"ort-{onnxruntime.__version__}-{QUANTIZER_VERSION}"
+
+
+def int8_path(float_graph: Path) -> Path:
+    return float_graph.with_name(f"{float_graph.stem}-int8.onnx")
+
+
+def calibration_tiles(card) -> list[np.ndarray]:
+    """(1, C, tile, tile) float32 inputs, normalised as the card says, at the model's working scale."""
+    from PIL import Image
+
+    from ..sample_data import HUBMAP_TILE, HUBMAP_TILE_MPP
+    from ..synth import sample_image
+
+    tile = int(card.tile)
+    with Image.open(HUBMAP_TILE) as opened:
+        rgb = opened.convert("RGB")
+        factor = card.working_downscale(HUBMAP_TILE_MPP)
+        size = (max(tile, round(rgb.width / factor)), max(tile, round(rgb.height / factor)))
+        real = np.asarray(rgb.resize(size, Image.Resampling.BOX))
+    height, width = real.shape[:2]
+    corners = [(0, 0), (0, width - tile), (height - tile, 0), (height - tile, width - tile)]
+    images = [real[y:y + tile, x:x + tile] for y, x in corners[:CALIBRATION_CROPS]]
+    images += [sample_image((tile, tile), seed=1, stain=stain)[0] for stain in ("pas", "he")]
+    norm = card.normalization
+    scale = float(norm.get("max_pixel_value", 255.0))
+    mean = np.asarray(norm["mean"], np.float32) * scale
+    std = np.asarray(norm["std"], np.float32) * scale
+    return [np.ascontiguousarray(((image[..., :card.in_channels].astype(np.float32) - mean[:card.in_channels])
+                                  / std[:card.in_channels]).transpose(2, 0, 1)[None]) for image in images]
+
+
+def quantise_graph(float_graph: Path, target: Path, tiles: list[np.ndarray]) -> None:
+    """Write the statically quantised ``float_graph`` to ``target`` (atomically), then its record."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..atomic import atomic_path, write_text_atomic
+    from ..registry.weights import sha256_file
+    from .onnx_backend import INPUT
+
+    class Tiles(CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(tiles)
+
+        def get_next(self):
+            tile = next(self.left, None)
+            return None if tile is None else {INPUT: tile}
+
+    with tempfile.TemporaryDirectory(prefix="napari-hubmap-int8-") as work, atomic_path(target) as tmp:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(float_graph), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(tmp), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        record = {"source_sha256": sha256_file(float_graph), "quantizer": quantizer(), "onnx_sha256": sha256_file(tmp)}
+        write_text_atomic(target.with_suffix(".json"), json.dumps(record))
+
+
+def _trusted(graph: Path, source_sha256: str) -> bool:
+    from .onnx_backend import record_matches
+
+    return record_matches(graph, source_sha256=source_sha256, quantizer=quantizer())
+
+
+def int8_graph(model, float_graph: Path) -> Path:
+    """The cached int8 graph of ``model`` (whose float graph is ``float_graph``), made first when missing,
+    stale or corrupt. Off the main thread (a viewer's worker) a registry model is quantised in a child
+    process, as the float graph is exported: calibration holds the GIL for seconds."""
+    from ..registry.store import is_model_folder
+    from ..registry.weights import sha256_file
+
+    target = int8_path(float_graph)
+    if _trusted(target, sha256_file(float_graph)):
+        return target
+    try:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread or not (model.card.weights_sha256 and is_model_folder(Path(model.path))):
+            quantise_graph(float_graph, target, calibration_tiles(model.card))
+        else:
+            _quantise_in_child(Path(model.path), float_graph, target, model.card.name)
+    except OSError as error:
+        raise HubmapInputError(target.parent, f"cannot write the int8 graph of model {model.card.name!r}: "
+                               f"{error.strerror or error}") from None
+    return target
+
+
+def _quantise_in_child(folder: Path, float_graph: Path, target: Path, name: str) -> None:
+    command = [sys.executable, "-m", "napari_hubmap.inference.int8", str(folder), str(float_graph), str(target)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise HubmapInputError(folder, f"cannot quantise model {name!r} to int8: {last}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m napari_hubmap.inference.int8 MODEL_FOLDER FLOAT_GRAPH INT8_GRAPH``: quantise one model."""
+    from ..registry import read_card
+
+    folder, float_graph, target = argv or sys.argv[1:]
+    quantise_graph(Path(float_graph), Path(target), calibration_tiles(read_card(folder)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
