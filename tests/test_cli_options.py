@@ -364,3 +364,20 @@ def test_batch_passes_its_inference_and_postprocess_options_on(capsys, tmp_path,
     assert prob_meta["tta"] == ["identity", "hflip", "vflip", "rot180"] and prob_meta["backend"] == "torch"
     post = open_labels(line["labels"])[1]["postprocess"]
     assert post == {**post, "threshold": 0.0, "min_size": 5, "watershed": True, "markers": "h-maxima", "fill_holes": False}
+
+
+def test_batch_takes_the_watershed_seed_options_of_postprocess(capsys, tmp_path, slide, model):
+    code, stdout, stderr = run(capsys, "batch", slide, "--model", model, "--out", tmp_path / "out", "--export", "rle-csv",
+                               "--backend", "torch", "--watershed", "--min-distance", 7, "--h", 0.2, "--compactness", 0.5)
+    assert code == 0, stderr
+    post = open_labels(one_json_line(stdout)["labels"])[1]["postprocess"]
+    assert (post["min_distance"], post["h"], post["compactness"]) == (7, 0.2, 0.5)
+
+
+def test_a_cohort_without_seed_options_keeps_the_resume_key_it_had():
+    """Cohorts finished before batch took --min-distance/--h/--compactness are still skipped on a rerun."""
+    from napari_hubmap.cli import build_parser
+    from napari_hubmap.cli.batch import cohort_config
+
+    args = build_parser().parse_args(["batch", "s.tif", "--model", "m", "--out", "o", "--watershed"])
+    assert cohort_config(args).postprocess == {"watershed": True, "markers": "distance", "fill_holes": True}

@@ -25,22 +25,11 @@ def add_parsers(sub) -> None:
 
 
 def _add_postprocess_parser(sub) -> None:
-    from ..postprocess.config import BLOCK, MARKERS, PostprocessConfig
+    from ..postprocess.config import BLOCK
 
     post = sub.add_parser("postprocess", help="probability map -> glomerulus instances (labels OME-Zarr), block by block")
     post.add_argument("prob", metavar="PROB.zarr")
-    d = PostprocessConfig()
-    post.add_argument("--threshold", type=float, default=None,
-                      help=f"probability cutoff, >= (default: the models' card threshold, else {d.threshold:g})")
-    post.add_argument("--min-size", type=int, default=None,
-                      help="remove objects under N pixels at the labels' scale (default: the models' card "
-                           "min_object_um2 at the map's recorded µm/px, else 0)")
-    post.add_argument("--no-fill-holes", action="store_true", help="keep holes inside objects")
-    post.add_argument("--watershed", action="store_true", help="split touching glomeruli")
-    post.add_argument("--markers", choices=MARKERS, default=d.markers)
-    post.add_argument("--min-distance", type=int, default=d.min_distance, help="pixels between watershed seeds (markers=distance)")
-    post.add_argument("--h", type=float, default=d.h, help="h of the h-maxima seeds (markers=h-maxima)")
-    post.add_argument("--compactness", type=float, default=d.compactness)
+    add_object_options(post)
     post.add_argument("--block", type=int, default=BLOCK, help="block size in pixels")
     post.add_argument("--level", type=int, default=0, help="pyramid level of the probability map")
     post.add_argument("--out", required=True, metavar="LABELS.zarr")
@@ -73,6 +62,32 @@ def _add_export_parser(sub) -> None:
     export.set_defaults(func=cmd_export)
 
 
+def add_object_options(parser) -> None:
+    """The options that turn a probability map into objects (``postprocess`` and ``batch``)."""
+    from ..postprocess.config import MARKERS, PostprocessConfig
+
+    d = PostprocessConfig()
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"probability cutoff, >= (default: the models' card threshold, else {d.threshold:g})")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="remove objects under N pixels at the labels' scale (default: the models' card "
+                             "min_object_um2 at the map's recorded µm/px, else 0)")
+    parser.add_argument("--no-fill-holes", action="store_true", help="keep holes inside objects")
+    parser.add_argument("--watershed", action="store_true", help="split touching glomeruli")
+    parser.add_argument("--markers", choices=MARKERS, default=d.markers)
+    parser.add_argument("--min-distance", type=int, default=d.min_distance, help="pixels between watershed seeds (markers=distance)")
+    parser.add_argument("--h", type=float, default=d.h, help="h of the h-maxima seeds (markers=h-maxima)")
+    parser.add_argument("--compactness", type=float, default=d.compactness)
+
+
+def object_options(args) -> dict:
+    """:class:`~napari_hubmap.postprocess.PostprocessConfig` fields from :func:`add_object_options`' options;
+    ``threshold`` and ``min_size`` only when given (else the models' card decides)."""
+    chosen = {"fill_holes": not args.no_fill_holes, "watershed": args.watershed, "markers": args.markers,
+              "min_distance": args.min_distance, "h": args.h, "compactness": args.compactness}
+    return chosen | {k: v for k, v in (("threshold", args.threshold), ("min_size", args.min_size)) if v is not None}
+
+
 def cmd_postprocess(args) -> int:
     from ..annotations import parse_shape
     from ..postprocess import PostprocessConfig, postprocess_slide
@@ -85,10 +100,8 @@ def cmd_postprocess(args) -> int:
         meta = open_probability(args.prob, shape=shape, mpp=args.mpp)[1]
         threshold = recorded_threshold(meta) if threshold is None else threshold
         min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
-    config = PostprocessConfig(
-        threshold=PostprocessConfig.threshold if threshold is None else threshold, min_size=min_size, fill_holes=not args.no_fill_holes,
-        watershed=args.watershed, markers=args.markers, min_distance=args.min_distance, h=args.h, compactness=args.compactness,
-    )
+    config = PostprocessConfig(**{**object_options(args), "min_size": min_size,
+                                  "threshold": PostprocessConfig.threshold if threshold is None else threshold})
     with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
         result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update,
                                    shape=shape, mpp=args.mpp)
