@@ -24,6 +24,11 @@ Measured so on 2 idle cores (shipped model, 30000x25000, 270 tiles, 210 with tis
 19.8 s (2.08x MONAI) and 16.1 s (2.56x), peak RSS 1.2 GB (0.31 of MONAI's); part (d) ONNX 1.49x torch
 (15.8 / 23.5 s). The network alone, one 384 tile: ONNX 0.057 s, torch 0.093 s with the engine's NHWC-strided
 input (0.109 s NCHW): the pipeline's ONNX gain cannot exceed ~1.6x with this model on this CPU.
+Measured again with the int8 graph (``onnx-int8``, 2 idle cores with AVX512-VNNI, same slide): part (d) torch
+24.2 s, ONNX 17.0 s (1.42x), int8 12.7 s (1.90x; its map 6.9 grey levels from the float one on average over
+tissue, masks at 0.5 Dice 0.98); part (b) MONAI 53.9 s (sw 1, of which 25.5 s loading) / 57.6 s (sw 4), ONNX
+19.0 s same tiles (2.84x) and 17.5 s skipping background (3.07x), int8 14.2 s (3.80x) and 12.6 s (4.26x),
+peak RSS 1.1-1.2 GB against MONAI's 3.7 GB (1.7 GB in the first int8 run, whose model load quantised the graph).
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
@@ -494,9 +499,12 @@ def part_d(bench: Bench, slide: Path, model: Path, label: str, rounds: int = 2) 
     for index, backend in enumerate(order):  # the run's index in the key: each round a fresh run, not the memo
         runs[backend].append(bench.measure("predict", slide=str(slide), model=str(model), skip_background=True, readers=2,
                                            out=str(bench.folder / "inference-out" / f"d-{backend}.zarr"), backend=backend,
-                                           run_index=index, **geometry_of(model)))
+                                           run_index=index, keep_out=True, **geometry_of(model)))
     walls = {b: statistics.median(r["wall_s"] for r in rows) for b, rows in runs.items()}
-    gap = map_gap(bench.folder / "inference-out" / "d-onnx.zarr", bench.folder / "inference-out" / "d-onnx-int8.zarr")
+    stores = {b: bench.folder / "inference-out" / f"d-{b}.zarr" for b in backends}
+    gap = map_gap(stores["onnx"], stores["onnx-int8"])
+    for store in stores.values():
+        shutil.rmtree(store, ignore_errors=True)
     for backend, rows in runs.items():
         row = min(rows, key=lambda r: abs(r["wall_s"] - walls[backend]))
         bench.report({"part": "d", "slide": label, "method": f"predict_slide, backend {backend}",
