@@ -75,7 +75,7 @@ def quantise_graph(float_graph: Path, target: Path, tiles: list[np.ndarray]) -> 
 
     from ..atomic import atomic_path, write_text_atomic
     from ..registry.weights import sha256_file
-    from .onnx_backend import INPUT
+    from .graph_records import INPUT, record_path
 
     class Tiles(CalibrationDataReader):
         def __init__(self):
@@ -91,11 +91,11 @@ def quantise_graph(float_graph: Path, target: Path, tiles: list[np.ndarray]) -> 
         quantize_static(str(prepared), str(tmp), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         record = {"source_sha256": sha256_file(float_graph), "quantizer": quantizer(), "onnx_sha256": sha256_file(tmp)}
-        write_text_atomic(target.with_suffix(".json"), json.dumps(record))
+        write_text_atomic(record_path(target), json.dumps(record))
 
 
 def _trusted(graph: Path, source_sha256: str) -> bool:
-    from .onnx_backend import record_matches
+    from .graph_records import record_matches
 
     return record_matches(graph, source_sha256=source_sha256, quantizer=quantizer())
 

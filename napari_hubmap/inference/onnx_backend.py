@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from ..errors import HubmapInputError
-from ..jsonio import load_json
 from ..registry.weights import sha256_file
+from .graph_records import INPUT, OUTPUT, record_matches
+from .graph_records import record_path as _record_path
 
 OPSET = 17
 EXPORTER = f"torch-{torch.__version__.split('+')[0]}-torchscript-opset{OPSET}-v1"
 """What made a graph; part of its cache key, so a new exporter rebuilds every cached graph."""
 CACHE_ENV = "NAPARI_HUBMAP_ONNX_CACHE"
-INPUT, OUTPUT = "input", "output"
 
 
 def onnx_available() -> bool:
@@ -94,10 +94,6 @@ def graph_path(card, weights_sha256: str) -> Path:
     return onnx_cache_root() / f"{safe}-{cache_key(card, weights_sha256)}.onnx"
 
 
-def _record_path(graph: Path) -> Path:
-    return graph.with_suffix(".json")
-
-
 def _session(graph: Path, threads: int):
     import onnxruntime as ort
 
@@ -115,15 +111,6 @@ def _trusted(graph: Path, weights_sha256: str) -> bool:
     """The cached graph is there, whole (its bytes match its record) and made from these weights."""
     return record_matches(graph, weights_sha256=weights_sha256, exporter=EXPORTER)
 
-
-def record_matches(graph: Path, **expected: str) -> bool:
-    """``graph``'s record beside it holds ``expected`` and the graph's own SHA-256, and the graph's bytes match it."""
-    try:
-        saved = load_json(_record_path(graph), "ONNX cache record")
-        return all(saved.get(key) == value for key, value in expected.items()) and \
-            saved.get("onnx_sha256") == sha256_file(graph)
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def export_graph(module: torch.nn.Module, card, graph: Path, weights_sha256: str) -> None:
@@ -225,7 +212,7 @@ def onnx_model(model, int8: bool = False):
         except HubmapInputError:
             raise
         except Exception:  # a whole-looking int8 graph that onnxruntime cannot open: quantised again once
-            int8_path(graph).with_suffix(".json").unlink(missing_ok=True)
+            _record_path(int8_path(graph)).unlink(missing_ok=True)
             module = OnnxModule(int8_graph(model, graph), int8=True)
     return LoadedModel(model.card, module, model.path)
 
