@@ -368,7 +368,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", type=Path, help="score: this model folder instead of each run's own")
-    parser.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+    from napari_hubmap.inference.config import BACKENDS
+
+    parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

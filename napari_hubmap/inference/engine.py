@@ -36,6 +36,7 @@ from ..slide import SlideScale, check_mpp, open_slide
 from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
+from .normalisation import normalise
 from .onnx_backend import resolve_backend, runtime_models
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .tissue import detect_tissue
@@ -123,15 +124,6 @@ def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
     tensor = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
     out = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
-
-
-def normalise(tiles: np.ndarray, normalization: dict) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalised as the card says."""
-    scale = float(normalization.get("max_pixel_value", 255.0))
-    mean = np.asarray(normalization.get("mean", [0.0, 0.0, 0.0]), np.float32)[:, None, None]
-    std = np.asarray(normalization.get("std", [1.0, 1.0, 1.0]), np.float32)[:, None, None]
-    data = tiles.transpose(0, 3, 1, 2).astype(np.float32) / scale
-    return (data - mean) / std
 
 
 def forward_batch_size(config: InferenceConfig, device: torch.device) -> int:

@@ -8,17 +8,15 @@ model's working scale, and one synthetic PAS and one synthetic H&E tile (:func:`
 same model therefore always gets the same int8 graph. Like the float graph it is written under a temporary
 name and renamed, keyed by the float graph's SHA-256 and :data:`QUANTIZER`, and a record beside it holds its
 own SHA-256: a stale, truncated or corrupt int8 graph is rebuilt, never trusted. On CPUs with VNNI
-(AVX512-VNNI, AVX-VNNI) it runs about 1.7x faster than the float graph; how far its maps move is measured in
-``benchmarks/bench_inference.py`` (part e).
+(AVX512-VNNI, AVX-VNNI) a whole slide ran 1.34x faster than with the float graph (1.90x torch); its speed and
+how far its maps move are measured in
+``benchmarks/bench_inference.py`` (part d).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +45,7 @@ def calibration_tiles(card) -> list[np.ndarray]:
 
     from ..sample_data import HUBMAP_TILE, HUBMAP_TILE_MPP
     from ..synth import sample_image
+    from .normalisation import normalise
 
     tile = int(card.tile)
     with Image.open(HUBMAP_TILE) as opened:
@@ -58,12 +57,7 @@ def calibration_tiles(card) -> list[np.ndarray]:
     corners = [(0, 0), (0, width - tile), (height - tile, 0), (height - tile, width - tile)]
     images = [real[y:y + tile, x:x + tile] for y, x in corners[:CALIBRATION_CROPS]]
     images += [sample_image((tile, tile), seed=1, stain=stain)[0] for stain in ("pas", "he")]
-    norm = card.normalization
-    scale = float(norm.get("max_pixel_value", 255.0))
-    mean = np.asarray(norm["mean"], np.float32) * scale
-    std = np.asarray(norm["std"], np.float32) * scale
-    return [np.ascontiguousarray(((image[..., :card.in_channels].astype(np.float32) - mean[:card.in_channels])
-                                  / std[:card.in_channels]).transpose(2, 0, 1)[None]) for image in images]
+    return [np.ascontiguousarray(tile) for tile in normalise(np.stack(images), card.normalization)[:, None]]
 
 
 def quantise_graph(float_graph: Path, target: Path, tiles: list[np.ndarray]) -> None:
@@ -101,33 +95,25 @@ def _trusted(graph: Path, source_sha256: str) -> bool:
 
 
 def int8_graph(model, float_graph: Path) -> Path:
-    """The cached int8 graph of ``model`` (whose float graph is ``float_graph``), made first when missing,
-    stale or corrupt. Off the main thread (a viewer's worker) a registry model is quantised in a child
-    process, as the float graph is exported: calibration holds the GIL for seconds."""
-    from ..registry.store import is_model_folder
-    from ..registry.weights import sha256_file
+    """The cached int8 graph of ``model``, made first when missing, stale or corrupt. ``float_graph`` is the
+    model's float graph as :func:`~.onnx_backend.onnx_graph` returned it (its record just checked, so its
+    SHA-256 is read from there, not computed again). Off the main thread (a viewer's worker) a registry model
+    is quantised in a child process, as the float graph is exported: calibration holds the GIL for seconds."""
+    from .graph_records import made_in_child, recorded_sha256, run_in_child
 
     target = int8_path(float_graph)
-    if _trusted(target, sha256_file(float_graph)):
+    if _trusted(target, recorded_sha256(float_graph)):
         return target
     try:
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        if in_main_thread or not (model.card.weights_sha256 and is_model_folder(Path(model.path))):
-            quantise_graph(float_graph, target, calibration_tiles(model.card))
+        if made_in_child(model):
+            run_in_child("napari_hubmap.inference.int8", [model.path, float_graph, target], Path(model.path),
+                         f"cannot quantise model {model.card.name!r} to int8")
         else:
-            _quantise_in_child(Path(model.path), float_graph, target, model.card.name)
+            quantise_graph(float_graph, target, calibration_tiles(model.card))
     except OSError as error:
         raise HubmapInputError(target.parent, f"cannot write the int8 graph of model {model.card.name!r}: "
                                f"{error.strerror or error}") from None
     return target
-
-
-def _quantise_in_child(folder: Path, float_graph: Path, target: Path, name: str) -> None:
-    command = [sys.executable, "-m", "napari_hubmap.inference.int8", str(folder), str(float_graph), str(target)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise HubmapInputError(folder, f"cannot quantise model {name!r} to int8: {last}")
 
 
 def main(argv: list[str] | None = None) -> int:

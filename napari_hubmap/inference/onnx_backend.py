@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -26,8 +25,7 @@ import torch
 
 from ..errors import HubmapInputError
 from ..registry.weights import sha256_file
-from .graph_records import INPUT, OUTPUT, record_matches
-from .graph_records import record_path as _record_path
+from .graph_records import INPUT, OUTPUT, made_in_child, record_matches, record_path, run_in_child
 
 OPSET = 17
 EXPORTER = f"torch-{torch.__version__.split('+')[0]}-torchscript-opset{OPSET}-v1"
@@ -112,7 +110,6 @@ def _trusted(graph: Path, weights_sha256: str) -> bool:
     return record_matches(graph, weights_sha256=weights_sha256, exporter=EXPORTER)
 
 
-
 def export_graph(module: torch.nn.Module, card, graph: Path, weights_sha256: str) -> None:
     """Export ``module`` (eval mode, CPU copy) to ``graph`` with a dynamic batch, then record its SHA-256."""
     import copy
@@ -129,27 +126,18 @@ def export_graph(module: torch.nn.Module, card, graph: Path, weights_sha256: str
                                                                    OUTPUT: {0: "batch", 2: "height", 3: "width"}})
         record = {"model": card.name, "weights_sha256": weights_sha256, "exporter": EXPORTER,
                   "onnx_sha256": sha256_file(tmp)}
-        write_text_atomic(_record_path(graph), json.dumps(record))
+        write_text_atomic(record_path(graph), json.dumps(record))
 
 
 def _export(model, graph: Path, weights_sha256: str) -> None:
     """Export here when called from the main thread (the command line, scripts); from another thread (a
     viewer's worker) export a saved registry model in a child process, since tracing holds the GIL for
     seconds and would freeze the viewer. Networks built in memory are always exported here."""
-    import threading
-
-    from ..registry.store import is_model_folder
-
-    folder = Path(model.path)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread or not (model.card.weights_sha256 and is_model_folder(folder)):
+    if made_in_child(model):
+        run_in_child("napari_hubmap.inference.onnx_backend", [model.path, graph], Path(model.path),
+                     f"cannot export model {model.card.name!r} to ONNX")
+    else:
         export_graph(model.module, model.card, graph, weights_sha256)
-        return
-    command = [sys.executable, "-m", "napari_hubmap.inference.onnx_backend", str(folder), str(graph)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise HubmapInputError(folder, f"cannot export model {model.card.name!r} to ONNX: {last}")
 
 
 def onnx_graph(model) -> Path:
@@ -212,7 +200,7 @@ def onnx_model(model, int8: bool = False):
         except HubmapInputError:
             raise
         except Exception:  # a whole-looking int8 graph that onnxruntime cannot open: quantised again once
-            _record_path(int8_path(graph)).unlink(missing_ok=True)
+            record_path(int8_path(graph)).unlink(missing_ok=True)
             module = OnnxModule(int8_graph(model, graph), int8=True)
     return LoadedModel(model.card, module, model.path)
 
