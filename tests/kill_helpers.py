@@ -179,22 +179,21 @@ class KillRecord:
 
 
 def kill_once(op: KillOp, ref: Reference, work: Path, seed: int, timeout: float = 600, spread: float = 1.0,
-              rerun_previous: bool = True) -> KillRecord:
+              rerun_previous: bool = True, retries: int = 0) -> KillRecord:
     """One seeded kill of ``op`` in a fresh copy of its template, judged; ``work`` is removed after a pass.
     The kill comes a delay drawn uniformly from [0, ``spread`` x the reference's span] after start-up.
     ``rerun_previous`` False: a kill that left the previous result untouched is not re-run (that re-run
-    is the reference run again; CI saves the time, the campaign does not)."""
+    is the reference run again; CI saves the time, the campaign does not). ``retries``: when the command had
+    already exited at the kill (this run was faster than the reference, which ran beside other work), start
+    again from the template with half the delay, up to this many times; the kill judged is the last one."""
     delay = float(np.random.default_rng(seed).uniform(0.0, spread * ref.span))
-    shutil.copytree(ref.template, work, symlinks=True)
-    watch = start(op.argv(work), work, op.env(work))
-    try:
-        _wait_started(op, work, watch, timeout)
-        time.sleep(delay)
-        alive = watch.process.poll() is None
-    finally:
-        with _suppress_gone():
-            os.killpg(watch.process.pid, signal.SIGKILL)
-        watch.finish(60)
+    for attempt in range(retries + 1):
+        if attempt:
+            shutil.rmtree(work)
+            delay /= 2
+        alive = _start_and_kill(op, ref, work, delay, timeout)
+        if alive:
+            break
     record = KillRecord(op.name, seed, round(delay, 3), False, "FAILED")
     try:
         _judge(op, ref, work, alive, record, timeout, rerun_previous)
@@ -203,6 +202,21 @@ def kill_once(op: KillOp, ref: Reference, work: Path, seed: int, timeout: float 
     if record.outcome != "FAILED":
         shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+def _start_and_kill(op: KillOp, ref: Reference, work: Path, delay: float, timeout: float) -> bool:
+    """Copy the template to ``work``, start ``op``, SIGKILL it ``delay`` s after it started working:
+    whether it was still running at the kill."""
+    shutil.copytree(ref.template, work, symlinks=True)
+    watch = start(op.argv(work), work, op.env(work))
+    try:
+        _wait_started(op, work, watch, timeout)
+        time.sleep(delay)
+        return watch.process.poll() is None
+    finally:
+        with _suppress_gone():
+            os.killpg(watch.process.pid, signal.SIGKILL)
+        watch.finish(60)
 
 
 def _judge(op: KillOp, ref: Reference, work: Path, alive: bool, record: KillRecord, timeout: float,
