@@ -17,6 +17,7 @@ that process, and the panel stays usable.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from qtpy.QtCore import Signal
@@ -82,6 +83,16 @@ def unbind_keys(viewer, bindings: dict) -> None:
                 viewer.bind_key(key, None)
     except (RuntimeError, AttributeError, KeyError):  # the viewer is closed
         pass
+
+
+@contextmanager
+def _widget_gone():
+    """Ignore PyQt's error for a C++ widget already deleted (a late signal after the dock was closed)."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "has been deleted" not in str(error):
+            raise
 
 
 class ReviewPanel(QWidget, HoldsProject):
@@ -151,8 +162,8 @@ class ReviewPanel(QWidget, HoldsProject):
         self.accept_button.clicked.connect(lambda: self.mark("accepted"))
         self.drop_button.clicked.connect(lambda: self.mark("dropped"))
         self.corrected_button.clicked.connect(lambda: self.mark("corrected"))
-        self.saved.connect(lambda seq: self.save_status.setText(f"All edits saved (#{seq})"))
-        self.save_failed.connect(lambda error: self._show_error(f"Autosave failed: {error}"))
+        self.saved.connect(self._show_saved)
+        self.save_failed.connect(self._show_save_failed)
         self.actions = {"next": self.next, "previous": self.previous, "accepted": lambda: self.mark("accepted"),
                         "dropped": lambda: self.mark("dropped"), "corrected": lambda: self.mark("corrected")}
         self.key_bindings = bind_review_keys(self.viewer, self.actions)
@@ -373,6 +384,16 @@ class ReviewPanel(QWidget, HoldsProject):
         self._close_slide()
         self._remove_layers()
         self.project = self.slide_id = None
+
+    def _show_saved(self, sequence: int) -> None:
+        """The autosave thread's report, queued to the GUI: it may come after the dock was closed (the
+        closing flush of the edits), when the label is already deleted; then there is nothing to show."""
+        with _widget_gone():
+            self.save_status.setText(f"All edits saved (#{sequence})")
+
+    def _show_save_failed(self, error) -> None:
+        with _widget_gone():
+            self._show_error(f"Autosave failed: {error}")
 
     def _show_error(self, message: str):
         self.status.setText(message)
