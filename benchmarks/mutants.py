@@ -60,7 +60,7 @@ MUTANTS = (
            "focal loss weighing the easy pixels up instead of down"),
     Mutant("mask-not-augmented", "napari_hubmap/training/sampling.py",
            'image, mask = out["image"], out["mask"]', 'image, mask = out["image"], mask',
-           ("tests/test_training.py::test_short_run_lowers_loss_and_registers_a_complete_card",),
+           ("tests/test_augment.py::test_the_training_dataset_hands_out_the_augmented_mask_with_its_image",),
            "the training dataset flips and warps the image but keeps the original mask"),
     Mutant("no-exchange", "napari_hubmap/atomic.py", 'if not sys.platform.startswith("linux"):\n        return False',
            "if True:\n        return False", ("tests/test_atomic.py",),

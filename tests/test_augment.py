@@ -44,6 +44,34 @@ def test_the_mask_follows_the_image_through_every_transform():
     assert checked >= 30  # the comparison above ran on most tiles, not on none
 
 
+
+def test_the_training_dataset_hands_out_the_augmented_mask_with_its_image():
+    """Through the trainer's own path (TileSampler -> TileDataset with the training augmentation): each
+    tile's mask covers its dark disk, so a dataset that warped the image and kept the drawn mask fails."""
+    import torch
+
+    from napari_hubmap.training.sampling import TileDataset, TileSampler
+    from napari_hubmap.training.sources import Sample
+
+    rng = np.random.default_rng(4)
+    samples = []
+    for k in range(3):
+        image, mask = disk_tile(rng)
+        samples.append(Sample(name=f"d/{k}", group=f"g{k}", source="d", image=image, mask=mask))
+    identity = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "max_pixel_value": 255.0}
+    dataset = TileDataset(TileSampler(samples, TILE, positive_fraction=1.0), 40, identity,
+                          training_augmentation(TILE), seed=2)
+    checked = 0
+    for i in range(len(dataset)):
+        image, mask = dataset[i]
+        assert image.shape == (3, TILE, TILE) and mask.shape == (1, TILE, TILE) and mask.dtype == torch.float32
+        darkness = 1 - image.mean(0).numpy()
+        inside, outside = mask[0].numpy() > 0, mask[0].numpy() == 0
+        if inside.sum() > 50 and outside.sum() > 50:
+            assert np.median(darkness[inside]) > np.median(darkness[outside]) + 0.08, i
+            checked += 1
+    assert checked >= 30
+
 def test_strength_zero_is_geometry_only():
     aug = training_augmentation(TILE, strength=0)
     aug.set_random_seed(0)
