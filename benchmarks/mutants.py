@@ -97,14 +97,19 @@ def run_tests(clone: Path, tests: tuple[str, ...]) -> tuple[int, float, str]:
     start = time.monotonic()
     done = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return done.returncode, round(time.monotonic() - start, 1), (lines[0] if lines else done.stdout.strip()[-200:])
+    failure = lines[0] if lines else "" if done.returncode == 0 else done.stdout.strip()[-200:]
+    return done.returncode, round(time.monotonic() - start, 1), failure
 
 
-def try_mutant(clone: Path, mutant: Mutant) -> dict:
+def try_mutant(clone: Path, mutant: Mutant, baselines: dict) -> dict:
+    """Plant ``mutant``, run its tests, restore; ``baselines`` holds the unmutated runs by test list (mutants
+    sharing their tests share one baseline run)."""
     path = clone / mutant.file
     text = path.read_text()
     assert text.count(mutant.before) == 1, f"{mutant.name}: {mutant.before!r} is not once in {mutant.file}"
-    baseline, base_seconds, baseline_failure = run_tests(clone, mutant.tests)
+    if mutant.tests not in baselines:
+        baselines[mutant.tests] = run_tests(clone, mutant.tests)
+    baseline, base_seconds, baseline_failure = baselines[mutant.tests]
     path.write_text(text.replace(mutant.before, mutant.after))
     try:
         code, seconds, first_failure = run_tests(clone, mutant.tests)
@@ -131,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         shared = ROOT.parent / "shared"
         if shared.exists():
             (Path(scratch) / "shared").symlink_to(shared)
+        baselines = {}
         for mutant in chosen:
-            result = try_mutant(clone, mutant)
+            result = try_mutant(clone, mutant, baselines)
             print(json.dumps(result), flush=True)
             results.append(result)
     print("\n| mutant | planted bug | caught by | |\n|---|---|---|---|")

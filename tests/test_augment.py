@@ -44,7 +44,6 @@ def test_the_mask_follows_the_image_through_every_transform():
     assert checked >= 30  # the comparison above ran on most tiles, not on none
 
 
-
 def test_the_training_dataset_hands_out_the_augmented_mask_with_its_image():
     """Through the trainer's own path (TileSampler -> TileDataset with the training augmentation): each
     tile's mask covers its dark disk, so a dataset that warped the image and kept the drawn mask fails."""
@@ -71,6 +70,7 @@ def test_the_training_dataset_hands_out_the_augmented_mask_with_its_image():
             assert np.median(darkness[inside]) > np.median(darkness[outside]) + 0.08, i
             checked += 1
     assert checked >= 30
+
 
 def test_strength_zero_is_geometry_only():
     aug = training_augmentation(TILE, strength=0)

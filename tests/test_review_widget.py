@@ -178,22 +178,28 @@ def test_marking_corrected_on_a_full_disk_is_a_message_and_keeps_the_edits(make_
     assert not panel.store.unsaved
 
 
-
-def test_an_autosave_report_after_the_labels_are_deleted_is_dropped_quietly(make_napari_viewer, qtbot, project_root):
+def test_an_autosave_report_after_the_labels_are_deleted_is_dropped_quietly(make_napari_viewer, qtbot, project_root,
+                                                                           monkeypatch):
     """The autosave thread's last report is queued to the GUI and can land after the dock's widgets were
     deleted (seen once under load as 'wrapped C/C++ object of type QLabel has been deleted' in the Qt event
-    loop at teardown); it is dropped, and any other error still surfaces."""
+    loop at teardown); a save report is dropped, a failure still reaches napari's notifications, and any other
+    error still surfaces."""
+    import napari.utils.notifications as notifications
     from qtpy import sip
 
     from napari_hubmap._widgets import review_panel
 
     viewer, panel = open_panel(make_napari_viewer, project_root)
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
     sip.delete(panel.save_status)
     sip.delete(panel.status)
     panel.saved.emit(3)  # same thread: delivered at once, to the deleted labels
     panel.save_failed.emit(OSError("disk gone"))
+    assert shown == ["Autosave failed: disk gone"]
     with pytest.raises(RuntimeError, match="other"), review_panel._widget_gone():
         raise RuntimeError("some other failure")
+
 
 def canvas_point(viewer, y: float, x: float):
     """The canvas widget's pixel (a QPoint) that shows world position (y, x) in the 2D view."""

@@ -392,11 +392,12 @@ class ReviewPanel(QWidget, HoldsProject):
             self.save_status.setText(f"All edits saved (#{sequence})")
 
     def _show_save_failed(self, error) -> None:
-        with _widget_gone():
-            self._show_error(f"Autosave failed: {error}")
+        self._show_error(f"Autosave failed: {error}")
 
     def _show_error(self, message: str):
-        self.status.setText(message)
+        """In the panel's status line (unless the dock is already gone) and as a napari notification."""
+        with _widget_gone():
+            self.status.setText(message)
         from napari.utils.notifications import show_error
 
         show_error(message)

@@ -9,8 +9,7 @@ same model therefore always gets the same int8 graph. Like the float graph it is
 name and renamed, keyed by the float graph's SHA-256 and :data:`QUANTIZER`, and a record beside it holds its
 own SHA-256: a stale, truncated or corrupt int8 graph is rebuilt, never trusted. On CPUs with VNNI
 (AVX512-VNNI, AVX-VNNI) a whole slide ran 1.34x faster than with the float graph (1.90x torch); its speed and
-how far its maps move are measured in
-``benchmarks/bench_inference.py`` (part d).
+how far its maps move are measured in ``benchmarks/bench_inference.py`` (part d).
 """
 
 from __future__ import annotations
