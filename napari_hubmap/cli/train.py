@@ -58,6 +58,9 @@ def _add_run_options(p, d) -> None:
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
     p.add_argument("--positive-fraction", type=float, default=d.positive_fraction,
                    help="share of tiles centred on a glomerulus (the rest: anywhere in tissue)")
+    p.add_argument("--stain-standardise", action="store_true",
+                   help="move every image's tissue colour onto the training set's mean (Reinhard, in CIELAB) "
+                        "before training; the card keeps that reference and prediction moves each slide onto it")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--fold", type=int, default=d.fold)
     p.add_argument("--split", choices=SPLITS, default=d.split, help="k-fold by patient/slide or image")
@@ -107,7 +110,7 @@ def config_of(args):
         positive_fraction=args.positive_fraction, folds=args.folds, fold=args.fold, split=args.split,
         val_groups=[g for g in args.val_groups.split(",") if g],
         exclude_groups=[g for g in args.exclude_groups.split(",") if g], patience=args.patience,
-        select_by=args.select_by, workers=args.workers,
+        select_by=args.select_by, workers=args.workers, stain_standardise=args.stain_standardise,
         device=args.device, seed=args.seed, labels=args.label)
 
 

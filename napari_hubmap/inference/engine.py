@@ -38,7 +38,9 @@ from .accumulate import RowAccumulator
 from .config import InferenceConfig
 from .normalisation import normalise
 from .onnx_backend import resolve_backend, runtime_models
+from ..stain_standard import standardise
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
+from .stain import attach_stain, stain_settings
 from .tissue import detect_tissue
 from .tta import apply, invert, resolve_tta
 
@@ -177,7 +179,7 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "models": [
             {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
              "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold,
-             "min_object_um2": r.model.card.min_object_um2}
+             "min_object_um2": r.model.card.min_object_um2, **stain_settings(r)}
             for r in plan.runs
         ],
         "tta": list(tta),
@@ -293,6 +295,7 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
         if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
             slide.build_cache(cancel=cancel)  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
+    attach_stain(plan, TileReader(slide_path))
     settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
     return _OpenedRun(slide_path, device, backend, tta, plan, store)
@@ -349,7 +352,8 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
         if not jobs:
             return None
         run = plan.runs[jobs[0].run]
-        tiles = np.stack([local.reader.read(j.y, j.x, run.tile, run.downscale) for j in jobs])
+        tiles = np.stack([standardise(local.reader.read(j.y, j.x, run.tile, run.downscale), run.stain_source,
+                                      run.stain_reference) for j in jobs])
         return normalise(tiles, run.model.card.normalization)
 
     total_jobs = len(plan.jobs)

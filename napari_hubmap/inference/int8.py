@@ -44,6 +44,8 @@ def calibration_tiles(card) -> list[np.ndarray]:
 
     from ..sample_data import HUBMAP_TILE, HUBMAP_TILE_MPP
     from ..synth import sample_image
+    from ..registry.card import stain_reference_of
+    from ..stain_standard import standardise, tissue_stats
     from .normalisation import normalise
 
     tile = int(card.tile)
@@ -56,6 +58,8 @@ def calibration_tiles(card) -> list[np.ndarray]:
     corners = [(0, 0), (0, width - tile), (height - tile, 0), (height - tile, width - tile)]
     images = [real[y:y + tile, x:x + tile] for y, x in corners[:CALIBRATION_CROPS]]
     images += [sample_image((tile, tile), seed=1, stain=stain)[0] for stain in ("pas", "he")]
+    reference = stain_reference_of(card)
+    images = [standardise(image, tissue_stats(image), reference) for image in images]  # as the engine feeds them
     return [np.ascontiguousarray(tile) for tile in normalise(np.stack(images), card.normalization)[:, None]]
 
 

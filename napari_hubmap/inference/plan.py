@@ -29,6 +29,8 @@ class ModelRun:
     tile: int
     overlap: int
     out_scale: float = 1.0  # output pixels per working pixel
+    stain_source: object = None  # the slide's tissue colour (stain_standard.LabStats) when the card has a reference
+    stain_reference: object = None  # the card's reference colour (LabStats)
 
     @property
     def out_tile(self) -> int:

@@ -72,6 +72,10 @@ class ModelCard:
     min_object_um2: float = 0.0
     """Objects smaller than this (µm²) are not glomeruli: the default minimum size of post-processing
     (0: none). The trainer sets it from its training annotations."""
+    stain_reference: dict | None = None
+    """Tissue colour (CIELAB mean and spread, :class:`~napari_hubmap.stain_standard.LabStats` as a dict) the
+    model's training images were moved onto; every slide it predicts is moved onto it first. None: images as
+    they are."""
     output: str = "logits"
     training_data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -220,8 +224,27 @@ def _check_values(card: ModelCard) -> None:
     card.architecture = canonical_architecture(card.architecture)
     _check_architecture_kwargs(card)
     card.normalization = _checked_normalization(card.normalization, card.in_channels)
+    _check_stain_reference(card)
     _check_output(card)
     _check_bookkeeping(card)
+
+
+def _check_stain_reference(card: ModelCard) -> None:
+    from ..stain_standard import LabStats
+
+    if card.stain_reference is None:
+        return
+    try:
+        card.stain_reference = LabStats.from_dict(card.stain_reference).as_dict()
+    except ValueError as error:
+        raise HubmapInputError(None, f"card field 'stain_reference': {error}") from None
+
+    
+def stain_reference_of(card: ModelCard):
+    """The card's reference as :class:`~napari_hubmap.stain_standard.LabStats`, or None."""
+    from ..stain_standard import LabStats
+
+    return None if card.stain_reference is None else LabStats.from_dict(card.stain_reference)
 
 
 def _check_names(card: ModelCard) -> None:

@@ -57,6 +57,10 @@ class TrainConfig:
     """What picks the saved epoch on the validation images: ``dice`` (mean per-image Dice) or ``object_f1``
     (pooled glomerulus F1 at IoU >= 0.5, Dice breaking ties): a few images that swing from epoch to epoch
     (coarse 1/16-scale tiles) can make mean Dice pick an early epoch that later ones beat on every source."""
+    stain_standardise: bool = False
+    """Move every image's tissue colour onto the training images' mean colour (:mod:`napari_hubmap.stain_standard`)
+    and record that reference in the card, so that prediction moves each slide onto it too. A base model whose
+    card has a reference keeps it (whatever this says): its weights learnt that colour."""
     seed: int = 0
     workers: int = 1
     device: str = "auto"

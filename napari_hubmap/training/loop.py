@@ -38,6 +38,7 @@ from .sizes import object_floor_um2
 from .sampling import TileDataset, TileSampler
 from .sources import Sample, describe, load_sources, manifest_hash
 from .split import split_samples
+from .standardise import standardised_run
 from .validate import validation_scores
 
 
@@ -196,6 +197,7 @@ def _plan(config: TrainConfig, out: Path, data_paths, mpp, synthetic, samples, w
         samples = load_sources(data_paths, downscale=card.downscale, target_mpp=card.target_mpp,
                                mpp_overrides=mpp, synthetic=synthetic, labels=config.labels)
     train, val = split_samples(samples, config)
+    card, train, val = standardised_run(config, card, train, val)
     data = {"sources": describe(samples), "manifest_sha256": manifest_hash(samples),
             "train_images": [s.name for s in train], "validation_images": [s.name for s in val],
             "paths": [str(p) for p in data_paths or []], "synthetic": synthetic, "mpp": dict(mpp or {})}
