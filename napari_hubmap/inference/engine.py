@@ -295,7 +295,7 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
         if slide.cache is not None and not slide.level_holds_pixels(len(slide.levels) - 1, exact=False):
             slide.build_cache(cancel=cancel)  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
-    attach_stain(plan, TileReader(slide_path))
+    attach_stain(plan, lambda: TileReader(slide_path))
     settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
     return _OpenedRun(slide_path, device, backend, tta, plan, store)

@@ -15,14 +15,16 @@ STAIN_TILES = 24
 slide's colour statistics."""
 
 
-def attach_stain(plan: Plan, reader) -> None:
+def attach_stain(plan: Plan, open_reader) -> None:
     """Set ``stain_source`` / ``stain_reference`` of each run of ``plan`` whose card has a reference;
-    ``reader.read(y, x, tile, downscale)`` gives working-scale tiles of the slide. A slide without tissue keeps
-    its colours (``stain_source`` None)."""
+    ``open_reader()`` (called only then) gives an object whose ``read(y, x, tile, downscale)`` returns
+    working-scale tiles of the slide. A slide without tissue keeps its colours (``stain_source`` None)."""
+    reader = None
     for run in plan.runs:
         reference = stain_reference_of(run.model.card)
         if reference is None:
             continue
+        reader = reader or open_reader()
         jobs = [job for job in plan.jobs if job.run == run.index and not job.skipped]
         picks = np.unique(np.linspace(0, len(jobs) - 1, min(len(jobs), STAIN_TILES)).round().astype(int)) if jobs else []
         run.stain_source = tissue_stats([reader.read(jobs[i].y, jobs[i].x, run.tile, run.downscale) for i in picks])
