@@ -8,7 +8,9 @@ images are neither trained nor validated on; epoch and threshold are chosen on a
 - ``loso-C003``, ``loso-C004``: without that H&E patient; scored on its images;
 - ``cv-0`` .. ``cv-4``: without one fifth of ``hubmap-pas`` (tile groups: the tiles sorted by number,
   five contiguous blocks, so neighbouring tiles stay together); scored on that fifth;
-- ``all``: every source, nothing held out: the model that ships (its epochs taken from the CV runs);
+- ``all``: every source, nothing held out: the model that ships (its epochs taken from the CV runs); ``score all``
+  scores it on its real validation images (a random fifth that picked its epoch and threshold: not unseen, but
+  the same images for every ``all@VARIANT``, so variants compare like for like);
 - ``RUN@VARIANT``: run ``RUN`` with a recipe alternative of ``VARIANTS`` (how the recipe was chosen).
 
 Scores per held-out image at the model's working scale (each image at its own µm/px, masks resampled
@@ -148,6 +150,8 @@ def held_out_samples(run: str, card) -> list:
     from napari_hubmap.training.standardise import standardised
 
     _, _, held = run_plan(run)
+    if not held:  # the run ``all`` holds nothing out: its real validation images (they picked its epoch and threshold)
+        held = [name for name in card.training_data.get("validation_images", []) if name.split("/", 1)[0] in SOURCES]
     source = {name.split("/", 1)[0] for name in held}
     samples = load_sources([DATA / s for s in sorted(source)], downscale=card.downscale, target_mpp=card.target_mpp,
                            mpp_overrides=mpp_table())

@@ -91,6 +91,9 @@ def test_panel_builds_the_trainer_command(make_napari_viewer, qtbot, isolated_mo
     panel.folds.setValue(5)
     panel.fold.setValue(2)
     assert command_options(panel)["--folds"] == "5" and command_options(panel)["--fold"] == "2"
+    assert "--stain-standardise" not in panel.command()
+    panel.stain.setChecked(True)
+    assert panel.command()[-2:] == ["--stain-standardise", "--events"]
 
 
 def command_options(panel) -> dict:

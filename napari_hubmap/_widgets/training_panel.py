@@ -18,6 +18,7 @@ from pathlib import Path
 
 from qtpy.QtCore import QEvent, QProcess, QProcessEnvironment, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -107,6 +108,10 @@ class TrainingPanel(QWidget):
         self.samples = spin(0, 1_000_000, 0, special="default", step=64, tip="Training tiles drawn per epoch")
         self.tile = spin(0, 4096, 0, special="default", step=32, tip="Training tile side (a multiple of 32)")
         self.workers = spin(0, 64, 1, tip="Data-loader worker processes (0: load tiles in the trainer itself)")
+        self.stain = QCheckBox("standardise colour (Reinhard)")
+        self.stain.setToolTip("Move each image's tissue colour onto the training images' mean; the model records that "
+                              "colour and moves every slide it predicts onto it. A model that has one keeps it when "
+                              "fine-tuned.")
         self.name = QLineEdit()
         self.out_label = QLabel("")
         self.out_label.setWordWrap(True)
@@ -153,6 +158,7 @@ class TrainingPanel(QWidget):
         form.addRow("Tiles per epoch", self.samples)
         form.addRow("Tile", self.tile)
         form.addRow("Loader workers", self.workers)
+        form.addRow("Stain", self.stain)
         form.addRow("New model name", self.name)
         layout.addLayout(form)
         layout.addWidget(self.out_label)
@@ -254,7 +260,7 @@ class TrainingPanel(QWidget):
             data, base[0], base[1], self.epochs.value(), out, lr=self.lr.value() or None,
             folds=self.folds.value(), fold=self.fold.value(), batch=self.batch.value() or None,
             samples_per_epoch=self.samples.value() or None, tile=self.tile.value() or None,
-            workers=self.workers.value(),
+            workers=self.workers.value(), stain_standardise=self.stain.isChecked(),
         )
 
     # --- the run ----------------------------------------------------------------------------------

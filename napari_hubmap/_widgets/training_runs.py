@@ -35,7 +35,7 @@ def list_bases() -> tuple[list, list]:
 
 def train_command(data: list[str], kind: str, base: str, epochs: int, out, *, lr: float | None = None,
                   folds: int = 1, fold: int = 0, batch: int | None = None, samples_per_epoch: int | None = None,
-                  tile: int | None = None, workers: int | None = None) -> list[str]:
+                  tile: int | None = None, workers: int | None = None, stain_standardise: bool = False) -> list[str]:
     """``python -m napari_hubmap.cli train ... --events``; ``None`` options are the trainer's defaults."""
     command = [sys.executable, "-m", "napari_hubmap.cli", "train"]
     for folder in data:
@@ -48,6 +48,8 @@ def train_command(data: list[str], kind: str, base: str, epochs: int, out, *, lr
     for flag, value in options.items():
         if value is not None:
             command += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if stain_standardise:
+        command.append("--stain-standardise")
     return command + ["--events"]
 
 
