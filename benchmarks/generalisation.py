@@ -139,7 +139,8 @@ def train(runs: list[str], epochs: int | None, threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     processes = {}
     for run in runs:
-        with open(OUT / f"{run}.jsonl", "w") as stdout, open(OUT / f"{run}.err", "w") as stderr:
+        mode = "a" if (OUT / f"{run}.checkpoint").exists() else "w"  # a resumed run's log keeps its first epochs
+        with open(OUT / f"{run}.jsonl", mode) as stdout, open(OUT / f"{run}.err", mode) as stderr:
             processes[run] = subprocess.Popen(train_command(run, epochs), stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
     for run, process in processes.items():
         print(f"{run}: exit {process.wait()}", flush=True)
