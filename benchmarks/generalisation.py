@@ -72,7 +72,7 @@ against 0.703 / 0.723 with 0.3 (``e12``), which marks fewer false glomeruli in t
 edges. ``e12``: the recipe at 12 epochs, the shipped default before 24 were measured on every fold.
 ``sd``: the saved epoch picked by mean per-image validation Dice; on the run ``all`` it picked epoch 12 of
 22 because two coarse ``hubmap-16x`` validation tiles swung between Dice 0.18 and 0.65 from epoch to
-epoch while every other source kept improving (object F1 0.60 at epoch 12, 0.66 at 22). ```std``: every image's tissue colour moved onto the training images' mean (Reinhard, CIELAB), as prediction
+epoch while every other source kept improving (object F1 0.60 at epoch 12, 0.66 at 22). ``std``: every image's tissue colour moved onto the training images' mean (Reinhard, CIELAB), as prediction
 then moves each slide (the card's ``stain_reference``); ``loso-pas-tiles@std``: Dice 0.277 / object F1 0.300 on
 ``pas-tiles`` against 0.279 / 0.400 without (no gain; not in the recipe). ``s640``: 640 tiles
 an epoch, the default before 1280 (twice the steps in the same 24 epochs) was measured: on cv-0 the same

@@ -6,7 +6,8 @@ colours. Reinhard's transfer takes the mean and spread of the tissue's CIELAB va
 whole slide, not a tile: every tile of a slide moves the same way, so tiles still blend seamlessly) and
 moves them, channel by channel, onto a reference; glass keeps its colour. A model card that records a
 reference (``stain_reference``) was trained on images moved onto it, and every image it predicts is
-moved the same way first (:mod:`napari_hubmap.inference.engine`, :mod:`napari_hubmap.training.validate`).
+moved the same way first (:mod:`napari_hubmap.inference.stain` and the engine; the training and validation
+images in :mod:`napari_hubmap.training.standardise`).
 """
 
 from __future__ import annotations

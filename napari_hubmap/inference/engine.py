@@ -33,12 +33,12 @@ from ..errors import HubmapInputError
 from ..locks import FolderLock
 from ..progress import Cancelled, ProgressCallback, report
 from ..slide import SlideScale, check_mpp, open_slide
+from ..stain_standard import standardise
 from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
 from .normalisation import normalise
 from .onnx_backend import resolve_backend, runtime_models
-from ..stain_standard import standardise
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .stain import attach_stain, stain_settings
 from .tissue import detect_tissue

@@ -42,10 +42,10 @@ def calibration_tiles(card) -> list[np.ndarray]:
     """(1, C, tile, tile) float32 inputs, normalised as the card says, at the model's working scale."""
     from PIL import Image
 
-    from ..sample_data import HUBMAP_TILE, HUBMAP_TILE_MPP
-    from ..synth import sample_image
     from ..registry.card import stain_reference_of
+    from ..sample_data import HUBMAP_TILE, HUBMAP_TILE_MPP
     from ..stain_standard import standardise, tissue_stats
+    from ..synth import sample_image
     from .normalisation import normalise
 
     tile = int(card.tile)

@@ -239,7 +239,7 @@ def _check_stain_reference(card: ModelCard) -> None:
     except ValueError as error:
         raise HubmapInputError(None, f"card field 'stain_reference': {error}") from None
 
-    
+
 def stain_reference_of(card: ModelCard):
     """The card's reference as :class:`~napari_hubmap.stain_standard.LabStats`, or None."""
     from ..stain_standard import LabStats
