@@ -64,6 +64,8 @@ VARIANTS = {
     "e12": {"--samples-per-epoch": "640", "--epochs": "12", "--select-by": "dice"},
     "pf60": {"--samples-per-epoch": "640", "--positive-fraction": "0.6", "--epochs": "12", "--select-by": "dice"},
     "std": {"--stain-standardise": ""},
+    "t256": {"--tile": "256", "--batch": "8", "--samples-per-epoch": "512"},
+    "m2": {"--target-mpp": "2", "--tile": "224", "--batch": "8", "--samples-per-epoch": "640"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
@@ -78,7 +80,9 @@ then moves each slide (the card's ``stain_reference``); ``loso-pas-tiles@std``: 
 an epoch, the default before 1280 (twice the steps in the same 24 epochs) was measured: on cv-0 the same
 held-out Dice (0.813 against 0.822 plain) and object F1 (0.852 against 0.841), but on the run ``all``'s 31
 validation images Dice 0.78 / object F1 0.80 against 0.55 / 0.65, and per-image Dice 0.83 against 0.74 on
-its own 92 HuBMAP training tiles (it underfit)."""
+its own 92 HuBMAP training tiles (it underfit). ``t256`` (more context: 768 µm tiles at 3 µm/px) and ``m2`` (more
+detail: 2 µm/px, 224 px tiles, about the recipe's 480 µm) keep the recipe's pixels per epoch (so its time):
+fewer, larger tiles in batches of 8."""
 
 
 def recipe_of(run: str) -> dict[str, str]:

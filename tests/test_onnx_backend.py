@@ -41,6 +41,30 @@ def test_onnx_and_torch_maps_agree_within_one_grey_level(tmp_path, synth_slide, 
     assert np.ptp(torch_map) > 20  # a map with structure, not a constant that any backend would match
 
 
+def test_tiles_forwarded_side_by_side_give_the_one_by_one_map(tmp_path, synth_slide, smp_model, monkeypatch):  # noqa: F811
+    """On a CPU with two threads the engine forwards two tiles at once, each on a one-thread twin of the session;
+    the map is the one the tiles make one by one (one thread)."""
+    from napari_hubmap.inference import engine
+
+    calls = []
+    forward = engine._forward_chunk
+    monkeypatch.setattr(engine, "_forward_chunk", lambda *a, **k: calls.append((len(a[1]), a[4:])) or forward(*a, **k))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, one = map_of(synth_slide, tmp_path / "one.zarr", onnx_model(load_model(smp_model.path)), "onnx")
+        assert calls and all(module == () for _, module in calls)  # one thread: no twin, whole calls
+        calls.clear()
+        torch.set_num_threads(2)
+        model = onnx_model(load_model(smp_model.path))
+        assert model.module.threads == 2 and model.module.single_threaded().threads == 1
+        _, side_by_side = map_of(synth_slide, tmp_path / "two.zarr", model, "onnx")
+    finally:
+        torch.set_num_threads(threads)
+    assert calls and all(n == 1 and module[0] is model.module.single_threaded() for n, module in calls)
+    assert np.abs(one - side_by_side).max() <= 1 and np.ptp(one) > 20
+
+
 def test_auto_is_onnx_on_the_cpu_and_torch_elsewhere():
     assert resolve_backend("auto", torch.device("cpu")) == "onnx"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"

@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +96,14 @@ class TileReader:
         factor = downscale / self.slide.downsamples[index]
         size = max(1, int(round(tile * factor)))
         y0, x0 = int(round(y * factor)), int(round(x * factor))
-        canvas = np.full((size, size, 3), 255, np.uint8)
         h, w = level.shape[:2]
-        y1, x1 = min(y0 + size, h), min(x0 + size, w)
-        if y1 > y0 and x1 > x0:
-            canvas[: y1 - y0, : x1 - x0] = level[y0:y1, x0:x1]
+        if y0 + size <= h and x0 + size <= w:  # inside the slide (most tiles): no white canvas to fill and copy into
+            canvas = level[y0 : y0 + size, x0 : x0 + size]
+        else:
+            canvas = np.full((size, size, 3), 255, np.uint8)
+            y1, x1 = min(y0 + size, h), min(x0 + size, w)
+            if y1 > y0 and x1 > x0:
+                canvas[: y1 - y0, : x1 - x0] = level[y0:y1, x0:x1]
         return canvas if size == tile else resize_rgb(canvas, tile)
 
 
@@ -139,16 +143,44 @@ def forward_batch_size(config: InferenceConfig, device: torch.device) -> int:
 
 
 def forward_probabilities(
-    model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device, chunk: int | None = None
+    model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device, chunk: int | None = None,
+    parallel: TileParallel | None = None,
 ) -> np.ndarray:
-    """Mean foreground probability over TTA transforms: (N, H, W) float32, ``chunk`` tiles per forward."""
+    """Mean foreground probability over TTA transforms: (N, H, W) float32, ``chunk`` tiles per forward;
+    with ``parallel`` (ONNX models on the CPU), one tile per forward, several at once."""
+    if parallel is not None and len(batch) > 1:
+        return parallel.forward(model, batch, tta, device)
     chunk = chunk or len(batch)
     if len(batch) <= chunk:
         return _forward_chunk(model, batch, tta, device)
     return np.concatenate([_forward_chunk(model, batch[i : i + chunk], tta, device) for i in range(0, len(batch), chunk)])
 
 
-def _forward_chunk(model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
+class TileParallel:
+    """Tiles of a batch forwarded side by side, each on one thread (ONNX Runtime releases the GIL): on a CPU
+    this keeps every core busy where one tile spread over all of them leaves them waiting on each other."""
+
+    def __init__(self, workers: int):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-forward")
+
+    @staticmethod
+    def for_models(models: list, device: torch.device) -> "TileParallel | None":
+        """One for ONNX models on a CPU with more than one thread, else None (torch runs tiles one by one)."""
+        threads = max((getattr(m.module, "threads", 1) for m in models if hasattr(m.module, "single_threaded")), default=1)
+        return TileParallel(threads) if device.type == "cpu" and threads > 1 else None
+
+    def forward(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
+        single = model.module.single_threaded()
+        parts = self.pool.map(lambda i: _forward_chunk(model, batch[i : i + 1], tta, device, single), range(len(batch)))
+        return np.concatenate(list(parts))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _forward_chunk(model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device, module=None) -> np.ndarray:
+    """``module``: what runs the network in place of ``model.module`` (its single-threaded twin)."""
+    module = model.module if module is None else module
     x = torch.from_numpy(batch).to(device)
     cuda = device.type == "cuda"
     if cuda:
@@ -156,7 +188,7 @@ def _forward_chunk(model, batch: np.ndarray, tta: tuple[str, ...], device: torch
     total = None
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
         for name in tta:
-            out = invert(name, model.module(apply(name, x))).float()
+            out = invert(name, module(apply(name, x))).float()
             prob = foreground(out, model.card)
             total = prob if total is None else total + prob
     return (total / len(tta)).cpu().numpy()
@@ -360,7 +392,9 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     done_jobs = sum(len(b) for b in plan.batches[:start])
     computed = 0
     cancelled = False
-    with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool:
+    parallel = TileParallel.for_models([r.model for r in plan.runs], device)
+    with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool, \
+            _closing(parallel):
         pending = {}
         lookahead = max(2, config.readers * 2)
         for b in range(start, min(start + lookahead, len(plan.batches))):
@@ -373,7 +407,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
             inputs = pending.pop(b).result()
             if b + lookahead < len(plan.batches):
                 pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
-            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk)
+            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk, parallel)
             computed += sum(not j.skipped for j in batch)
             for y0, rows in accumulator.finished(first_rows_after[b]):
                 store.write_rows(y0, rows)
@@ -399,12 +433,21 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     )
 
 
-def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None) -> None:
+@contextmanager
+def _closing(parallel: TileParallel | None):
+    try:
+        yield parallel
+    finally:
+        if parallel is not None:
+            parallel.close()
+
+
+def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None, parallel=None) -> None:
     probs = None
     jobs = [j for j in batch if not j.skipped]
     if jobs:
         run = plan.runs[jobs[0].run]
-        probs = forward_probabilities(run.model, inputs, tta, device, chunk)
+        probs = forward_probabilities(run.model, inputs, tta, device, chunk, parallel)
         if run.out_tile != run.tile:
             resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear",
                                     align_corners=False, antialias=run.out_tile < run.tile)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 THUMBNAIL_MAX_SIDE = 2048
 
@@ -36,13 +36,37 @@ class TissueMask:
 
 def tissue_from_rgb(rgb: np.ndarray, saturation: float = 0.07, darkness: float = 0.75, dilate: int = 2) -> np.ndarray:
     """Boolean tissue mask of an RGB uint8 thumbnail."""
-    data = rgb.astype(np.float32) / 255.0
-    high, low = data.max(axis=2), data.min(axis=2)
-    sat = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    mask = (sat > saturation) | (high < darkness)
-    mask = ndimage.binary_closing(mask, iterations=2)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    return ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask
+    channels = cv2.split(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8))
+    high = cv2.max(cv2.max(channels[0], channels[1]), channels[2])  # numpy's max over axis 2 is 20x slower
+    low = cv2.min(cv2.min(channels[0], channels[1]), channels[2])
+    mask = _tissue_table(saturation, darkness)[high, low]
+    mask = _morph(mask, cv2.MORPH_CLOSE, 2)
+    mask = _morph(mask, cv2.MORPH_OPEN, 1)
+    return _morph(mask, cv2.MORPH_DILATE, dilate) if dilate else mask
+
+
+def _tissue_table(saturation: float, darkness: float) -> np.ndarray:
+    """(256, 256) bool: is a pixel with channel max ``high`` and min ``low`` (uint8) tissue? Its HSV
+    saturation above ``saturation``, or its value below ``darkness``, in float32 as the rule reads."""
+    high = (np.arange(256, dtype=np.float32) / np.float32(255.0))[:, None]
+    low = (np.arange(256, dtype=np.float32) / np.float32(255.0))[None, :]
+    sat = np.where(high > 0, (high - low) / np.maximum(high, np.float32(1e-6)), np.float32(0.0))
+    return (sat > saturation) | (high < darkness)
+
+
+CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _morph(mask: np.ndarray, op: int, iterations: int) -> np.ndarray:
+    """scipy.ndimage's binary closing / opening / dilation (3x3 cross, ``iterations``, nothing beyond the
+    border: an erosion eats in from the edge) in OpenCV, 10-20x faster on a 2048 px thumbnail."""
+    data = mask.astype(np.uint8)
+    border = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+    if op == cv2.MORPH_DILATE:
+        return cv2.dilate(data, CROSS, iterations=iterations, **border).astype(bool)
+    first, second = (cv2.dilate, cv2.erode) if op == cv2.MORPH_CLOSE else (cv2.erode, cv2.dilate)
+    data = first(data, CROSS, iterations=iterations, **border)
+    return second(data, CROSS, iterations=iterations, **border).astype(bool)
 
 
 def slide_thumbnail(slide, max_side: int = THUMBNAIL_MAX_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
