@@ -392,7 +392,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     done_jobs = sum(len(b) for b in plan.batches[:start])
     computed = 0
     cancelled = False
-    parallel = TileParallel.for_models([r.model for r in plan.runs], device)
+    parallel = TileParallel.for_models([r.model for r in plan.runs], device) if config.forward_batch is None else None
     with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool, \
             _closing(parallel):
         pending = {}
