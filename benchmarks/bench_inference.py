@@ -29,6 +29,16 @@ Measured again with the int8 graph (``onnx-int8``, 2 idle cores with AVX512-VNNI
 tissue, masks at 0.5 Dice 0.98); part (b) MONAI 53.9 s (sw 1, of which 25.5 s loading) / 57.6 s (sw 4), ONNX
 19.0 s same tiles (2.84x) and 17.5 s skipping background (3.07x), int8 14.2 s (3.80x) and 12.6 s (4.26x),
 peak RSS 1.1-1.2 GB against MONAI's 3.7 GB (1.7 GB in the first int8 run, whose model load quantised the graph).
+Measured again after the ONNX backends began forwarding tiles side by side (one per thread; the network alone,
+one thread per tile, two at once: float 0.063 s per tile, int8 0.037 s, torch's engine path 0.109 s on two
+threads), with the faster tissue mask (setup 0.3 s against 1.0-1.4 s) and normalisation, 2 idle cores, same
+slide: part (d) torch 26.3 s, ONNX 17.8 s (1.47x), int8 11.7 s (2.25x; its map 6.9 grey levels from the float
+one, masks at 0.5 Dice 0.98); part (b) MONAI 53.2 s (sw 1) / 71.1 s (sw 4), ONNX 23.1 s same tiles (2.31x) and
+18.4 s skipping background (2.88x), int8 14.7 s (3.62x) and 11.6 s (4.57x), peak RSS 1.2 GB (0.31-0.33 of
+MONAI's); 522 s for parts b and d. The float graph stays short of 1.7x torch in the pipeline, though its
+network alone is 1.72x torch's: the run keeps 1.74 of the 2 cores busy with ONNX against 1.91 with torch; the
+readers' 2.5 CPU-s (each tile 2304 px of level 0 shrunk 6x) and the batch-by-batch hand-over between reading,
+forwarding and blending are what is left.
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 

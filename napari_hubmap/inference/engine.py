@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +174,10 @@ class TileParallel:
         parts = self.pool.map(lambda i: _forward_chunk(model, batch[i : i + 1], tta, device, single), range(len(batch)))
         return np.concatenate(list(parts))
 
-    def close(self) -> None:
+    def __enter__(self) -> "TileParallel":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.pool.shutdown(wait=True)
 
 
@@ -394,7 +397,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     cancelled = False
     parallel = TileParallel.for_models([r.model for r in plan.runs], device) if config.forward_batch is None else None
     with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool, \
-            _closing(parallel):
+            parallel or nullcontext():
         pending = {}
         lookahead = max(2, config.readers * 2)
         for b in range(start, min(start + lookahead, len(plan.batches))):
@@ -431,15 +434,6 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
         Path(store.path), total_jobs, plan.skipped, computed, seconds, computed / seconds if seconds else 0.0,
         resumed_rows, store.complete, plan.out_downscale, plan.scale,
     )
-
-
-@contextmanager
-def _closing(parallel: TileParallel | None):
-    try:
-        yield parallel
-    finally:
-        if parallel is not None:
-            parallel.close()
 
 
 def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None, parallel=None) -> None:
