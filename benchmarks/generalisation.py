@@ -82,7 +82,9 @@ held-out Dice (0.813 against 0.822 plain) and object F1 (0.852 against 0.841), b
 validation images Dice 0.78 / object F1 0.80 against 0.55 / 0.65, and per-image Dice 0.83 against 0.74 on
 its own 92 HuBMAP training tiles (it underfit). ``t256`` (more context: 768 µm tiles at 3 µm/px) and ``m2`` (more
 detail: 2 µm/px, 224 px tiles, about the recipe's 480 µm) keep the recipe's pixels per epoch (so its time):
-fewer, larger tiles in batches of 8."""
+fewer, larger tiles in batches of 8. On the hard fold cv-2 neither helped: ``t256`` (kept epoch 19, threshold 0.85)
+Dice 0.701 / object F1 0.647, ``m2`` (kept epoch 16, threshold 0.85) 0.720 / 0.674, against the recipe's 0.749 / 0.735
+(plain; more false glomeruli: precision 0.57 and 0.59 against 0.67)."""
 
 
 def recipe_of(run: str) -> dict[str, str]:
