@@ -39,7 +39,7 @@ from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_range
 from .accumulate import RowAccumulator
 from .config import InferenceConfig
 from .normalisation import normalise
-from .onnx_backend import resolve_backend, runtime_models
+from .onnx_backend import OnnxModule, resolve_backend, runtime_models
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .stain import attach_stain, stain_settings
 from .tissue import detect_tissue
@@ -166,7 +166,7 @@ class TileParallel:
     @staticmethod
     def for_models(models: list, device: torch.device) -> "TileParallel | None":
         """One for ONNX models on a CPU with more than one thread, else None (torch runs tiles one by one)."""
-        threads = max((getattr(m.module, "threads", 1) for m in models if hasattr(m.module, "single_threaded")), default=1)
+        threads = max((m.module.threads for m in models if isinstance(m.module, OnnxModule)), default=1)
         return TileParallel(threads) if device.type == "cpu" and threads > 1 else None
 
     def forward(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
