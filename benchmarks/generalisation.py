@@ -66,6 +66,9 @@ VARIANTS = {
     "std": {"--stain-standardise": ""},
     "t256": {"--tile": "256", "--batch": "8", "--samples-per-epoch": "512"},
     "m2": {"--target-mpp": "2", "--tile": "224", "--batch": "8", "--samples-per-epoch": "640"},
+    "s1920": {"--samples-per-epoch": "1920"},
+    "h200": {},
+    "seed1": {"--seed": "1"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
@@ -84,7 +87,10 @@ its own 92 HuBMAP training tiles (it underfit). ``t256`` (more context: 768 µm 
 detail: 2 µm/px, 224 px tiles, about the recipe's 480 µm) keep the recipe's pixels per epoch (so its time):
 fewer, larger tiles in batches of 8. On the hard fold cv-2 neither helped: ``t256`` (kept epoch 19, threshold 0.85)
 Dice 0.701 / object F1 0.647, ``m2`` (kept epoch 16, threshold 0.85) 0.720 / 0.674, against the recipe's 0.749 / 0.735
-(plain; more false glomeruli: precision 0.57 and 0.59 against 0.67)."""
+(plain; more false glomeruli: precision 0.57 and 0.59 against 0.67). ``s1920``: 1920 tiles an epoch (1.5 times the
+recipe's steps); ``h200``: the recipe itself, named apart for runs trained on a lent GPU (``device_generalisation.sh``:
+float16, the compacted data), the control of that machine's ``s1920`` runs; ``seed1``: the recipe with another seed
+(the spread between two runs of one recipe). Figures: ``models/README.md``."""
 
 
 def recipe_of(run: str) -> dict[str, str]:
@@ -124,8 +130,9 @@ def mpp_table() -> dict[str, float]:
     return json.loads(MPP_FILE.read_text())
 
 
-def train_command(run: str, epochs: int | None = None) -> list[str]:
-    """The trainer command of ``run``; ``epochs`` (when given) overrides the recipe's."""
+def train_command(run: str, epochs: int | None = None, workers: int | None = None) -> list[str]:
+    """The trainer command of ``run``; ``epochs`` (when given) overrides the recipe's, ``workers`` (data-loader
+    processes, which change nothing the run learns) the trainer's default."""
     folders, excluded, _ = run_plan(run)
     command = [sys.executable, "-m", "napari_hubmap.cli", "train", "--out", str(OUT / run), "--name", run,
                "--mpp-file", str(MPP_FILE), "--overwrite", "--events"]
@@ -136,10 +143,10 @@ def train_command(run: str, epochs: int | None = None) -> list[str]:
     options = recipe_of(run) | ({"--epochs": str(epochs)} if epochs else {})
     for option, value in options.items():
         command += [option, value] if value else [option]  # "": a flag
-    return command
+    return command + (["--workers", str(workers)] if workers is not None else [])
 
 
-def train(runs: list[str], epochs: int | None, threads: int) -> None:
+def train(runs: list[str], epochs: int | None, threads: int, workers: int | None = None) -> None:
     """Start the runs side by side (``threads`` torch threads each), wait, report their exit codes."""
     OUT.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -147,7 +154,7 @@ def train(runs: list[str], epochs: int | None, threads: int) -> None:
     for run in runs:
         mode = "a" if (OUT / f"{run}.checkpoint").exists() else "w"  # a resumed run's log keeps its first epochs
         with open(OUT / f"{run}.jsonl", mode) as stdout, open(OUT / f"{run}.err", mode) as stderr:
-            processes[run] = subprocess.Popen(train_command(run, epochs), stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
+            processes[run] = subprocess.Popen(train_command(run, epochs, workers), stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
     for run, process in processes.items():
         print(f"{run}: exit {process.wait()}", flush=True)
 
@@ -175,34 +182,37 @@ def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * int((pred & truth).sum()) / total
 
 
-def score_model(folder: Path, run: str, backend: str = "torch") -> dict:
+def score_model(folder: Path | list[Path], run: str, backend: str = "torch", device: str = "cpu") -> dict:
     """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images, its network run by
-    ``backend`` (``torch``, ``onnx`` or ``onnx-int8``, as ``predict --backend`` runs it)."""
+    ``backend`` (``torch``, ``onnx`` or ``onnx-int8``, as ``predict --backend`` runs it) on ``device`` (torch
+    only; ``cuda`` predicts in float16 autocast, as training validates there). Several folders: their ensemble,
+    as ``predict --model A --model B`` runs it (the members' probabilities averaged), cut at the mean of their
+    cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale."""
     import torch
     from skimage.measure import label
 
     from napari_hubmap.metrics import object_scores
-    from napari_hubmap.registry import load_model
     from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
-    from napari_hubmap.training.validate import MIN_OBJECT_PX, predict_image
+    from napari_hubmap.training.validate import MIN_OBJECT_PX
 
-    model = load_model(folder)
-    if backend != "torch":
-        from napari_hubmap.inference.onnx_backend import onnx_model
-
-        model = onnx_model(model, int8=backend == "onnx-int8")
-    card = model.card
+    folders = folder if isinstance(folder, list) else [folder]
+    where = torch.device(device)
+    models = [_scoring_model(f, backend, where) for f in folders]
+    card = models[0].card
+    if len({(m.card.target_mpp, m.card.downscale) for m in models}) > 1:
+        raise SystemExit("an ensemble's members must work at one scale")
+    threshold = float(np.mean([m.card.threshold for m in models]))
     samples = held_out_samples(run, card)
-    out = {"run": run, "model": str(folder), "threshold": card.threshold, "images": len(samples), "backend": backend}
+    out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": threshold, "images": len(samples),
+           "backend": backend, "device": where.type}
     floor_px = card.min_object_um2 / card.target_mpp**2 if card.target_mpp else 0.0
     min_size = max(MIN_OBJECT_PX, int(round(floor_px)))
     out["min_object_um2"] = card.min_object_um2
     for tta in ("plain", "flips"):
         dices, counts = [], np.zeros(3, int)
         for sample in samples:
-            prob = flip_average(model.module, sample.image, card.normalization) if tta == "flips" else \
-                predict_image(model.module, sample.image, card.normalization, torch.device("cpu"))
-            objects = postprocess_region(prob.astype(np.float32), PostprocessConfig(threshold=card.threshold, min_size=min_size))
+            prob = np.mean([_probability(m, sample.image, tta == "flips", where) for m in models], axis=0)
+            objects = postprocess_region(prob.astype(np.float32), PostprocessConfig(threshold=threshold, min_size=min_size))
             truth = sample.mask.astype(bool)
             dices.append(image_dice(objects > 0, truth))
             scores = object_scores(objects, label(truth, connectivity=2))
@@ -211,36 +221,56 @@ def score_model(folder: Path, run: str, backend: str = "torch") -> dict:
     return out
 
 
+def _scoring_model(folder: Path, backend: str, device):
+    from napari_hubmap.registry import load_model
+
+    model = load_model(folder)
+    model.module.to(device)
+    if backend != "torch":
+        from napari_hubmap.inference.onnx_backend import onnx_model
+
+        model = onnx_model(model, int8=backend == "onnx-int8")
+    return model
+
+
+def _probability(model, image: np.ndarray, flips: bool, device) -> np.ndarray:
+    from napari_hubmap.training.validate import predict_image
+
+    if flips:
+        return flip_average(model.module, image, model.card.normalization, device)
+    return predict_image(model.module, image, model.card.normalization, device)
+
+
 def object_figures(tp: int, fp: int, fn: int) -> dict:
     """Pooled object precision / recall / F1 and the counts they come from."""
     return {"object_precision": tp / (tp + fp) if tp + fp else 0.0, "object_recall": tp / (tp + fn) if tp + fn else 0.0,
             "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0, "tp": tp, "fp": fp, "fn": fn}
 
 
-def flip_average(module, image: np.ndarray, normalization: dict) -> np.ndarray:
-    import torch
-
+def flip_average(module, image: np.ndarray, normalization: dict, device) -> np.ndarray:
     from napari_hubmap.training.validate import predict_image
 
-    probs = [predict_image(module, np.ascontiguousarray(image[::sy, ::sx]), normalization, torch.device("cpu"))[::sy, ::sx]
+    probs = [predict_image(module, np.ascontiguousarray(image[::sy, ::sx]), normalization, device)[::sy, ::sx]
              for sy in (1, -1) for sx in (1, -1)]
     return np.mean(probs, axis=0)
 
 
-def score(runs: list[str], model: Path | None, backend: str = "torch") -> None:
+def score(runs: list[str], models: list[Path] | None, backend: str = "torch", device: str = "cpu") -> None:
+    """Score each run with its own model, or with ``models`` (one folder, or several: their ensemble)."""
     import torch
 
     torch.set_grad_enabled(False)
     print(f"{'run':16} {'model':18} {'TTA':6} {'images':>6} {'Dice':>6} {'obj P':>6} {'obj R':>6} {'obj F1':>6}")
     for run in runs:
-        folder = model or OUT / run
-        result = {**score_model(folder, run, backend), "model": folder.name}
+        folders = models or [OUT / run]
+        label = "+".join(f.name for f in folders)
+        result = {**score_model(folders, run, backend, device), "model": label}
         SCORES.mkdir(parents=True, exist_ok=True)
-        name = f"{run}.{folder.name}" + ("" if backend == "torch" else f".{backend}")  # the card takes torch's only
+        name = f"{run}.{label}" + ("" if backend == "torch" else f".{backend}")  # the card takes torch's only
         (SCORES / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for tta in ("plain", "flips"):
             r = result[tta]
-            print(f"{run:16} {folder.name:18} {tta:6} {result['images']:6d} {r['dice']:6.3f} "
+            print(f"{run:16} {label:18} {tta:6} {result['images']:6d} {r['dice']:6.3f} "
                   f"{r['object_precision']:6.3f} {r['object_recall']:6.3f} {r['object_f1']:6.3f}", flush=True)
 
 
@@ -385,27 +415,31 @@ def main() -> None:
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model", type=Path, help="score: this model folder instead of each run's own")
+    parser.add_argument("--workers", type=int, help="train: data-loader processes per run (the trainer's default: 1)")
+    parser.add_argument("--device", default="cpu", help="score: where the network runs (cpu, cuda)")
+    parser.add_argument("--model", type=Path, action="append",
+                        help="score: this model folder instead of each run's own; repeat to score their ensemble")
     from napari_hubmap.inference.config import BACKENDS
 
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
+    one_model = args.model[0] if args.model else None  # floor, rethreshold: one folder
     OUT.mkdir(parents=True, exist_ok=True)
     if args.action == "train":
-        train(args.runs, args.epochs, args.threads)
+        train(args.runs, args.epochs, args.threads, args.workers)
     elif args.action == "score":
-        score(args.runs, args.model, args.backend)
+        score(args.runs, args.model, args.backend, args.device)
     elif args.action == "table":
         table()
     elif args.action == "record":
         print(f"recorded in {record()}")
     elif args.action == "rethreshold":
         for run in args.runs:
-            print(f"{run}: {json.dumps(rethreshold(run, args.model))}")
+            print(f"{run}: {json.dumps(rethreshold(run, one_model))}")
     elif args.action == "floor":
         for run in args.runs:
-            print(f"{run}: min_object_um2 {set_floor(run, args.model)}")
+            print(f"{run}: min_object_um2 {set_floor(run, one_model)}")
     else:
         print(f"installed {ship(args.runs[0])}")
 
