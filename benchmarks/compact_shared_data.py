@@ -17,11 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+from generalisation import DATA, MPP_FILE
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-MPP_FILE = ROOT / "benchmarks" / "shared-data-mpp.json"
 
 
 def halve_labelme(image: Path, annotation: Path, out_image: Path, out_annotation: Path) -> None:

@@ -225,12 +225,12 @@ def _scoring_model(folder: Path, backend: str, device):
     from napari_hubmap.registry import load_model
 
     model = load_model(folder)
-    model.module.to(device)
-    if backend != "torch":
-        from napari_hubmap.inference.onnx_backend import onnx_model
+    if backend == "torch":
+        model.module.to(device)
+        return model
+    from napari_hubmap.inference.onnx_backend import onnx_model
 
-        model = onnx_model(model, int8=backend == "onnx-int8")
-    return model
+    return onnx_model(model, int8=backend == "onnx-int8")
 
 
 def _probability(model, image: np.ndarray, flips: bool, device) -> np.ndarray:
@@ -424,7 +424,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
-    one_model = args.model[0] if args.model else None  # floor, rethreshold: one folder
+    if args.action in ("floor", "rethreshold") and args.model and len(args.model) > 1:
+        raise SystemExit(f"{args.action} takes one --model folder")
+    one_model = args.model[0] if args.model else None
     OUT.mkdir(parents=True, exist_ok=True)
     if args.action == "train":
         train(args.runs, args.epochs, args.threads, args.workers)
