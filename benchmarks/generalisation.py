@@ -69,6 +69,7 @@ VARIANTS = {
     "s1920": {"--samples-per-epoch": "1920"},
     "h200": {},
     "seed1": {"--seed": "1"},
+    "colour": {"--colour-augment": "strong"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the

@@ -25,10 +25,12 @@ def disk_tile(rng) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def test_the_mask_follows_the_image_through_every_transform():
-    aug = training_augmentation(TILE)
+@pytest.mark.parametrize("colour", ["standard", "strong"])
+def test_the_mask_follows_the_image_through_every_transform(colour):
+    aug = training_augmentation(TILE, colour=colour)
     aug.set_random_seed(0)
     rng = np.random.default_rng(1)
+    margin = {"standard": 20, "strong": 5}[colour]  # strong contrast and CLAHE changes narrow the gap on purpose
     checked = 0
     for _ in range(40):
         image, mask = disk_tile(rng)
@@ -39,7 +41,7 @@ def test_the_mask_follows_the_image_through_every_transform():
         darkness = 255 - img.astype(float).mean(-1)
         inside, outside = msk > 0, msk == 0
         if inside.sum() > 50 and outside.sum() > 50:  # GridDropout may blank much of it
-            assert np.median(darkness[inside]) > np.median(darkness[outside]) + 20
+            assert np.median(darkness[inside]) > np.median(darkness[outside]) + margin
             checked += 1
     assert checked >= 30  # the comparison above ran on most tiles, not on none
 
@@ -101,3 +103,18 @@ def test_stain_jitter_changes_stained_tissue_and_pickles_for_loader_workers():
     assert np.abs(out.astype(int) - image).mean() > 1
     again = pickle.loads(pickle.dumps(training_augmentation(TILE)))
     assert again(image=image, mask=np.zeros(image.shape[:2], np.uint8))["image"].shape == image.shape
+
+
+def test_strong_colour_changes_colours_further_and_keeps_the_geometry():
+    """``strong`` spreads a tile's mean colour (and its hue) wider over many draws than ``standard``, while the
+    same geometry (flips, affine) still moves image and mask together; an unknown name is refused."""
+    image, mask = disk_tile(np.random.default_rng(5))
+    spread = {}
+    for colour in ("standard", "strong"):
+        aug = training_augmentation(TILE, colour=colour)
+        aug.set_random_seed(0)
+        means = np.array([aug(image=image, mask=mask)["image"].reshape(-1, 3).mean(0) for _ in range(150)])
+        spread[colour] = means.std(0).mean()
+    assert spread["strong"] > 1.4 * spread["standard"], spread
+    with pytest.raises(ValueError, match="colour must be one of standard, strong"):
+        training_augmentation(TILE, colour="loud")

@@ -129,6 +129,27 @@ def test_resume_refuses_other_settings(tmp_path, data):
     assert (tmp_path / "users" / "notes.txt").read_text() == "keep me"
 
 
+def test_colour_augment_is_a_checked_setting_and_old_checkpoints_still_resume(tmp_path, data):
+    """The setting is validated, recorded with the run, and a checkpoint written before it existed (no
+    ``colour_augment`` in its settings) resumes as the default, while one of another value is refused."""
+    with pytest.raises(HubmapInputError, match="colour_augment must be one of standard, strong"):
+        tiny(colour_augment="loud")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        train(tiny(epochs=1), [data], tmp_path / "m", cancel=cancel)
+    state_file = checkpoint_folder(tmp_path / "m") / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["config"]["colour_augment"] == "standard"
+    del state["config"]["colour_augment"]  # as written before the setting existed
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(HubmapInputError, match="other settings.*colour_augment"):
+        train(tiny(epochs=1, colour_augment="strong"), [data], tmp_path / "m")
+    result = train(tiny(epochs=1), [data], tmp_path / "m")
+    assert result.epochs_run == 1
+    assert read_card(tmp_path / "m").training_data["config"]["colour_augment"] == "standard"
+
+
 def _run_until(command, stop_when, timeout=240):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)

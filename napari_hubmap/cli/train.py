@@ -52,6 +52,7 @@ def add_parsers(sub) -> None:
 
 def _add_run_options(p, d) -> None:
     from ..defaults import DEVICES
+    from ..training.augment import COLOUR_AUGMENTS
     from ..training.config import LOSSES, SELECT_BY, SPLITS
 
     p.add_argument("--lr", type=float, default=d.lr)
@@ -61,6 +62,9 @@ def _add_run_options(p, d) -> None:
     p.add_argument("--stain-standardise", action="store_true",
                    help="move every image's tissue colour onto the training set's mean (Reinhard, in CIELAB) "
                         "before training; the card keeps that reference and prediction moves each slide onto it")
+    p.add_argument("--colour-augment", choices=COLOUR_AUGMENTS, default=d.colour_augment,
+                   help="how far tiles' colours are changed in training: standard, or strong (wider hue, stain and "
+                        "grey changes) for slides of another stain or lab")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--fold", type=int, default=d.fold)
     p.add_argument("--split", choices=SPLITS, default=d.split, help="k-fold by patient/slide or image")
@@ -111,7 +115,7 @@ def config_of(args):
         val_groups=[g for g in args.val_groups.split(",") if g],
         exclude_groups=[g for g in args.exclude_groups.split(",") if g], patience=args.patience,
         select_by=args.select_by, workers=args.workers, stain_standardise=args.stain_standardise,
-        device=args.device, seed=args.seed, labels=args.label)
+        colour_augment=args.colour_augment, device=args.device, seed=args.seed, labels=args.label)
 
 
 def cmd_train(args) -> int:

@@ -6,6 +6,10 @@ GridDropout. Two more make the model lean on shape rather than colour, so that i
 and patients: stain jitter in the tile's own stain space (``HEStain``, Macenko, in :mod:`.stain`: each stain's amount
 scaled and shifted; it serves PAS as well, whose haematoxylin/PAS pair it separates the same way) and,
 now and then, a grey tile. Border pixels are reflected so that a rotated tile has no black corners.
+
+``colour="strong"`` widens every colour change (hue over a third of the wheel, stain amounts halved or
+doubled, a grey tile one time in four, now and then the colour channels swapped): a recipe alternative for
+slides of another stain or lab, where the model must find glomeruli by their shape alone.
 """
 
 from __future__ import annotations
@@ -13,8 +17,14 @@ from __future__ import annotations
 import warnings
 
 
-def training_augmentation(tile: int, strength: float = 1.0):
-    """The albumentations pipeline for ``tile`` px crops; ``strength`` 0 gives flips only."""
+COLOUR_AUGMENTS = ("standard", "strong")
+
+
+def training_augmentation(tile: int, strength: float = 1.0, colour: str = "standard"):
+    """The albumentations pipeline for ``tile`` px crops; ``strength`` 0 gives flips only; ``colour`` is one
+    of :data:`COLOUR_AUGMENTS`."""
+    if colour not in COLOUR_AUGMENTS:
+        raise ValueError(f"colour must be one of {', '.join(COLOUR_AUGMENTS)}, got {colour!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # albumentations' version check and pydantic notes
         import albumentations as A
@@ -24,12 +34,36 @@ def training_augmentation(tile: int, strength: float = 1.0):
 
     p = max(0.0, min(1.0, strength))
     reflect = cv2.BORDER_REFLECT_101
-    return A.Compose([
+    return A.Compose([*_geometry(A, tile, p, reflect), *_colour(A, StainJitter, p, colour),
+                      A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
+                      A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
+                      A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p)])
+
+
+def _geometry(A, tile: int, p: float, reflect: int) -> list:
+    return [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.8, 1.25), translate_percent=(-0.0625, 0.0625), rotate=(-30, 30),
                  border_mode=reflect, p=0.6 * p),
+    ]
+
+
+def _colour(A, StainJitter, p: float, colour: str) -> list:
+    if colour == "strong":
+        return [
+            # the stains are jittered first, on the tile's own colours: Macenko's fit on a brightened or
+            # hue-turned tile can take the glomerulus for background and bleach it white
+            StainJitter(method="macenko", intensity_scale_range=(0.5, 2.0), intensity_shift_range=(-0.3, 0.3),
+                        p=0.5 * p),
+            A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3),
+                     A.RandomGamma(gamma_limit=(70, 140)), A.CLAHE(clip_limit=3.0)], p=0.7 * p),
+            A.HueSaturationValue(hue_shift_limit=30, sat_shift_limit=50, val_shift_limit=20, p=0.8 * p),
+            A.ChannelShuffle(p=0.1 * p),
+            A.ToGray(p=0.25 * p),
+        ]
+    return [
         A.OneOf([
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2),
             A.RandomGamma(gamma_limit=(80, 120)),
@@ -38,7 +72,4 @@ def training_augmentation(tile: int, strength: float = 1.0):
         A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=12, p=0.6 * p),
         StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
         A.ToGray(p=0.1 * p),
-        A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
-        A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
-        A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p),
-    ])
+    ]

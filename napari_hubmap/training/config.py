@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import HubmapInputError
+from .augment import COLOUR_AUGMENTS
 
 LOSSES = ("bce_dice", "lovasz", "focal")
 SPLITS = ("group", "image")
@@ -61,6 +62,9 @@ class TrainConfig:
     """Move every image's tissue colour onto the training images' mean colour (:mod:`napari_hubmap.stain_standard`)
     and record that reference in the card, so that prediction moves each slide onto it too. A base model whose
     card has a reference keeps it (whatever this says): its weights learnt that colour."""
+    colour_augment: str = "standard"
+    """How far training tiles' colours are changed: ``standard`` (the shipped recipe) or ``strong`` (wider hue,
+    stain and grey changes, channels swapped now and then; :func:`~napari_hubmap.training.augment.training_augmentation`)."""
     seed: int = 0
     workers: int = 1
     device: str = "auto"
@@ -114,6 +118,8 @@ def _check(c: TrainConfig) -> None:
         raise _bad(f"loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.select_by not in SELECT_BY:
         raise _bad(f"select_by must be one of {', '.join(SELECT_BY)}, got {c.select_by!r}")
+    if c.colour_augment not in COLOUR_AUGMENTS:
+        raise _bad(f"colour_augment must be one of {', '.join(COLOUR_AUGMENTS)}, got {c.colour_augment!r}")
     if c.split not in SPLITS:
         raise _bad(f"split must be one of {', '.join(SPLITS)}, got {c.split!r}")
     if not (c.lr > 0 and math.isfinite(c.lr)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import shutil
@@ -139,10 +140,12 @@ def _state(run: _Run) -> dict:
 
 
 def _same_settings(saved: dict, config: TrainConfig) -> list[str]:
-    """Settings that differ between a checkpoint and now (epochs, patience and workers may change)."""
+    """Settings that differ between a checkpoint and now (epochs, patience and workers may change); a setting
+    newer than the checkpoint counts as its default there."""
     free = {"epochs", "patience", "workers", "device", "min_epochs"}
     now = config.as_dict()
-    return sorted(k for k in now if k not in free and saved.get(k) != now[k])
+    before = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    return sorted(k for k in now if k not in free and saved.get(k, before.get(k)) != now[k])
 
 
 def _save_checkpoint(run: _Run) -> Path:
@@ -225,7 +228,7 @@ def tile_loader(config: TrainConfig, train: list, normalization: dict, device: t
     c = config
     per_rank = c.steps_for(world_size) * c.batch
     dataset = TileDataset(TileSampler(train, c.tile, c.positive_fraction), per_rank, normalization,
-                          training_augmentation(c.tile), seed=c.seed, rank=rank)
+                          training_augmentation(c.tile, colour=c.colour_augment), seed=c.seed, rank=rank)
     dataset.set_epoch(epoch)
     indices = list(range(start_step * c.batch, per_rank))
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,
