@@ -189,37 +189,55 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
     only; ``cuda`` predicts in float16 autocast, as training validates there). Several folders: their ensemble,
     as ``predict --model A --model B`` runs it (the members' probabilities averaged), cut at the mean of their
     cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale."""
-    import torch
     from skimage.measure import label
 
     from napari_hubmap.metrics import object_scores
-    from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
-    from napari_hubmap.training.validate import MIN_OBJECT_PX
 
     folders = folder if isinstance(folder, list) else [folder]
-    where = torch.device(device)
-    models = [_scoring_model(f, backend, where) for f in folders]
-    card = models[0].card
-    if len({(m.card.target_mpp, m.card.downscale) for m in models}) > 1:
-        raise SystemExit("an ensemble's members must work at one scale")
-    threshold = float(np.mean([m.card.threshold for m in models]))
-    samples = held_out_samples(run, card)
-    out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": threshold, "images": len(samples),
-           "backend": backend, "device": where.type}
-    floor_px = card.min_object_um2 / card.target_mpp**2 if card.target_mpp else 0.0
-    min_size = max(MIN_OBJECT_PX, int(round(floor_px)))
-    out["min_object_um2"] = card.min_object_um2
+    scorer = Scorer(folders, backend, device)
+    samples = held_out_samples(run, scorer.card)
+    out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": scorer.threshold,
+           "images": len(samples), "backend": backend, "device": scorer.device.type,
+           "min_object_um2": scorer.card.min_object_um2}
     for tta in ("plain", "flips"):
         dices, counts = [], np.zeros(3, int)
         for sample in samples:
-            prob = np.mean([_probability(m, sample.image, tta == "flips", where) for m in models], axis=0)
-            objects = postprocess_region(prob.astype(np.float32), PostprocessConfig(threshold=threshold, min_size=min_size))
+            objects = scorer.objects(sample.image, flips=tta == "flips")
             truth = sample.mask.astype(bool)
             dices.append(image_dice(objects > 0, truth))
             scores = object_scores(objects, label(truth, connectivity=2))
             counts += (scores.tp, scores.fp, scores.fn)
         out[tta] = {"dice": float(np.mean(dices)), **object_figures(*(int(c) for c in counts))}
     return out
+
+
+class Scorer:
+    """One model (or an ensemble, probabilities averaged) with the product's default post-processing: the
+    (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped."""
+
+    def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu"):
+        import torch
+
+        from napari_hubmap.training.validate import MIN_OBJECT_PX
+
+        self.device = torch.device(device)
+        self.models = [_scoring_model(f, backend, self.device) for f in folders]
+        self.card = self.models[0].card
+        if len({(m.card.target_mpp, m.card.downscale) for m in self.models}) > 1:
+            raise SystemExit("an ensemble's members must work at one scale")
+        self.threshold = float(np.mean([m.card.threshold for m in self.models]))
+        floor_px = self.card.min_object_um2 / self.card.target_mpp**2 if self.card.target_mpp else 0.0
+        self.min_size = max(MIN_OBJECT_PX, int(round(floor_px)))
+
+    def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
+        return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)
+
+    def objects(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
+        """Labelled glomeruli of ``image`` (at the model's working scale)."""
+        from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
+
+        return postprocess_region(self.probability(image, flips).astype(np.float32),
+                                  PostprocessConfig(threshold=self.threshold, min_size=self.min_size))
 
 
 def _scoring_model(folder: Path, backend: str, device):
