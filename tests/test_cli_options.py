@@ -123,6 +123,22 @@ def test_postprocess_no_fill_holes_keeps_the_hole(capsys, tmp_path):
     assert kept[40, 40] == 0 and kept[40, 20] > 0 and np.array_equal(kept > 0, ring)
 
 
+def test_postprocess_grow_brings_the_outline_out_and_says_so(capsys, tmp_path):
+    """--grow 3: the disc's labels take in the background within 3 px (all within 17 px of the centre, nothing beyond 18), the JSON line and the
+    store's settings record it; a negative value is one error line, exit 2, nothing written."""
+    store = write_prob_store(tmp_path / "disc.prob.zarr", np.where(disk((80, 80), (40, 40), 15), 230, 10).astype(np.uint8))
+    plain = postprocess(capsys, store, tmp_path / "plain.labels.zarr")
+    code, stdout, stderr = run(capsys, "postprocess", store, "--out", tmp_path / "grown.labels.zarr", "--grow", 3)
+    assert code == 0, stderr
+    grown = np.asarray(open_labels(tmp_path / "grown.labels.zarr")[0][0])
+    assert one_json_line(stdout)["grow"] == 3 and open_labels(tmp_path / "grown.labels.zarr")[1]["postprocess"]["grow"] == 3
+    assert np.array_equal(plain > 0, disk((80, 80), (40, 40), 15))
+    assert (grown[disk((80, 80), (40, 40), 17)] > 0).all() and not grown[~disk((80, 80), (40, 40), 18)].any()
+    code, stdout, stderr = run(capsys, "postprocess", store, "--out", tmp_path / "bad.labels.zarr", "--grow", -2)
+    assert code == 2 and stdout == "" and "grow must be a whole number" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.labels.zarr").exists()
+
+
 @pytest.fixture
 def touching_discs(tmp_path) -> Path:
     """Two overlapping discs (radius 24 and 16, centres 35 px apart): one blob with a neck."""

@@ -100,10 +100,12 @@ CONFIGS = [
     PostprocessConfig(threshold=0.5, min_size=15),
     PostprocessConfig(threshold=0.45, watershed=True, min_distance=5),
     PostprocessConfig(threshold=0.5, watershed=True, markers="h-maxima", h=1.5, compactness=0.01, min_size=10),
+    PostprocessConfig(threshold=0.5, min_size=15, grow=3),
+    PostprocessConfig(threshold=0.45, watershed=True, min_distance=5, grow=6),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["plain", "fill+minsize", "watershed", "h-maxima"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["plain", "fill+minsize", "watershed", "h-maxima", "grow", "watershed+grow"])
 def test_blockwise_equals_whole_array(config):
     prob = blob_map()
     whole = postprocess_region(prob, config)
@@ -237,3 +239,27 @@ def test_save_threshold_into_a_card_and_an_ensemble_config(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(HubmapInputError, match="not an ensemble config"):
         save_threshold(tmp_path / "bad.json", 0.5)
+
+
+def test_grow_brings_outlines_out_without_crossing_objects_or_the_map_edge():
+    """Two discs 7 px apart and one at the map's edge, grown by 4 px: each gains the background within 4 px
+    of it; between the close pair each takes only the pixels nearer to it (the middle column, equally near
+    both, joins neither); the objects themselves are unchanged and the edge disc grows where the map goes on."""
+    prob = np.zeros((80, 120), np.float32)
+    yy, xx = np.mgrid[:80, :120]
+    left, right = np.hypot(yy - 40, xx - 30) <= 10, np.hypot(yy - 40, xx - 58) <= 10  # rows 40: 20..40, 48..68
+    edge = np.hypot(yy - 5, xx - 105) <= 9
+    prob[left | right | edge] = 0.9
+    plain = postprocess_region(prob, PostprocessConfig(threshold=0.5))
+    grown = postprocess_region(prob, PostprocessConfig(threshold=0.5, grow=4))
+    assert plain.max() == grown.max() == 3
+    assert np.array_equal(grown[plain > 0] > 0, np.ones(int((plain > 0).sum()), bool))
+    a, b = grown[40, 30], grown[40, 58]
+    assert a != b and (grown[40, 16:44] == a).all() and grown[40, 15] == 0
+    assert grown[40, 44] == 0 and (grown[40, 45:73] == b).all() and grown[40, 73] == 0  # 44: a tie
+    ring = (np.hypot(yy - 40, xx - 30) <= 13.5) & (xx < 44)
+    assert (grown[ring] == a).all()
+    top = grown[5, 105]
+    assert (grown == top).sum() > (plain == plain[5, 105]).sum() and grown[18, 105] == top and grown[19, 105] == 0
+    with pytest.raises(HubmapInputError, match="grow must be a whole number"):
+        PostprocessConfig(grow=-1)

@@ -31,11 +31,13 @@ CONFIGS = [
     PostprocessConfig(threshold=0.45, min_size=300),
     PostprocessConfig(threshold=0.4, watershed=True, min_distance=6),
     PostprocessConfig(threshold=0.4, min_size=50, watershed=True, markers="h-maxima", h=1.5, compactness=0.01),
+    PostprocessConfig(threshold=0.45, min_size=300, grow=4),
+    PostprocessConfig(threshold=0.4, watershed=True, min_distance=6, grow=3),
 ]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c.threshold}-m{c.min_size}-f{int(c.fill_holes)}-w{int(c.watershed)}{c.markers[0]}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c.threshold}-m{c.min_size}-f{int(c.fill_holes)}-w{int(c.watershed)}{c.markers[0]}-g{c.grow}")
 def test_preview_equals_the_exact_result(seed, config):
     prob = blob_map(seed)
     exact = postprocess_region(prob, config)
@@ -58,4 +60,5 @@ def test_view_config_scales_sizes_to_the_level():
     coarse = view_config(config, 4)
     assert (coarse.min_size, coarse.min_distance, coarse.h) == (25, 3, 0.75)
     assert (coarse.threshold, coarse.compactness) == (0.3, 0.2)
+    assert view_config(PostprocessConfig(grow=8), 4).grow == 2
     assert view_config(config, 1) is config

@@ -100,6 +100,11 @@ def test_sliders_update_the_live_labels_layer(make_napari_viewer, qtbot, prob_st
 
     assert wait_for_new_preview(qtbot, panel, lambda: panel.watershed.setChecked(True)) == 4  # split in two
     assert wait_for_new_preview(qtbot, panel, lambda: panel.threshold.setValue(0.7)) == 3  # the faint one is gone
+    area = int((panel.live_layer.data > 0).sum())
+    assert wait_for_new_preview(qtbot, panel, lambda: panel.grow.setValue(4)) == 3  # outlines grown, none joined
+    assert int((panel.live_layer.data > 0).sum()) > area and panel.config().grow == 4
+    assert wait_for_new_preview(qtbot, panel, lambda: panel.grow.setValue(0)) == 3
+    assert int((panel.live_layer.data > 0).sum()) == area
     assert wait_for_new_preview(qtbot, panel, lambda: panel.min_size.setValue(50_000)) == 0
     assert int(panel.live_layer.data.max()) == 0 and "0 glomeruli in view" in panel.live_status.text()
 

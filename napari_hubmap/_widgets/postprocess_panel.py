@@ -83,6 +83,9 @@ class PostprocessPanel(QWidget, WorkerRun):
         self.min_distance = LabeledSlider(1, 100, 10, 1, "{:.0f} px")
         self.h = LabeledSlider(1, 100, 20, 0.1, "{:.1f}")
         self.compactness = LabeledSlider(0, 100, 0, 0.01, "{:.2f}")
+        self.grow = LabeledSlider(0, 30, 0, 1, "{:.0f} px")
+        self.grow.setToolTip("Grow each glomerulus's outline into the background by this many pixels of the map's "
+                             "full resolution: for annotations that take in Bowman's capsule where the model finds the tuft")
         self.live = QCheckBox("Live preview of the view")
         self.live.setChecked(True)
         self.live_status = QLabel("")
@@ -111,6 +114,7 @@ class PostprocessPanel(QWidget, WorkerRun):
         form.addRow("Marker distance", self.min_distance)
         form.addRow("h (h-maxima)", self.h)
         form.addRow("Compactness", self.compactness)
+        form.addRow("Grow outlines", self.grow)
         form.addRow("", self.live)
         layout.addLayout(form)
         layout.addWidget(self.live_status)
@@ -131,7 +135,7 @@ class PostprocessPanel(QWidget, WorkerRun):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.update_live)
-        for control in (self.threshold, self.min_size, self.min_distance, self.h, self.compactness):
+        for control in (self.threshold, self.min_size, self.min_distance, self.h, self.compactness, self.grow):
             control.valueChanged.connect(self.schedule_live)
         for box in (self.fill_holes, self.watershed, self.live):
             box.toggled.connect(self.schedule_live)
@@ -231,7 +235,7 @@ class PostprocessPanel(QWidget, WorkerRun):
             threshold=round(self.threshold.value(), 2), min_size=int(self.min_size.value()),
             fill_holes=self.fill_holes.isChecked(), watershed=self.watershed.isChecked(),
             markers=self.markers.currentText(), min_distance=int(self.min_distance.value()),
-            h=round(self.h.value(), 3), compactness=round(self.compactness.value(), 3),
+            h=round(self.h.value(), 3), compactness=round(self.compactness.value(), 3), grow=int(self.grow.value()),
         )
 
     # --- live preview ---------------------------------------------------------------------------

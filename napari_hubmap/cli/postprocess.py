@@ -78,6 +78,10 @@ def add_object_options(parser) -> None:
     parser.add_argument("--min-distance", type=int, default=d.min_distance, help="pixels between watershed seeds (markers=distance)")
     parser.add_argument("--h", type=float, default=d.h, help="h of the h-maxima seeds (markers=h-maxima)")
     parser.add_argument("--compactness", type=float, default=d.compactness)
+    parser.add_argument("--grow", type=int, default=d.grow, metavar="PX",
+                        help="grow each object's outline by PX pixels at the labels' scale into the background "
+                             "(nearer to it than to anything else above the threshold); for annotations that take "
+                             "in Bowman's capsule where the model finds the tuft")
 
 
 def object_options(args) -> dict:
@@ -85,6 +89,8 @@ def object_options(args) -> dict:
     ``threshold`` and ``min_size`` only when given (else the models' card decides)."""
     chosen = {"fill_holes": not args.no_fill_holes, "watershed": args.watershed, "markers": args.markers,
               "min_distance": args.min_distance, "h": args.h, "compactness": args.compactness}
+    if args.grow:  # only when asked for: a cohort's settings key stays what it was before --grow existed
+        chosen["grow"] = args.grow
     return chosen | {k: v for k, v in (("threshold", args.threshold), ("min_size", args.min_size)) if v is not None}
 
 
@@ -105,7 +111,8 @@ def cmd_postprocess(args) -> int:
     with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
         result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update,
                                    shape=shape, mpp=args.mpp)
-    print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size}))
+    print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size,
+                      "grow": config.grow}))
     return 0
 
 

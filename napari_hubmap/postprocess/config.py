@@ -33,7 +33,8 @@ class PostprocessConfig:
     ``fill_holes`` fills each object's holes (an object lying in another's hole becomes part of it);
     ``watershed`` splits touching glomeruli on the distance transform, seeded by its peaks at least
     ``min_distance`` apart (``markers="distance"``) or by its ``h``-maxima (``markers="h-maxima"``),
-    with ``compactness`` passed to skimage's watershed.
+    with ``compactness`` passed to skimage's watershed; ``grow`` px brings each object's outline out into
+    the background (:mod:`.grow`), after the minimum size and the split.
     """
 
     threshold: float = 0.5
@@ -44,6 +45,7 @@ class PostprocessConfig:
     min_distance: int = 10
     h: float = 2.0
     compactness: float = 0.0
+    grow: int = 0
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
@@ -56,6 +58,9 @@ class PostprocessConfig:
         if isinstance(self.min_distance, bool) or not float(self.min_distance).is_integer() or self.min_distance < 1:
             raise HubmapInputError(None, f"min_distance must be a whole number >= 1, got {self.min_distance!r}")
         self.min_distance = int(self.min_distance)
+        if isinstance(self.grow, bool) or not float(self.grow).is_integer() or self.grow < 0:
+            raise HubmapInputError(None, f"grow must be a whole number of pixels >= 0, got {self.grow!r}")
+        self.grow = int(self.grow)
         for name in ("h", "compactness"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or isinstance(value, bool):

@@ -26,6 +26,7 @@ from skimage.segmentation import watershed
 
 from .components import EIGHT, Components
 from .config import PostprocessConfig, foreground
+from .grow import grow_padding, grow_pieces
 from .source import BlockSource
 
 
@@ -59,8 +60,10 @@ def process_object(
     """(result or None when removed, raster indices of objects absorbed into its holes)."""
     height, width = components.shape
     y0, y1, x0, x1 = (int(v) for v in components.box[index])
-    crop = foreground(source.read(y0 - 1, y1 + 1, x0 - 1, x1 + 1), config.threshold)
-    _blank_outside(crop, y0 - 1, x0 - 1, height, width)
+    extra = grow_padding(config.grow)  # context the outline's growth needs, beyond the usual one pixel
+    above = foreground(source.read(y0 - 1 - extra, y1 + 1 + extra, x0 - 1 - extra, x1 + 1 + extra), config.threshold)
+    _blank_outside(above, y0 - 1 - extra, x0 - 1 - extra, height, width)
+    crop = above[extra : above.shape[0] - extra, extra : above.shape[1] - extra]
     labels, _ = ndimage.label(crop, structure=EIGHT)
     fy, fx = divmod(int(components.first[index]), width)
     mask = labels == labels[fy - y0 + 1, fx - x0 + 1]
@@ -72,9 +75,27 @@ def process_object(
     if int(mask.sum()) < config.min_size:
         return None, absorbed
     pieces = split(mask, config) if config.watershed else mask.astype(np.int32)
+    if config.grow:
+        return _grown_result(pieces, above, extra, config.grow, (y0, y1, x0, x1), (height, width)), absorbed
     local = pieces[1:-1, 1:-1]
     firsts = _first_pixels(local, y0, x0, width)
     return ObjectResult.of(y0, x0, local, firsts), absorbed
+
+
+def _grown_result(pieces, above, extra: int, grow: int, box, shape) -> ObjectResult:
+    """The object's ``pieces`` (on its box padded by one) grown on the wider window ``above`` (padded by one
+    and ``extra``), cut to the grown box on the map."""
+    (y0, y1, x0, x1), (height, width) = box, shape
+    wide = np.zeros(above.shape, np.int32)
+    wide[extra : above.shape[0] - extra, extra : above.shape[1] - extra] = pieces
+    wy0, wx0 = y0 - 1 - extra, x0 - 1 - extra  # the window's origin on the map
+    rows, cols = np.arange(above.shape[0]) + wy0, np.arange(above.shape[1]) + wx0
+    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    grown = grow_pieces(wide, above, grow, inside)
+    gy0, gy1 = max(0, y0 - grow), min(height, y1 + grow)
+    gx0, gx1 = max(0, x0 - grow), min(width, x1 + grow)
+    local = grown[gy0 - wy0 : gy1 - wy0, gx0 - wx0 : gx1 - wx0]
+    return ObjectResult.of(gy0, gx0, local, _first_pixels(local, gy0, gx0, width))
 
 
 def _blank_outside(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> None:

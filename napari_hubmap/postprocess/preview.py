@@ -4,7 +4,7 @@
 the same labels; for the few hundred milliseconds a slider allows, :func:`preview_labels` does the
 same steps with whole-region operations where they are exact: threshold, 8-connected labelling,
 hole filling on each object's bounding box (4-connected background it encloses), minimum size,
-and the slide path's own watershed split on each object's padded box. Away from the region's edge
+the slide path's own watershed split on each object's padded box, and its outline growth (:mod:`.grow`). Away from the region's edge
 the result equals :func:`postprocess_region` (tested); at the edge an object is cut where the view
 cuts it.
 
@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from .components import EIGHT
 from .config import PostprocessConfig, foreground
+from .grow import grow_padding, grow_pieces
 from .objects import raster_order, split
 from .region import check_probability
 
@@ -29,14 +30,34 @@ def preview_labels(prob: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """Instance labels (int32, raster order of first pixel) of a (H, W) uint8 or float map."""
     prob = np.asarray(prob)
     check_probability(prob)
-    labels, count = ndimage.label(foreground(prob, config.threshold), structure=EIGHT)
+    above = foreground(prob, config.threshold)
+    labels, count = ndimage.label(above, structure=EIGHT)
     if config.fill_holes and count:
         labels, count = fill_object_holes(labels, count)
     if config.min_size > 1 and count:
         labels, count = drop_small(labels, config.min_size)
     if config.watershed and count:
         labels = split_all(labels, count, config)
+    if config.grow and count:
+        labels = grow_all(labels, above, config.grow)
     return labels.astype(np.int32, copy=False)
+
+
+def grow_all(labels: np.ndarray, above: np.ndarray, grow: int) -> np.ndarray:
+    """Every object (the 8-connected pieces of one object together) grown on its box padded by ``1 + 2 *
+    grow`` within the region, as the slide path grows it; renumbered in raster order of first pixel."""
+    objects, _ = ndimage.label(labels > 0, structure=EIGHT)
+    out = labels.copy()
+    pad = 1 + grow_padding(grow)
+    height, width = labels.shape
+    for index, (ys, xs) in enumerate(ndimage.find_objects(objects), start=1):
+        window = (slice(max(0, ys.start - pad), min(height, ys.stop + pad)),
+                  slice(max(0, xs.start - pad), min(width, xs.stop + pad)))
+        pieces = np.where(objects[window] == index, labels[window], 0)
+        grown = grow_pieces(pieces, above[window], grow)
+        joins = (grown > 0) & (pieces == 0)
+        out[window][joins] = grown[joins]
+    return raster_order(out)
 
 
 def fill_object_holes(labels: np.ndarray, count: int) -> tuple[np.ndarray, int]:
@@ -97,4 +118,5 @@ def view_config(config: PostprocessConfig, factor: float) -> PostprocessConfig:
         min_size=int(round(config.min_size / factor**2)),
         min_distance=max(1, int(round(config.min_distance / factor))),
         h=max(config.h / factor, 1e-3),
+        grow=int(round(config.grow / factor)),
     )
