@@ -177,6 +177,18 @@ def held_out_samples(run: str, card) -> list:
     return held_out if reference is None else standardised(held_out, reference)  # each image as prediction moves it
 
 
+def validation_samples(run: str, card) -> list:
+    """The images that picked the epoch and threshold of ``run``'s model (its card's ``validation_images``)."""
+    from napari_hubmap.training import load_sources
+
+    wanted = set(card.training_data.get("validation_images", []))
+    samples = [s for s in load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
+                                       mpp_overrides=mpp_table()) if s.name in wanted]
+    if not samples:
+        raise SystemExit(f"{run}: none of its validation images found")
+    return samples
+
+
 def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Kaggle's per-image Dice: 1 when both are empty."""
     total = int(pred.sum()) + int(truth.sum())
@@ -232,12 +244,17 @@ class Scorer:
     def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
         return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)
 
-    def objects(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
+    def objects(self, image: np.ndarray, flips: bool = False, grow: int = 0) -> np.ndarray:
         """Labelled glomeruli of ``image`` (at the model's working scale)."""
+        return self.objects_of(self.probability(image, flips), grow)
+
+    def objects_of(self, probability: np.ndarray, grow: int = 0) -> np.ndarray:
+        """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
+        ``postprocess --grow`` grows them."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
-        return postprocess_region(self.probability(image, flips).astype(np.float32),
-                                  PostprocessConfig(threshold=self.threshold, min_size=self.min_size))
+        return postprocess_region(probability.astype(np.float32),
+                                  PostprocessConfig(threshold=self.threshold, min_size=self.min_size, grow=grow))
 
 
 def _scoring_model(folder: Path, backend: str, device):
@@ -407,17 +424,13 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
 
     from napari_hubmap.registry import load_model
     from napari_hubmap.registry.store import CARD_FILE
-    from napari_hubmap.training import TrainConfig, load_sources
+    from napari_hubmap.training import TrainConfig
     from napari_hubmap.training.validate import validation_scores
 
     folder = folder or OUT / run
     model = load_model(folder)
     card = model.card
-    wanted = set(card.training_data["validation_images"])
-    samples = [s for s in load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
-                                       mpp_overrides=mpp_table()) if s.name in wanted]
-    if not samples:
-        raise SystemExit(f"{run}: none of its validation images found")
+    samples = validation_samples(run, card)
     with torch.inference_mode():
         scores = validation_scores(model.module, samples, card.normalization, torch.device("cpu"), TrainConfig().thresholds)
     metrics = {**card.metrics, "rethreshold": {"from": card.threshold, "to": scores["threshold"],

@@ -4,8 +4,8 @@ The recipe's models pick high thresholds (0.85-0.95) on their validation images,
 out but trims the found ones to their tuft, while HuBMAP's outlines take in Bowman's capsule
 (``show_held_out.py`` shows it): a found glomerulus can miss IoU 0.5. Here every object of the product's
 default post-processing (``generalisation.Scorer``: the card's threshold and minimum size, holes filled) is
-grown by ``g`` working pixels into the background (``skimage.segmentation.expand_labels``: a pixel goes to
-its nearest object within ``g``), for g in ``GROWS``.
+grown by ``g`` working pixels into the background as ``postprocess --grow g`` grows it
+(:mod:`napari_hubmap.postprocess.grow`), for g in ``GROWS``.
 
 Honest by construction: ``g`` is picked on the run's own *validation* images (the ones that picked its epoch
 and threshold), by pooled object F1 and, separately, by mean Dice; the held-out images are scored at each pick
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generalisation import OUT, ROOT, Scorer, held_out_samples, image_dice, mpp_table, object_figures, run_plan
+from generalisation import OUT, ROOT, Scorer, held_out_samples, image_dice, object_figures, validation_samples
 
 GROW_SCORES = ROOT / "benchmarks" / "grow-scores"
 """One JSON per run and model (apart from ``generalisation-scores``, whose files are all ``score`` results)."""
@@ -32,32 +32,20 @@ GROWS = (0, 1, 2, 3, 4, 5)
 """Working pixels (3 µm at the recipe's scale)."""
 
 
-def validation_samples(run: str, card) -> list:
-    from napari_hubmap.training import load_sources
-
-    wanted = set(card.training_data.get("validation_images", []))
-    samples = [s for s in load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
-                                       mpp_overrides=mpp_table()) if s.name in wanted]
-    if not samples:
-        raise SystemExit(f"{run}: none of its validation images found")
-    return samples
-
-
 def sweep(scorer: Scorer, samples: list) -> dict[int, dict]:
     """Mean per-image Dice and pooled object figures of ``samples`` for every grow of :data:`GROWS`."""
     from skimage.measure import label
-    from skimage.segmentation import expand_labels
 
     from napari_hubmap.metrics import object_scores
 
     dices = {g: [] for g in GROWS}
     counts = {g: np.zeros(3, int) for g in GROWS}
     for sample in samples:
-        objects = scorer.objects(sample.image)
+        probability = scorer.probability(sample.image)
         truth = sample.mask.astype(bool)
         truth_labels = label(truth, connectivity=2)
         for g in GROWS:
-            grown = expand_labels(objects, g) if g else objects
+            grown = scorer.objects_of(probability, grow=g)
             dices[g].append(image_dice(grown > 0, truth))
             found = object_scores(grown, truth_labels)
             counts[g] += (found.tp, found.fp, found.fn)

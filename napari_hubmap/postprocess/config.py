@@ -50,17 +50,13 @@ class PostprocessConfig:
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
         self.threshold = float(self.threshold)
-        if isinstance(self.min_size, bool) or not float(self.min_size).is_integer() or self.min_size < 0:
-            raise HubmapInputError(None, f"min_size must be a whole number >= 0, got {self.min_size!r}")
-        self.min_size = int(self.min_size)
         if self.markers not in MARKERS:
             raise HubmapInputError(None, f"markers must be one of {', '.join(MARKERS)}, got {self.markers!r}")
-        if isinstance(self.min_distance, bool) or not float(self.min_distance).is_integer() or self.min_distance < 1:
-            raise HubmapInputError(None, f"min_distance must be a whole number >= 1, got {self.min_distance!r}")
-        self.min_distance = int(self.min_distance)
-        if isinstance(self.grow, bool) or not float(self.grow).is_integer() or self.grow < 0:
-            raise HubmapInputError(None, f"grow must be a whole number of pixels >= 0, got {self.grow!r}")
-        self.grow = int(self.grow)
+        for name, low in (("min_size", 0), ("min_distance", 1), ("grow", 0)):  # pixels
+            value = getattr(self, name)
+            if isinstance(value, bool) or not float(value).is_integer() or value < low:
+                raise HubmapInputError(None, f"{name} must be a whole number >= {low}, got {value!r}")
+            setattr(self, name, int(value))
         for name in ("h", "compactness"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or isinstance(value, bool):
