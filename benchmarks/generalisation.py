@@ -94,9 +94,14 @@ float16, the compacted data), the control of that machine's ``s1920`` runs; ``se
 (the spread between two runs of one recipe). Figures: ``models/README.md``."""
 
 
+def variant_of(run: str) -> str:
+    """The recipe variant of ``RUN@VARIANT`` ("" for the recipe itself)."""
+    return run.partition("@")[2]
+
+
 def recipe_of(run: str) -> dict[str, str]:
     """The trainer options of ``run`` (``RUN`` or ``RUN@VARIANT``)."""
-    variant = run.partition("@")[2]
+    variant = variant_of(run)
     if variant and variant not in VARIANTS:
         raise SystemExit(f"unknown recipe variant {variant!r}: one of {', '.join(VARIANTS)}")
     return {**RECIPE, **VARIANTS.get(variant, {})}
@@ -310,13 +315,13 @@ def score(runs: list[str], models: list[Path] | None, backend: str = "torch", de
                   f"{r['object_precision']:6.3f} {r['object_recall']:6.3f} {r['object_f1']:6.3f}", flush=True)
 
 
-def recipe_figures() -> dict:
-    """Every scored run of the recipe (variants left out) on its own held-out images:
-    {run: {tta: figures, "images": n}}."""
+def recipe_figures(variant: str = "") -> dict:
+    """Every scored run of one recipe (``RECIPE``, or ``RECIPE`` with ``variant``), each scored with its own
+    model on its own held-out images: {run: {tta: figures, "images": n}}."""
     figures = {}
     for path in sorted(SCORES.glob("*.json")):
         run, model = path.stem.split(".", 1)
-        if run == model and "@" not in run:
+        if run == model and variant_of(run) == variant and run.partition("@")[0] != "all":
             result = json.loads(path.read_text())
             figures[run] = {"images": result["images"], "threshold": result["threshold"],
                             **{tta: result[tta] for tta in ("plain", "flips")}}
@@ -324,7 +329,8 @@ def recipe_figures() -> dict:
 
 
 def ship(run: str) -> Path:
-    """Install ``run``'s model as models/hubmap-default, its card carrying the recipe's held-out figures."""
+    """Install ``run``'s model as models/hubmap-default, its card carrying the held-out figures of the recipe
+    ``run`` was trained with (``all@colour``: the runs of ``colour``)."""
     import shutil
 
     from napari_hubmap.atomic import atomic_path
@@ -334,7 +340,8 @@ def ship(run: str) -> Path:
 
     folder = OUT / run
     card = read_card(folder).replace(name=DEFAULT_MODEL)
-    card.metrics["generalisation"] = {"recipe": RECIPE, "trained_as": run, "runs": recipe_figures()}
+    card.metrics["generalisation"] = {"recipe": recipe_of(run), "trained_as": run,
+                                      "runs": recipe_figures(variant_of(run))}
     target = ROOT / "models" / DEFAULT_MODEL
     with atomic_path(target, is_dir=True) as tmp:
         shutil.copy2(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
@@ -345,7 +352,7 @@ def ship(run: str) -> Path:
 
 def record() -> Path:
     """Rewrite the shipped default's ``metrics["generalisation"]["runs"]`` from every scored run of the recipe
-    (one atomic write of its card; the weights and everything else in the card are kept)."""
+    it was trained with (one atomic write of its card; the weights and everything else in the card are kept)."""
     from napari_hubmap.atomic import write_text_atomic
     from napari_hubmap.defaults import DEFAULT_MODEL
     from napari_hubmap.registry import read_card
@@ -354,9 +361,10 @@ def record() -> Path:
     folder = ROOT / "models" / DEFAULT_MODEL
     card = read_card(folder)
     shipped = card.metrics.get("generalisation", {})
-    if shipped.get("recipe") != RECIPE:
-        raise SystemExit(f"{folder}: its card's recipe is not the current RECIPE; ship a run of it instead")
-    card.metrics["generalisation"] = {**shipped, "runs": recipe_figures()}
+    trained_as = shipped.get("trained_as", "")
+    if shipped.get("recipe") != recipe_of(trained_as):
+        raise SystemExit(f"{folder}: its card's recipe is not the current one of {trained_as!r}; ship a run of it instead")
+    card.metrics["generalisation"] = {**shipped, "runs": recipe_figures(variant_of(trained_as))}
     write_text_atomic(folder / CARD_FILE, card.to_json())
     return folder / CARD_FILE
 
