@@ -253,6 +253,36 @@ def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
     assert panel.run_button.isEnabled()
 
 
+def test_a_panel_deleted_mid_run_stops_its_work_and_hears_nothing_more(
+    make_napari_viewer, qtbot, models_root, slide_path, monkeypatch
+):
+    """The viewer (or the panel) is deleted while the map is computed: the work is cancelled, its store
+    stays readable and resumable, and its last reports never touch the deleted widgets (a Qt error)."""
+    from napari_hubmap.inference import engine
+
+    original = engine.forward_probabilities
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward_probabilities", slow)
+    viewer, panel, _ = open_panel(make_napari_viewer, qtbot, slide_path)
+    panel.set_checked(["tiny"])
+    click(qtbot, panel.run_button)
+    qtbot.waitUntil(lambda: panel.last_progress is not None, timeout=30_000)
+    controls, cancel = panel.controls, panel.cancel_event
+    viewer.window.remove_dock_widget(panel)
+    with qtbot.waitSignal(controls.destroyed, timeout=10_000):
+        panel.deleteLater()
+    wait_done(qtbot, panel)  # exceptions raised in Qt's event loop meanwhile fail the test (pytest-qt)
+    assert cancel.is_set() and controls.closed.is_set()
+    assert panel.result is None and panel.error is None  # nothing handed to the deleted panel
+    store = slide_path.parent / "predictions" / "kidney1024.prob.zarr"
+    assert json.loads((store / "progress.json").read_text())["complete"] is False
+    assert open_probability(store)[0][0].shape == (768, 1024)
+
+
 def test_engine_errors_show_in_the_panel_and_never_crash_the_viewer(
     make_napari_viewer, qtbot, models_root, slide_path, monkeypatch
 ):

@@ -48,6 +48,10 @@ class RunControls(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.closed = threading.Event()
+        """Set once the Qt widget is deleted (its panel closed, the viewer closed): the running work is
+        cancelled and its later reports, result or error reach neither the controls nor the panel."""
+        self.destroyed.connect(lambda *_, controls=self: controls.forget())
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -107,6 +111,12 @@ class RunControls(QWidget):
 
         show_error(message)
 
+    def forget(self) -> None:
+        """The widget is gone (Qt deleted it): stop the running work, drop what it still sends."""
+        self.closed.set()
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+
     # --- work in a napari worker --------------------------------------------------------------------
 
     @property
@@ -123,7 +133,8 @@ class RunControls(QWidget):
         :class:`~napari_hubmap.progress.Cancelled` goes to ``on_cancelled``; any other error resets the bar,
         is printed with its traceback unless it is bad input (:class:`~napari_hubmap.errors.HubmapInputError`)
         and goes to ``on_failed``. A worker quit from outside (napari's activity dock, the app closing) sets
-        the cancel token, so the work stops too, and ends with *Stopped*.
+        the cancel token, so the work stops too, and ends with *Stopped*. Once the controls are deleted
+        (:attr:`closed`) the work is cancelled and nothing it sends is shown or handed to the panel.
         """
         if self.running:
             return self.worker
@@ -133,32 +144,39 @@ class RunControls(QWidget):
         outcome: dict = {}
 
         def progressed(progress):
+            if self.closed.is_set():
+                return
             self.show_progress(progress)
             if on_progress is not None:
                 on_progress(progress)
 
         def returned(result):
             outcome["returned"] = result
-            if on_returned is not None:
+            if on_returned is not None and not self.closed.is_set():
                 on_returned(result)
 
         def errored(error):
             outcome["error"] = error
-            if isinstance(error, Cancelled):
+            cancelled = isinstance(error, Cancelled)
+            if not cancelled and not isinstance(error, HubmapInputError):  # a bug, not bad input: keep the traceback
+                traceback.print_exception(type(error), error, error.__traceback__)
+            if self.closed.is_set():
+                return
+            if cancelled:
                 if on_cancelled is not None:
                     on_cancelled(error)
                 return
-            if not isinstance(error, HubmapInputError):  # a bug, not bad input: keep the traceback
-                traceback.print_exception(type(error), error, error.__traceback__)
             self.reset_bar()
             if on_failed is not None:
                 on_failed(error)
 
         def finished():
+            self.worker = None
+            if self.closed.is_set():
+                return
             if not outcome:  # quit from outside (activity dock): make sure the work stops
                 cancel.set()
                 self.status.setText("Stopped")
-            self.worker = None
             self.end()
 
         self.begin(message)
