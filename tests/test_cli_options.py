@@ -312,8 +312,9 @@ def test_view_screenshot_shows_the_slide(tmp_path, slide):
     """A real napari process (on the display the suite runs in) saves its window with the slide and quits."""
     shot = tmp_path / "shot.png"
     done = subprocess.run([sys.executable, "-m", "napari_hubmap.cli", "view", str(slide), "--screenshot", str(shot)],
-                          capture_output=True, text=True, timeout=240, env={**os.environ, "NAPARI_HUBMAP_MODELS": ""})
-    assert done.returncode == 0, done.stderr[-3000:]
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "NAPARI_HUBMAP_MODELS": "", "PYTHONFAULTHANDLER": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]  # a crash prints its Python stacks (faulthandler)
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     height, width, _ = image.shape
     assert width >= 1000 and height >= 600  # the whole window (1500 x 950 asked for), not the canvas alone
