@@ -220,9 +220,8 @@ def test_ensemble_at_two_scales_gives_an_aligned_multiscale_layer(make_napari_vi
     assert tuple(layer.translate) == (10.25, 20.25)  # map pixel centres sit between slide pixels 0 and 1
 
 
-def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
-    make_napari_viewer, qtbot, models_root, slide_path, monkeypatch
-):
+def start_slow_run(make_napari_viewer, qtbot, slide_path, monkeypatch):
+    """The tiny model's run on the slide, each batch slowed by 0.2 s, once its first report is in: (viewer, panel)."""
     from napari_hubmap.inference import engine
 
     original = engine.forward_probabilities
@@ -236,6 +235,13 @@ def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
     panel.set_checked(["tiny"])
     click(qtbot, panel.run_button)
     qtbot.waitUntil(lambda: panel.last_progress is not None, timeout=30_000)
+    return viewer, panel
+
+
+def test_cancel_stops_after_the_current_batch_and_keeps_a_readable_store(
+    make_napari_viewer, qtbot, models_root, slide_path, monkeypatch
+):
+    viewer, panel = start_slow_run(make_napari_viewer, qtbot, slide_path, monkeypatch)
     click(qtbot, panel.cancel_button)
     assert not panel.cancel_button.isEnabled()
     wait_done(qtbot, panel)
@@ -258,19 +264,7 @@ def test_a_panel_deleted_mid_run_stops_its_work_and_hears_nothing_more(
 ):
     """The viewer (or the panel) is deleted while the map is computed: the work is cancelled, its store
     stays readable and resumable, and its last reports never touch the deleted widgets (a Qt error)."""
-    from napari_hubmap.inference import engine
-
-    original = engine.forward_probabilities
-
-    def slow(*args, **kwargs):
-        time.sleep(0.2)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "forward_probabilities", slow)
-    viewer, panel, _ = open_panel(make_napari_viewer, qtbot, slide_path)
-    panel.set_checked(["tiny"])
-    click(qtbot, panel.run_button)
-    qtbot.waitUntil(lambda: panel.last_progress is not None, timeout=30_000)
+    viewer, panel = start_slow_run(make_napari_viewer, qtbot, slide_path, monkeypatch)
     controls, cancel = panel.controls, panel.cancel_event
     viewer.window.remove_dock_widget(panel)
     with qtbot.waitSignal(controls.destroyed, timeout=10_000):
