@@ -321,6 +321,7 @@ def recipe_figures(variant: str = "") -> dict:
     figures = {}
     for path in sorted(SCORES.glob("*.json")):
         run, model = path.stem.split(".", 1)
+        # ``all`` holds nothing out (its score is on its validation images): not a held-out figure
         if run == model and variant_of(run) == variant and run.partition("@")[0] != "all":
             result = json.loads(path.read_text())
             figures[run] = {"images": result["images"], "threshold": result["threshold"],
@@ -395,7 +396,7 @@ def table() -> None:
 
 def _model_label(run: str, model: str) -> str:
     """``recipe`` (or ``recipe@VARIANT``) for a run scored with its own model, else the model's name."""
-    _, _, variant = run.partition("@")
+    variant = variant_of(run)
     if model != run:
         return model
     return f"recipe@{variant}" if variant else "recipe"
