@@ -75,6 +75,23 @@ def test_recorded_min_size_of_a_real_prediction_is_the_area_in_map_pixels(tmp_pa
     assert map_mpp(unknown) is None and recorded_min_size(unknown) == 0  # no silent guess
 
 
+def test_a_resumed_map_records_the_cards_defaults_of_now(tmp_path):
+    slide = tmp_path / "s.tif"
+    tifffile.imwrite(slide, np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8), photometric="rgb")
+    out = tmp_path / "s.prob.zarr"
+    config = InferenceConfig(mpp=0.25, skip_background=False, batch=2)
+    predict_slide(slide, out, config, models=[toy(0, 100.0)])
+    before = open_probability(out)[0][0][:]
+    same = toy(0, 300.0)  # the same weights; its card's floor and threshold changed since (a saved default)
+    again = LoadedModel(same.card.replace(threshold=0.7), same.module, same.path)
+    result = predict_slide(slide, out, config, models=[again])
+    levels, meta = open_probability(out)
+    assert result.resumed_rows == levels[0].shape[0]  # nothing recomputed: the map is the same
+    assert np.array_equal(levels[0][:], before)
+    assert meta["models"][0]["min_object_um2"] == 300.0 and meta["models"][0]["threshold"] == 0.7
+    assert recorded_min_size(meta) == 1200  # what the Post-processing panel and postprocess now start from
+
+
 def test_an_area_just_under_a_whole_pixel_count_rounds_up():
     meta = {"downscale": 1.0, "mpp": 0.3, "mpp_source": "file", "models": [{"min_object_um2": 0.09 * 7}]}
     assert recorded_min_size(meta) == 7  # 0.63 / 0.09 is 7.000000000000001 in floats

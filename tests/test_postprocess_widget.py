@@ -84,7 +84,9 @@ def open_panel(make_napari_viewer, qtbot, prob_path):
 def wait_for_new_preview(qtbot, panel, change):
     token = panel.last_live["token"]
     change()
-    qtbot.waitUntil(lambda: panel.last_live["token"] > token and not panel._live_busy and not panel._live_pending, timeout=20_000)
+    assert panel.live_settling  # a preview is due: what `view --screenshot` waits for
+    qtbot.waitUntil(lambda: not panel.live_settling, timeout=20_000)
+    assert panel.last_live["token"] > token
     return panel.last_live["objects"]
 
 

@@ -46,25 +46,33 @@ def make_viewer(slides: list[str] | None = None, *, sample: str = DEFAULT_SAMPLE
     return viewer
 
 
+def docked(viewer, kind):
+    """The docked panel of class ``kind``, or None."""
+    for dock in list(viewer.window.dock_widgets.values()):
+        if isinstance(dock, kind):
+            return dock
+    return None
+
+
 def inference_panel(viewer):
     """The docked Inference panel, or None."""
     from .inference_panel import InferencePanel
 
-    for dock in list(viewer.window.dock_widgets.values()):
-        if isinstance(dock, InferencePanel):
-            return dock
-    return None
+    return docked(viewer, InferencePanel)
 
 
 def run_viewer(slides: list[str] | None = None, *, sample: str = DEFAULT_SAMPLE, screenshot: str | None = None,
                predict: str | None = None, wait_s: float = 600.0, mpp: float | None = None) -> None:
     """Open the viewer and run the Qt event loop (or save a screenshot and quit).
 
-    With ``predict`` and ``screenshot``, the screenshot waits for the inference to finish (at most ``wait_s``).
+    With ``predict`` and ``screenshot``, the screenshot waits for the inference to finish and for the
+    Post-processing panel's live labels of the view (at most ``wait_s``).
     """
     import time
 
     import napari
+
+    from .postprocess_panel import PostprocessPanel
 
     viewer = make_viewer(slides, sample=sample, predict=predict, mpp=mpp)
     if screenshot:
@@ -75,6 +83,8 @@ def run_viewer(slides: list[str] | None = None, *, sample: str = DEFAULT_SAMPLE,
         def snap():
             panel = inference_panel(viewer) if predict else None
             busy = panel is not None and (panel.running or panel._run_once_listed is not None)
+            tuning = docked(viewer, PostprocessPanel) if predict else None
+            busy = busy or (tuning is not None and tuning.live_settling)
             if busy and time.monotonic() - started < wait_s:
                 QTimer.singleShot(1000, snap)
                 return

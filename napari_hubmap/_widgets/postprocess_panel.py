@@ -244,6 +244,13 @@ class PostprocessPanel(QWidget, WorkerRun):
         if self.live.isChecked() and self.prob_layer() is not None:
             self._timer.start()
 
+    @property
+    def live_settling(self) -> bool:
+        """Whether a live preview is due, running or pending, or none has been shown yet for a map."""
+        if not self.live.isChecked() or self.prob_layer() is None:
+            return False
+        return self._timer.isActive() or self._live_busy or self._live_pending or not self.last_live
+
     def update_live(self):
         """Start one preview of the view in a thread (or mark one pending if one is running)."""
         layer = self.prob_layer()

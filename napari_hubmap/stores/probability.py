@@ -52,6 +52,7 @@ class ProbabilityStore:
         progress = read_progress(path)
         if progress and progress.get("settings_hash") == settings_hash:
             group = zarr.open_group(path, mode="r+")
+            _refresh_settings(path, group, settings)
             return cls(path, group, settings_hash, int(progress.get("rows_done", 0)))
         if path.exists():
             shutil.rmtree(path)
@@ -162,6 +163,17 @@ def read_progress(path) -> dict | None:
         return load_json(progress_path(path), "progress record")
     except (OSError, ValueError):  # missing, not a folder, unreadable, not JSON (HubmapInputError is one)
         return None
+
+
+def _refresh_settings(path: Path, group: zarr.Group, settings: dict) -> None:
+    """A resumed map records this run's settings: the same resume key, so what differs is outside it (the
+    models' post-processing defaults, say a threshold saved as the card's default since), which the
+    Post-processing panel and ``postprocess`` read from the map."""
+    recorded = dict(group.attrs.get("napari_hubmap", {}))
+    fresh = {**recorded, **settings}
+    if fresh != recorded:
+        with write_failures(path):
+            group.attrs["napari_hubmap"] = fresh
 
 
 def _create(path: Path, out_shape, downscale: float, settings: dict) -> zarr.Group:
