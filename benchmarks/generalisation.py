@@ -22,7 +22,7 @@ empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, wit
     python benchmarks/generalisation.py train RUN [RUN ...] [--epochs N] [--threads 1]
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
-    python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2, for older runs
+    python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2 picked as the trainer does
     python benchmarks/generalisation.py rethreshold RUN   # card's threshold again, on its validation images
     python benchmarks/generalisation.py table         # every score as a markdown row, CV folds pooled per model
 
@@ -70,6 +70,7 @@ VARIANTS = {
     "h200": {},
     "seed1": {"--seed": "1"},
     "colour": {"--colour-augment": "strong"},
+    "r18": {"--preset": "unet-resnet18"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
@@ -91,7 +92,9 @@ Dice 0.701 / object F1 0.647, ``m2`` (kept epoch 16, threshold 0.85) 0.720 / 0.6
 (plain; more false glomeruli: precision 0.57 and 0.59 against 0.67). ``s1920``: 1920 tiles an epoch (1.5 times the
 recipe's steps); ``h200``: the recipe itself, named apart for runs trained on a lent GPU (``device_generalisation.sh``:
 float16, the compacted data), the control of that machine's ``s1920`` runs; ``seed1``: the recipe with another seed
-(the spread between two runs of one recipe). Figures: ``models/README.md``."""
+(the spread between two runs of one recipe); ``colour``: wider colour changes in training (``--colour-augment
+strong``); ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
+of EfficientNet-B0 (depthwise ones), about as fast a step on this CPU. Figures: ``models/README.md``."""
 
 
 def variant_of(run: str) -> str:
@@ -253,13 +256,14 @@ class Scorer:
         """Labelled glomeruli of ``image`` (at the model's working scale)."""
         return self.objects_of(self.probability(image, flips), grow)
 
-    def objects_of(self, probability: np.ndarray, grow: int = 0) -> np.ndarray:
+    def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None) -> np.ndarray:
         """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
-        ``postprocess --grow`` grows them."""
+        ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's)."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
+        floor = self.min_size if min_size is None else min_size
         return postprocess_region(probability.astype(np.float32),
-                                  PostprocessConfig(threshold=self.threshold, min_size=self.min_size, grow=grow))
+                                  PostprocessConfig(threshold=self.threshold, min_size=floor, grow=grow))
 
 
 def _scoring_model(folder: Path, backend: str, device):
@@ -408,22 +412,34 @@ def _row(run: str, model: str, figures: dict, images: int) -> None:
           f"{p['object_recall']:.2f} | {p['object_f1']:.3f} / {f['object_f1']:.3f} |")
 
 
-def set_floor(run: str, folder: Path | None = None) -> float:
-    """Write the trainer's ``min_object_um2`` into the card of a model trained before the trainer set it,
-    from the very images its card lists as trained on (synthetic ones left out, as the trainer does)."""
-    from napari_hubmap.registry import read_card
+def set_floor(run: str, folder: Path | None = None) -> dict:
+    """Pick the card's ``min_object_um2`` as the trainer now does, for a model trained before it did: the
+    multiple of its training glomeruli's floor (the very images its card lists as trained on, synthetic ones
+    left out) with the best object F1 on its own *validation* images, at the card's threshold."""
+    import torch
+
+    from napari_hubmap.registry import load_model
     from napari_hubmap.registry.store import CARD_FILE
     from napari_hubmap.training import load_sources
-    from napari_hubmap.training.sizes import object_floor_um2
+    from napari_hubmap.training.sizes import floor_choices_px, object_floor_um2
+    from napari_hubmap.training.validate import MIN_OBJECT_PX, validation_scores
 
     folder = folder or OUT / run
-    card = read_card(folder)
+    model = load_model(folder)
+    card = model.card
     trained = set(card.training_data["train_images"])
     samples = load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
                            mpp_overrides=mpp_table())
-    floor = object_floor_um2([s for s in samples if s.name in trained], card.target_mpp)
-    (folder / CARD_FILE).write_text(card.replace(min_object_um2=floor).to_json(), encoding="utf-8")
-    return floor
+    choices = floor_choices_px(object_floor_um2([s for s in samples if s.name in trained], card.target_mpp),
+                               card.target_mpp, MIN_OBJECT_PX)
+    with torch.inference_mode():
+        scores = validation_scores(model.module, validation_samples(run, card), card.normalization,
+                                   torch.device("cpu"), [card.threshold], min_sizes=tuple(choices))
+    picked = {"from": card.min_object_um2, "to": choices[scores["min_size_px"]], "choices_um2": sorted(choices.values()),
+              "validation_object_f1": scores["object_f1"], "images": scores["images"]}
+    metrics = {**card.metrics, "floor": picked}
+    (folder / CARD_FILE).write_text(card.replace(min_object_um2=picked["to"], metrics=metrics).to_json(), encoding="utf-8")
+    return picked
 
 
 def rethreshold(run: str, folder: Path | None = None) -> dict:
@@ -482,7 +498,7 @@ def main() -> None:
             print(f"{run}: {json.dumps(rethreshold(run, one_model))}")
     elif args.action == "floor":
         for run in args.runs:
-            print(f"{run}: min_object_um2 {set_floor(run, one_model)}")
+            print(f"{run}: min_object_um2 {json.dumps(set_floor(run, one_model))}")
     else:
         print(f"installed {ship(args.runs[0])}")
 

@@ -21,7 +21,8 @@ from napari_hubmap.training import TrainConfig, load_sources, train
 from napari_hubmap.training.checkpoint import checkpoint_folder
 from napari_hubmap.training.losses import LOSS_FUNCTIONS
 from napari_hubmap.training.sampling import TileSampler
-from napari_hubmap.training.sizes import object_floor_um2
+from napari_hubmap.training.sizes import floor_choices_px, object_floor_um2
+from napari_hubmap.training.validate import MIN_OBJECT_PX
 from napari_hubmap.training.split import split_samples
 
 from training_data import write_disc_folder
@@ -63,7 +64,8 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     assert sorted(td["validation_images"]) == ["discs/pC_2", "discs/pC_5"] and len(td["train_images"]) == 4
     assert td["sources"]["discs"]["images"] == 6
     train_samples = [s for s in load_sources([data], downscale=4.0, target_mpp=2.0) if s.name in td["train_images"]]
-    assert card.min_object_um2 == object_floor_um2(train_samples, 2.0) > 0  # from its training glomeruli
+    choices = floor_choices_px(object_floor_um2(train_samples, 2.0), 2.0, MIN_OBJECT_PX)  # from its training glomeruli
+    assert card.min_object_um2 == choices[val["min_size_px"]] > 0  # the one its validation images picked
     loaded = load_model(tmp_path / "m")
     assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert not checkpoint_folder(tmp_path / "m").exists() and result.epochs_run == 6  # returned: not cancelled

@@ -1,12 +1,16 @@
-"""The smallest glomerulus a trained model reports: half the 1st-percentile area of whole training glomeruli."""
+"""The smallest glomerulus a trained model reports: a multiple of half the 1st-percentile area of whole training
+glomeruli, the one whose object F1 on the validation images is best."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_hubmap.training.sizes import object_floor_um2, whole_object_areas
+import torch
+
+from napari_hubmap.training.sizes import FLOOR_CHOICES, floor_choices_px, object_floor_um2, whole_object_areas
 from napari_hubmap.training.sources import Sample
+from napari_hubmap.training.validate import validation_scores
 
 
 def sample(mask: np.ndarray, source: str = "real") -> Sample:
@@ -40,3 +44,43 @@ def test_synthetic_glomeruli_unknown_scale_and_no_glomeruli_give_no_floor():
     assert object_floor_um2([sample(squares([10]), "synthetic"), sample(squares([30]))], mpp=2.0) == pytest.approx(1800)
     assert object_floor_um2([sample(squares([30]))], mpp=None) == 0.0
     assert object_floor_um2([sample(np.zeros((50, 50)))], mpp=2.0) == 0.0
+
+
+def test_floor_choices_are_multiples_in_working_pixels_never_under_the_smallest():
+    choices = floor_choices_px(900.0, mpp=3.0, smallest=16)  # 100 px at 9 µm² a pixel
+    assert choices == {round(100 * t): round(900 * t, 1) for t in FLOOR_CHOICES}
+    assert min(choices) == 100 and max(choices) == 400
+    tiny = floor_choices_px(90.0, mpp=3.0, smallest=16)  # 10 px: the first choices fall under 16 px
+    assert min(tiny) == 16 and all(px >= 16 for px in tiny) and tiny[16] == 90.0  # the mildest one is kept
+    assert floor_choices_px(0.0, mpp=3.0, smallest=16) == {16: 0.0}
+    assert floor_choices_px(900.0, mpp=None, smallest=16) == {16: 0.0}
+
+
+class FromRed(torch.nn.Module):
+    """Logit +10 where the red channel is high, else -10: predicts exactly the red pixels."""
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 0, 10.0, -10.0)
+
+
+def red_sample(truth: np.ndarray, red: np.ndarray) -> Sample:
+    image = np.zeros(truth.shape + (3,), np.uint8)
+    image[..., 0] = 255 * red
+    return Sample("real/x", "g", "real", image, truth.astype(np.uint8))
+
+
+def test_validation_picks_the_floor_that_drops_small_false_objects_and_keeps_the_glomeruli():
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3, "max_pixel_value": 255.0}
+    truth = np.zeros((96, 96), np.uint8)
+    truth[10:40, 10:40] = 1  # a glomerulus of 900 px, found
+    red = truth.copy()
+    red[60:66, 60:66] = 1  # a false speck of 36 px
+    samples = [red_sample(truth, red)]
+    at_16 = validation_scores(FromRed(), samples, norm, torch.device("cpu"), [0.5])
+    assert at_16["min_size_px"] == 16 and at_16["objects"] == {"tp": 1, "fp": 1, "fn": 0}
+    picked = validation_scores(FromRed(), samples, norm, torch.device("cpu"), [0.5], min_sizes=(16, 100, 2000))
+    assert picked["min_size_px"] == 100 and picked["objects"] == {"tp": 1, "fp": 0, "fn": 0}
+    assert picked["object_f1"] == 1.0 and picked["dice"] == at_16["dice"]  # pixel Dice is the threshold's
+    clean = validation_scores(FromRed(), [red_sample(truth, truth)], norm, torch.device("cpu"), [0.5],
+                              min_sizes=(100, 16, 500))
+    assert clean["min_size_px"] == 16  # nothing to drop: the mildest floor wins the tie

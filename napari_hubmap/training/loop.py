@@ -35,12 +35,12 @@ from .checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import loss_function
 from .presets import preset_card
-from .sizes import object_floor_um2
+from .sizes import floor_choices_px, object_floor_um2
 from .sampling import TileDataset, TileSampler
 from .sources import Sample, describe, load_sources, manifest_hash
 from .split import split_samples
 from .standardise import standardised_run
-from .validate import validation_scores
+from .validate import MIN_OBJECT_PX, validation_scores
 
 
 @dataclass
@@ -130,6 +130,15 @@ class _Run:
     step_in_epoch: int = 0  # steps finished of the epoch under way (resume mid-epoch)
     loss_sum: float = 0.0
     stale: int = 0  # epochs since the best
+    floors: dict = field(default_factory=dict)  # candidate size floors, px -> µm² (see floor_choices)
+
+
+def floor_choices(run: _Run) -> dict[int, float]:
+    """The card's candidate size floors (working px -> µm²), from the training glomeruli, worked out once."""
+    if not run.floors:
+        mpp = run.card.target_mpp
+        run.floors = floor_choices_px(object_floor_um2(run.train, mpp), mpp, MIN_OBJECT_PX)
+    return run.floors
 
 
 def _state(run: _Run) -> dict:
@@ -302,7 +311,8 @@ def _validate_and_register(run: _Run, epoch: int, train_loss: float, seconds: fl
     c = run.config
     stop = False
     if run.world.main:
-        scores = validation_scores(run.ema.module, run.val, run.card.normalization, run.device, c.thresholds)
+        scores = validation_scores(run.ema.module, run.val, run.card.normalization, run.device, c.thresholds,
+                                   min_sizes=tuple(floor_choices(run)))
         improved = not run.val or not run.best or _selection_key(scores, c.select_by) > _selection_key(run.best, c.select_by)
         entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": scores.get("dice"),
                  "val_object_f1": scores.get("object_f1"), "threshold": scores.get("threshold"),
@@ -336,8 +346,15 @@ def _register(run: _Run) -> None:
                 "note": "metrics are on whole validation images at the working scale"}
     card = run.card.replace(threshold=float(run.best.get("threshold", run.card.threshold)), metrics=metrics,
                             training_data=training, created="",
-                            min_object_um2=object_floor_um2(run.train, run.card.target_mpp))
+                            min_object_um2=_card_floor(run))
     save_model(run.ema.module, card, run.out)
+
+
+def _card_floor(run: _Run) -> float:
+    """The card's ``min_object_um2``: the floor the best epoch's validation picked (the smallest without
+    validation images)."""
+    choices = floor_choices(run)
+    return choices.get(run.best.get("min_size_px"), choices[min(choices)])
 
 
 def train(config: TrainConfig, data_paths=None, out=None, *, mpp: dict | None = None, synthetic: int = 0,

@@ -1,9 +1,13 @@
 """The smallest glomerulus a model should report, read from the sizes of its training glomeruli.
 
 Post-processing drops objects under the card's ``min_object_um2`` by default: specks and slivers a
-model marks are not glomeruli, and they cost precision (each is a false object). The floor is half the
-1st-percentile area of the annotated glomeruli the model learnt from, counting only whole ones
+model marks are not glomeruli, and they cost precision (each is a false object). The annotation floor is
+half the 1st-percentile area of the annotated glomeruli the model learnt from, counting only whole ones
 (objects touching the image border are cut) of real sources (synthetic glomeruli are drawn, not seen).
+The card's floor is the multiple of it (:data:`FLOOR_CHOICES`) that gives the best object F1 on the
+validation images, as the threshold is picked there: a glomerulus the model finds is drawn smaller than
+its annotation (high thresholds trim it to the tuft), and the false ones it marks are mostly small
+(tubule cross-sections).
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from .sources import Sample
 
 FLOOR_PERCENTILE = 1.0
 FLOOR_SHARE = 0.5
+FLOOR_CHOICES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+"""Multiples of the annotation floor tried on the validation images. Picked that way on six held-out runs of
+``benchmarks/generalisation.py`` (2.5-3 on each), the held-out object F1 rose on five (by 0.035-0.106) and fell
+on the one with 13 glomeruli (by one object); Dice moved by -0.026 to +0.007 (``benchmarks/floor-scores/``)."""
 
 
 def whole_object_areas(mask: np.ndarray) -> np.ndarray:
@@ -38,3 +46,15 @@ def object_floor_um2(samples: list[Sample], mpp: float | None) -> float:
     if not areas.size:
         return 0.0
     return round(float(FLOOR_SHARE * np.percentile(areas, FLOOR_PERCENTILE) * mpp * mpp), 1)
+
+
+def floor_choices_px(floor_um2: float, mpp: float | None, smallest: int) -> dict[int, float]:
+    """Candidate floors in working pixels (none under ``smallest``) -> the µm² a card records for each;
+    ``{smallest: 0.0}`` alone when the scale or the annotation floor is unknown."""
+    if not floor_um2 or not mpp:
+        return {smallest: 0.0}
+    choices: dict[int, float] = {}
+    for times in FLOOR_CHOICES:
+        um2 = round(floor_um2 * times, 1)
+        choices.setdefault(max(smallest, int(round(um2 / (mpp * mpp)))), um2)
+    return choices

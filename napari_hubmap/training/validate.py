@@ -7,7 +7,9 @@ every validation pixel.
 Each validation image is predicted whole (reflect-padded to a multiple of 32) with the weights being
 validated (the EMA copy during training). The threshold that maximises ``dice`` over
 ``thresholds`` is what the model card records; object F1 is computed at that threshold on connected
-components (holes filled, objects under ``MIN_OBJECT_PX`` dropped), against the mask's components.
+components (holes filled, objects under the smallest size of ``min_sizes`` dropped, by default
+``MIN_OBJECT_PX``), against the mask's components. With several ``min_sizes`` the one with the best pooled
+object F1 is picked (ties: the smaller) and the object figures are those at it (``min_size_px``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ def _objects(mask: np.ndarray) -> np.ndarray:
     return postprocess_region(mask.astype(np.float32), PostprocessConfig(threshold=0.5, min_size=MIN_OBJECT_PX))
 
 
-def validation_scores(module, samples: list[Sample], normalization: dict, device, thresholds) -> dict:
-    """Pooled Dice at the best threshold, per-source Dice, object precision/recall/F1; {} without samples."""
-    from ..metrics import object_scores
-    from skimage.measure import label
+def validation_scores(module, samples: list[Sample], normalization: dict, device, thresholds,
+                      min_sizes=(MIN_OBJECT_PX,)) -> dict:
+    """Pooled Dice at the best threshold, per-source Dice, object precision/recall/F1 at the best of
+    ``min_sizes`` (px); {} without samples."""
 
     if not samples:
         return {}
@@ -71,17 +73,13 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     pooled = (2 * inter.sum(0) + 1e-9) / (total.sum(0) + 1e-9)
     best = int(np.argmax(balanced))
     threshold = thresholds[best]
-    tp = fp = fn = 0
-    per_source: dict = {}  # source -> [tp, fp, fn, images]
-    for s, p in zip(samples, probs):
-        scores = object_scores(_objects(p >= threshold), label(s.mask, connectivity=2))
-        tp, fp, fn = tp + scores.tp, fp + scores.fp, fn + scores.fn
-        acc = per_source.setdefault(s.source, [0, 0, 0, 0])
-        acc[:] = [acc[0] + scores.tp, acc[1] + scores.fp, acc[2] + scores.fn, acc[3] + 1]
+    min_size, per_source = _best_floor(samples, [_objects(p >= threshold) for p in probs], min_sizes)
+    tp, fp, fn = (sum(v[i] for v in per_source.values()) for i in range(3))
     return {
         "dice": float(balanced[best]),
         "dice_pooled": float(pooled[best]),
         "threshold": threshold,
+        "min_size_px": min_size,
         "object_f1": _f1(tp, fp, fn),
         "object_precision": tp / (tp + fp) if tp + fp else 0.0,
         "object_recall": tp / (tp + fn) if tp + fn else 0.0,
@@ -90,6 +88,29 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
         "by_source": {k: {"dice": float(source_dice[sources.index(k), best]), "object_f1": _f1(*v[:3]),
                           "images": v[3]} for k, v in sorted(per_source.items())},
     }
+
+
+def _best_floor(samples: list[Sample], objects: list[np.ndarray], min_sizes) -> tuple[int, dict]:
+    """The size floor (px) of ``min_sizes`` with the best pooled object F1 (ties: the smaller) and its
+    object counts per source ({source: [tp, fp, fn, images]}); ``objects``: labels at the smallest floor."""
+    from skimage.measure import label
+
+    from ..metrics import object_scores
+
+    truths = [label(s.mask, connectivity=2) for s in samples]
+    areas = [np.bincount(o.ravel()) for o in objects]
+    counted = {}
+    for floor in sorted(set(int(m) for m in min_sizes)):
+        per_source: dict = {}
+        for s, o, a, truth in zip(samples, objects, areas, truths):
+            keep = a >= floor
+            keep[0] = False
+            scores = object_scores(np.where(keep[o], o, 0), truth)
+            acc = per_source.setdefault(s.source, [0, 0, 0, 0])
+            acc[:] = [acc[0] + scores.tp, acc[1] + scores.fp, acc[2] + scores.fn, acc[3] + 1]
+        counted[floor] = per_source
+    floor = max(counted, key=lambda f: (_f1(*(sum(v[i] for v in counted[f].values()) for i in range(3))), -f))
+    return floor, counted[floor]
 
 
 def balanced_dice(source_dice: np.ndarray, rows_with_truth) -> np.ndarray:
