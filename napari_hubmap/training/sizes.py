@@ -19,9 +19,9 @@ from .sources import Sample
 FLOOR_PERCENTILE = 1.0
 FLOOR_SHARE = 0.5
 FLOOR_CHOICES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-"""Multiples of the annotation floor tried on the validation images. Picked that way on six held-out runs of
-``benchmarks/generalisation.py`` (2.5-3 on each), the held-out object F1 rose on five (by 0.035-0.106) and fell
-on the one with 13 glomeruli (by one object); Dice moved by -0.026 to +0.007 (``benchmarks/floor-scores/``)."""
+"""Multiples of the annotation floor tried on the validation images. Picked that way for eight held-out runs of
+``benchmarks/generalisation.py`` (1.5-3), the held-out object F1 rose on seven (by 0.013-0.106) and fell on the
+one with 13 glomeruli (by one object); Dice moved by -0.026 to +0.007 (``benchmarks/floor-scores/``)."""
 
 
 def whole_object_areas(mask: np.ndarray) -> np.ndarray:
