@@ -74,7 +74,7 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     best = int(np.argmax(balanced))
     threshold = thresholds[best]
     min_size, per_source = _best_floor(samples, [_objects(p >= threshold) for p in probs], min_sizes)
-    tp, fp, fn = (sum(v[i] for v in per_source.values()) for i in range(3))
+    tp, fp, fn = _pooled(per_source)
     return {
         "dice": float(balanced[best]),
         "dice_pooled": float(pooled[best]),
@@ -96,21 +96,24 @@ def _best_floor(samples: list[Sample], objects: list[np.ndarray], min_sizes) -> 
     from skimage.measure import label
 
     from ..metrics import object_scores
+    from ..postprocess.preview import drop_small
 
     truths = [label(s.mask, connectivity=2) for s in samples]
-    areas = [np.bincount(o.ravel()) for o in objects]
     counted = {}
     for floor in sorted(set(int(m) for m in min_sizes)):
         per_source: dict = {}
-        for s, o, a, truth in zip(samples, objects, areas, truths):
-            keep = a >= floor
-            keep[0] = False
-            scores = object_scores(np.where(keep[o], o, 0), truth)
+        for s, o, truth in zip(samples, objects, truths):
+            scores = object_scores(drop_small(o, floor)[0], truth)
             acc = per_source.setdefault(s.source, [0, 0, 0, 0])
             acc[:] = [acc[0] + scores.tp, acc[1] + scores.fp, acc[2] + scores.fn, acc[3] + 1]
         counted[floor] = per_source
-    floor = max(counted, key=lambda f: (_f1(*(sum(v[i] for v in counted[f].values()) for i in range(3))), -f))
+    floor = max(counted, key=lambda f: (_f1(*_pooled(counted[f])), -f))
     return floor, counted[floor]
+
+
+def _pooled(per_source: dict) -> tuple[int, int, int]:
+    """(tp, fp, fn) summed over the sources of ``{source: [tp, fp, fn, images]}``."""
+    return tuple(sum(counts[i] for counts in per_source.values()) for i in range(3))
 
 
 def balanced_dice(source_dice: np.ndarray, rows_with_truth) -> np.ndarray:
