@@ -186,13 +186,18 @@ def held_out_samples(run: str, card) -> list:
     return held_out if reference is None else standardised(held_out, reference)  # each image as prediction moves it
 
 
-def validation_samples(run: str, card) -> list:
-    """The images that picked the epoch and threshold of ``run``'s model (its card's ``validation_images``)."""
+def run_samples(run: str, card) -> list:
+    """Every image of ``run``'s data sources at ``card``'s working scale (what it trained and validated on)."""
     from napari_hubmap.training import load_sources
 
+    return load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp, mpp_overrides=mpp_table())
+
+
+def validation_samples(run: str, card, loaded: list | None = None) -> list:
+    """The images that picked the epoch and threshold of ``run``'s model (its card's ``validation_images``),
+    taken from ``loaded`` (:func:`run_samples`) when the caller has them already."""
     wanted = set(card.training_data.get("validation_images", []))
-    samples = [s for s in load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
-                                       mpp_overrides=mpp_table()) if s.name in wanted]
+    samples = [s for s in (run_samples(run, card) if loaded is None else loaded) if s.name in wanted]
     if not samples:
         raise SystemExit(f"{run}: none of its validation images found")
     return samples
@@ -413,6 +418,15 @@ def _row(run: str, model: str, figures: dict, images: int) -> None:
           f"{p['object_recall']:.2f} | {p['object_f1']:.3f} / {f['object_f1']:.3f} |")
 
 
+def annotation_floor_um2(card, loaded: list) -> float:
+    """The floor the trainer multiplies (half the 1st-percentile area of whole training glomeruli), from the
+    very images ``card`` lists as trained on, among ``loaded`` (:func:`run_samples`)."""
+    from napari_hubmap.training.sizes import object_floor_um2
+
+    trained = set(card.training_data["train_images"])
+    return object_floor_um2([s for s in loaded if s.name in trained], card.target_mpp)
+
+
 def set_floor(run: str, folder: Path | None = None) -> dict:
     """Pick the card's ``min_object_um2`` as the trainer now does, for a model trained before it did: the
     multiple of its training glomeruli's floor (the very images its card lists as trained on, synthetic ones
@@ -421,20 +435,16 @@ def set_floor(run: str, folder: Path | None = None) -> dict:
 
     from napari_hubmap.registry import load_model
     from napari_hubmap.registry.store import CARD_FILE
-    from napari_hubmap.training import load_sources
-    from napari_hubmap.training.sizes import floor_choices_px, object_floor_um2
+    from napari_hubmap.training.sizes import floor_choices_px
     from napari_hubmap.training.validate import MIN_OBJECT_PX, validation_scores
 
     folder = folder or OUT / run
     model = load_model(folder)
     card = model.card
-    trained = set(card.training_data["train_images"])
-    samples = load_sources(run_plan(run)[0], downscale=card.downscale, target_mpp=card.target_mpp,
-                           mpp_overrides=mpp_table())
-    choices = floor_choices_px(object_floor_um2([s for s in samples if s.name in trained], card.target_mpp),
-                               card.target_mpp, MIN_OBJECT_PX)
+    samples = run_samples(run, card)
+    choices = floor_choices_px(annotation_floor_um2(card, samples), card.target_mpp, MIN_OBJECT_PX)
     with torch.inference_mode():
-        scores = validation_scores(model.module, validation_samples(run, card), card.normalization,
+        scores = validation_scores(model.module, validation_samples(run, card, samples), card.normalization,
                                    torch.device("cpu"), [card.threshold], min_sizes=tuple(choices))
     picked = {"from": card.min_object_um2, "to": choices[scores["min_size_px"]], "choices_um2": sorted(choices.values()),
               "validation_object_f1": scores["object_f1"], "images": scores["images"]}

@@ -56,5 +56,10 @@ def floor_choices_px(floor_um2: float, mpp: float | None, smallest: int) -> dict
     choices: dict[int, float] = {}
     for times in FLOOR_CHOICES:
         um2 = round(floor_um2 * times, 1)
-        choices.setdefault(max(smallest, int(round(um2 / (mpp * mpp)))), um2)
+        choices.setdefault(floor_px(um2, mpp, smallest), um2)
     return choices
+
+
+def floor_px(um2: float, mpp: float, smallest: int) -> int:
+    """A floor of ``um2`` µm² in working pixels of ``mpp`` µm, never under ``smallest``."""
+    return max(smallest, int(round(um2 / (mpp * mpp))))
