@@ -245,6 +245,7 @@ class Scorer:
     def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu"):
         import torch
 
+        from napari_hubmap.training.sizes import floor_px
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
         self.device = torch.device(device)
@@ -253,8 +254,8 @@ class Scorer:
         if len({(m.card.target_mpp, m.card.downscale) for m in self.models}) > 1:
             raise SystemExit("an ensemble's members must work at one scale")
         self.threshold = float(np.mean([m.card.threshold for m in self.models]))
-        floor_px = self.card.min_object_um2 / self.card.target_mpp**2 if self.card.target_mpp else 0.0
-        self.min_size = max(MIN_OBJECT_PX, int(round(floor_px)))
+        mpp = self.card.target_mpp
+        self.min_size = floor_px(self.card.min_object_um2, mpp, MIN_OBJECT_PX) if mpp else MIN_OBJECT_PX
 
     def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
         return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)

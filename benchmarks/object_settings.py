@@ -46,7 +46,7 @@ class Setting:
     key: str
     """The result's name for the picked values (``grow_px``, ``floor_times``)."""
 
-    def bind(self, run: str, scorer: Scorer, loaded: list) -> dict:
+    def bind(self, scorer: Scorer, loaded: list) -> dict:
         """What :meth:`objects` needs of the run, besides the model (``loaded``: its data, ``run_samples``)."""
         return {}
 
@@ -60,15 +60,15 @@ class Grow(Setting):
 
 
 class Floor(Setting):
-    def bind(self, run, scorer, loaded):
+    def bind(self, scorer, loaded):
         """Each multiple's floor in working px, as the trainer rounds it (the card's own px without a scale)."""
-        from napari_hubmap.training.sizes import floor_px
+        from napari_hubmap.training.sizes import floor_multiples_um2, floor_px
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
         mpp, base = scorer.card.target_mpp, annotation_floor_um2(scorer.card, loaded)
         if not (mpp and base):
             return {v: int(round(scorer.min_size * v)) for v in self.values}
-        return {v: floor_px(round(base * v, 1), mpp, MIN_OBJECT_PX) for v in self.values}
+        return {v: floor_px(um2, mpp, MIN_OBJECT_PX) for v, um2 in floor_multiples_um2(base).items()}
 
     def objects(self, scorer, probability, value, bound):
         return scorer.objects_of(probability, min_size=bound[value])
@@ -115,7 +115,7 @@ def measure(run: str, model, setting_name: str) -> dict:
     setting = SETTINGS[setting_name]
     scorer = Scorer([model])
     loaded = run_samples(run, scorer.card)
-    bound = setting.bind(run, scorer, loaded)
+    bound = setting.bind(scorer, loaded)
     on_validation = sweep(scorer, validation_samples(run, scorer.card, loaded), setting, bound)
     chosen = {by: pick(on_validation, by, setting.values) for by in ("object_f1", "dice")}
     on_held_out = sweep(scorer, held_out_samples(run, scorer.card), setting, bound)

@@ -54,10 +54,14 @@ def floor_choices_px(floor_um2: float, mpp: float | None, smallest: int) -> dict
     if not floor_um2 or not mpp:
         return {smallest: 0.0}
     choices: dict[int, float] = {}
-    for times in FLOOR_CHOICES:
-        um2 = round(floor_um2 * times, 1)
+    for um2 in floor_multiples_um2(floor_um2).values():
         choices.setdefault(floor_px(um2, mpp, smallest), um2)
     return choices
+
+
+def floor_multiples_um2(floor_um2: float) -> dict[float, float]:
+    """Each multiple of :data:`FLOOR_CHOICES` -> that multiple of the annotation floor, in µm² as a card records it."""
+    return {times: round(floor_um2 * times, 1) for times in FLOOR_CHOICES}
 
 
 def floor_px(um2: float, mpp: float, smallest: int) -> int:
