@@ -70,6 +70,7 @@ VARIANTS = {
     "h200": {},
     "seed1": {"--seed": "1"},
     "colour": {"--colour-augment": "strong"},
+    "stain": {"--colour-augment": "stain"},
     "r18": {"--preset": "unet-resnet18"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
@@ -94,7 +95,8 @@ recipe's steps); ``h200``: the recipe itself, named apart for runs trained on a 
 float16, the compacted data), the control of that machine's ``s1920`` runs; ``seed1``: the recipe with another seed
 (the spread between two runs of one recipe); ``colour``: wider colour changes in training (``--colour-augment
 strong``): better on a source left out (H&E patient C003 +0.16 Dice), 0.02-0.03 Dice lower on both HuBMAP folds
-measured, and ``all@colour`` 0.750 against the shipped 0.819 on its validation images (not the recipe); ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
+measured, and ``all@colour`` 0.750 against the shipped 0.819 on its validation images (not the recipe); ``stain`` (``--colour-augment stain``): ``colour``'s wide stain jitter alone, with
+the recipe's hue, brightness and grey tiles, the step between the two; ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
 of EfficientNet-B0 (depthwise ones), about as fast a step on this CPU: worse on cv-2 (Dice 0.708 / object F1 0.687)
 and on HuBMAP left out (0.538 / 0.497). Figures: ``models/README.md``."""
 

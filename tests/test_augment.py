@@ -25,12 +25,12 @@ def disk_tile(rng) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-@pytest.mark.parametrize("colour", ["standard", "strong"])
+@pytest.mark.parametrize("colour", ["standard", "stain", "strong"])
 def test_the_mask_follows_the_image_through_every_transform(colour):
     aug = training_augmentation(TILE, colour=colour)
     aug.set_random_seed(0)
     rng = np.random.default_rng(1)
-    margin = {"standard": 20, "strong": 5}[colour]  # strong contrast and CLAHE changes narrow the gap on purpose
+    margin = {"standard": 20, "stain": 20, "strong": 5}[colour]  # strong contrast and CLAHE changes narrow the gap on purpose
     checked = 0
     for _ in range(40):
         image, mask = disk_tile(rng)
@@ -106,15 +106,17 @@ def test_stain_jitter_changes_stained_tissue_and_pickles_for_loader_workers():
 
 
 def test_strong_colour_changes_colours_further_and_keeps_the_geometry():
-    """``strong`` spreads a tile's mean colour (and its hue) wider over many draws than ``standard``, while the
+    """``strong`` spreads a tile's mean colour (and its hue) wider over many draws than ``standard`` (``stain``
+    between the two), while the
     same geometry (flips, affine) still moves image and mask together; an unknown name is refused."""
     image, mask = disk_tile(np.random.default_rng(5))
     spread = {}
-    for colour in ("standard", "strong"):
+    for colour in ("standard", "stain", "strong"):
         aug = training_augmentation(TILE, colour=colour)
         aug.set_random_seed(0)
         means = np.array([aug(image=image, mask=mask)["image"].reshape(-1, 3).mean(0) for _ in range(150)])
         spread[colour] = means.std(0).mean()
     assert spread["strong"] > 1.4 * spread["standard"], spread
-    with pytest.raises(ValueError, match="colour must be one of standard, strong"):
+    assert spread["standard"] < spread["stain"] < spread["strong"], spread  # the wide stain jitter alone: between
+    with pytest.raises(ValueError, match="colour must be one of standard, stain, strong"):
         training_augmentation(TILE, colour="loud")

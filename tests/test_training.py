@@ -134,7 +134,7 @@ def test_resume_refuses_other_settings(tmp_path, data):
 def test_colour_augment_is_a_checked_setting_and_old_checkpoints_still_resume(tmp_path, data):
     """The setting is validated, recorded with the run, and a checkpoint written before it existed (no
     ``colour_augment`` in its settings) resumes as the default, while one of another value is refused."""
-    with pytest.raises(HubmapInputError, match="colour_augment must be one of standard, strong"):
+    with pytest.raises(HubmapInputError, match="colour_augment must be one of standard, stain, strong"):
         tiny(colour_augment="loud")
     cancel = threading.Event()
     cancel.set()

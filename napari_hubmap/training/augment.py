@@ -10,6 +10,8 @@ now and then, a grey tile. Border pixels are reflected so that a rotated tile ha
 ``colour="strong"`` widens every colour change (hue over a third of the wheel, stain amounts halved or
 doubled, a grey tile one time in four, now and then the colour channels swapped): a recipe alternative for
 slides of another stain or lab, where the model must find glomeruli by their shape alone.
+``colour="stain"`` is the step between the two: ``strong``'s stain jitter (amounts halved to doubled, on the
+tile's own colours, first) with ``standard``'s hue, brightness and grey tiles.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import warnings
 
 
-COLOUR_AUGMENTS = ("standard", "strong")
+COLOUR_AUGMENTS = ("standard", "stain", "strong")
 
 
 def training_augmentation(tile: int, strength: float = 1.0, colour: str = "standard"):
@@ -50,26 +52,33 @@ def _geometry(A, tile: int, p: float, reflect: int) -> list:
     ]
 
 
+def _wide_stain_jitter(StainJitter, p: float):
+    # jittered first, on the tile's own colours: Macenko's fit on a brightened or hue-turned tile can take
+    # the glomerulus for background and bleach it white
+    return StainJitter(method="macenko", intensity_scale_range=(0.5, 2.0), intensity_shift_range=(-0.3, 0.3),
+                       p=0.5 * p)
+
+
 def _colour(A, StainJitter, p: float, colour: str) -> list:
     if colour == "strong":
         return [
-            # the stains are jittered first, on the tile's own colours: Macenko's fit on a brightened or
-            # hue-turned tile can take the glomerulus for background and bleach it white
-            StainJitter(method="macenko", intensity_scale_range=(0.5, 2.0), intensity_shift_range=(-0.3, 0.3),
-                        p=0.5 * p),
+            _wide_stain_jitter(StainJitter, p),
             A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3),
                      A.RandomGamma(gamma_limit=(70, 140)), A.CLAHE(clip_limit=3.0)], p=0.7 * p),
             A.HueSaturationValue(hue_shift_limit=30, sat_shift_limit=50, val_shift_limit=20, p=0.8 * p),
             A.ChannelShuffle(p=0.1 * p),
             A.ToGray(p=0.25 * p),
         ]
-    return [
+    standard = [
         A.OneOf([
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2),
             A.RandomGamma(gamma_limit=(80, 120)),
             A.CLAHE(clip_limit=2.0),
         ], p=0.6 * p),
         A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=12, p=0.6 * p),
-        StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
-        A.ToGray(p=0.1 * p),
     ]
+    if colour == "stain":
+        return [_wide_stain_jitter(StainJitter, p), *standard, A.ToGray(p=0.1 * p)]
+    return [*standard,
+            StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
+            A.ToGray(p=0.1 * p)]
