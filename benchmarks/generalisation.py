@@ -23,6 +23,7 @@ empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, wit
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
     python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2 picked as the trainer does
+    python benchmarks/generalisation.py outline RUN [--model FOLDER]  # card's outline_threshold, the same way
     python benchmarks/generalisation.py rethreshold RUN   # card's threshold again, on its validation images
     python benchmarks/generalisation.py table         # every score as a markdown row, CV folds pooled per model
 
@@ -242,7 +243,8 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
 
 class Scorer:
     """One model (or an ensemble, probabilities averaged) with the product's default post-processing: the
-    (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped."""
+    (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped, outlines at
+    the cards' ``outline_threshold`` (when they agree)."""
 
     def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu"):
         import torch
@@ -258,6 +260,8 @@ class Scorer:
         self.threshold = float(np.mean([m.card.threshold for m in self.models]))
         mpp = self.card.target_mpp
         self.min_size = floor_px(self.card.min_object_um2, mpp, MIN_OBJECT_PX) if mpp else MIN_OBJECT_PX
+        outlines = {m.card.outline_threshold for m in self.models}
+        self.outline = outlines.pop() if len(outlines) == 1 else None
 
     def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
         return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)
@@ -266,14 +270,18 @@ class Scorer:
         """Labelled glomeruli of ``image`` (at the model's working scale)."""
         return self.objects_of(self.probability(image, flips), grow)
 
-    def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None) -> np.ndarray:
+    def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None,
+                   outline: float | None = -1.0) -> np.ndarray:
         """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
-        ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's)."""
+        ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's), outlines
+        drawn at ``outline`` (default: the card's ``outline_threshold``; None: at the threshold)."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
         floor = self.min_size if min_size is None else min_size
+        outline = self.outline if outline == -1.0 else outline
         return postprocess_region(probability.astype(np.float32),
-                                  PostprocessConfig(threshold=self.threshold, min_size=floor, grow=grow))
+                                  PostprocessConfig(threshold=self.threshold, min_size=floor, grow=grow,
+                                                    outline_threshold=outline))
 
 
 def _scoring_model(folder: Path, backend: str, device):
@@ -457,6 +465,25 @@ def set_floor(run: str, folder: Path | None = None) -> dict:
     return picked
 
 
+def set_outline(run: str, folder: Path | None = None) -> dict:
+    """Pick the card's ``outline_threshold`` as the trainer now does, for a model trained before it did: the choice
+    (``validate.OUTLINE_CHOICES``) whose objects, at the card's threshold and floor, have the best per-source Dice on
+    the run's own *validation* images."""
+    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.training.validate import best_outline
+
+    folder = folder or OUT / run
+    scorer = Scorer([folder])
+    card = scorer.card
+    samples = validation_samples(run, card)
+    outline, dice = best_outline(samples, [scorer.probability(s.image) for s in samples], scorer.threshold,
+                                 scorer.min_size)
+    picked = {"from": card.outline_threshold, "to": outline, "validation_dice": dice, "images": len(samples)}
+    metrics = {**card.metrics, "outline": picked}
+    (folder / CARD_FILE).write_text(card.replace(outline_threshold=outline, metrics=metrics).to_json(), encoding="utf-8")
+    return picked
+
+
 def rethreshold(run: str, folder: Path | None = None) -> dict:
     """Pick the card's threshold again on the run's own *validation* images (never its held-out ones) over
     the trainer's current grid (runs trained before it reached 0.95 stopped at 0.8, their best)."""
@@ -483,7 +510,8 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["train", "score", "ship", "record", "floor", "rethreshold", "table"])
+    parser.add_argument("action", choices=["train", "score", "ship", "record", "floor", "outline", "rethreshold",
+                                                     "table"])
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
@@ -496,7 +524,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
-    if args.action in ("floor", "rethreshold") and args.model and len(args.model) > 1:
+    if args.action in ("floor", "outline", "rethreshold") and args.model and len(args.model) > 1:
         raise SystemExit(f"{args.action} takes one --model folder")
     one_model = args.model[0] if args.model else None
     OUT.mkdir(parents=True, exist_ok=True)
@@ -514,6 +542,9 @@ def main() -> None:
     elif args.action == "floor":
         for run in args.runs:
             print(f"{run}: min_object_um2 {json.dumps(set_floor(run, one_model))}")
+    elif args.action == "outline":
+        for run in args.runs:
+            print(f"{run}: outline_threshold {json.dumps(set_outline(run, one_model))}")
     else:
         print(f"installed {ship(args.runs[0])}")
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_hubmap.training.sizes import FLOOR_CHOICES
+from napari_hubmap.training.validate import OUTLINE_CHOICES
 from generalisation import (OUT, ROOT, Scorer, annotation_floor_um2, held_out_samples, image_dice, object_figures, run_samples,
                             validation_samples)
 
@@ -74,7 +75,15 @@ class Floor(Setting):
         return scorer.objects_of(probability, min_size=bound[value])
 
 
+class Outline(Setting):
+    def objects(self, scorer, probability, value, bound):
+        """The card's objects (its threshold and floor), each spread over the connected pixels down to ``value``, as
+        ``postprocess --outline-threshold`` spreads them (1: outlines at the threshold)."""
+        return scorer.objects_of(probability, outline=value)
+
+
 SETTINGS = {"grow": Grow((0, 1, 2, 3, 4, 5), "px", "grow_px"),
+            "outline": Outline(OUTLINE_CHOICES, "outline threshold", "outline_threshold"),
             "floor": Floor(FLOOR_CHOICES, "x the annotation floor", "floor_times")}
 """Grow: working pixels (3 µm at the recipe's scale); floor: multiples of the annotation floor (``Floor.bind``)."""
 

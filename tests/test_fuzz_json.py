@@ -621,7 +621,7 @@ def _card_error(tmp_path: Path, **changes) -> str:
     return error.value.problem
 
 
-@pytest.mark.parametrize("field", ["threshold", "downscale", "min_object_um2", "target_mpp"])
+@pytest.mark.parametrize("field", ["threshold", "downscale", "min_object_um2", "target_mpp", "outline_threshold"])
 def test_card_number_beyond_float_range_is_one_error(tmp_path, field):
     """10**400 was an OverflowError out of math.isfinite."""
     assert f"card field '{field}': expected a number" in _card_error(tmp_path, **{field: BIG_INT})

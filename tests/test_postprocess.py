@@ -102,15 +102,18 @@ CONFIGS = [
     PostprocessConfig(threshold=0.5, watershed=True, markers="h-maxima", h=1.5, compactness=0.01, min_size=10),
     PostprocessConfig(threshold=0.5, min_size=15, grow=3),
     PostprocessConfig(threshold=0.45, watershed=True, min_distance=5, grow=6),
+    PostprocessConfig(threshold=0.65, min_size=15, outline_threshold=0.45),
+    PostprocessConfig(threshold=0.7, watershed=True, min_distance=5, outline_threshold=0.4, grow=2),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["plain", "fill+minsize", "watershed", "h-maxima", "grow", "watershed+grow"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["plain", "fill+minsize", "watershed", "h-maxima", "grow", "watershed+grow",
+                                                 "outline", "outline+watershed+grow"])
 def test_blockwise_equals_whole_array(config):
     prob = blob_map()
     whole = postprocess_region(prob, config)
     assert whole.max() > 20
-    objects = measure.label(prob >= uint8_cutoff(config.threshold), connectivity=2)
+    objects = measure.label(prob >= uint8_cutoff(config.lower_threshold), connectivity=2)
     boxes = ndimage.find_objects(objects)
     assert any(b[1].stop - b[1].start > 128 for b in boxes), "some object must cross several 64-px blocks"
     for block in (16, 37, 64, 100, 299):
@@ -263,3 +266,26 @@ def test_grow_brings_outlines_out_without_crossing_objects_or_the_map_edge():
     assert (grown == top).sum() > (plain == plain[5, 105]).sum() and grown[18, 105] == top and grown[19, 105] == 0
     with pytest.raises(HubmapInputError, match="grow must be a whole number"):
         PostprocessConfig(grow=-1)
+
+
+def test_outline_threshold_spreads_found_objects_and_keeps_them_apart():
+    """Hysteresis: cones whose peaks clear 0.8 keep the connected pixels down to 0.4 (the outline), two peaks on one
+    shoulder (0.44 between them) stay two objects split along the valley, a cone that never clears 0.8 is not a glomerulus, and the size
+    floor counts the pixels at 0.8; at or above the threshold the outline changes nothing."""
+    yy, xx = np.mgrid[:80, :200]
+    cone = lambda cy, cx, r, top: np.clip(top * (1 - np.hypot(yy - cy, xx - cx) / r), 0, 1)  # noqa: E731
+    prob = np.maximum.reduce([cone(40, 30, 25, 1.0), cone(40, 58, 25, 1.0), cone(40, 150, 25, 0.7), cone(40, 185, 14, 0.9)])
+    plain = postprocess_region(prob, PostprocessConfig(threshold=0.8))
+    spread = postprocess_region(prob, PostprocessConfig(threshold=0.8, outline_threshold=0.4))
+    assert plain.max() == 3 and spread.max() == 3  # the 0.7 cone is dropped either way
+    left, right = spread[40, 30], spread[40, 58]
+    assert left != right and spread[40, 150] == 0
+    assert (spread[40, 30:44] == left).all() and (spread[40, 45:59] == right).all()  # split at the valley, x = 44
+    assert ((spread > 0) == ((prob >= 0.4) & ~(np.abs(xx - 150) < 25))).all()  # every pixel >= 0.4 but the dropped cone's
+    assert np.array_equal(spread[plain > 0] > 0, np.ones(int((plain > 0).sum()), bool))
+    floored = postprocess_region(prob, PostprocessConfig(threshold=0.8, min_size=40, outline_threshold=0.4))
+    assert floored.max() == 2 and floored[40, 185] == 0  # the small cone's 0.8 core is under 40 px, its shoulder is not
+    same = postprocess_region(prob, PostprocessConfig(threshold=0.8, outline_threshold=0.8))
+    assert np.array_equal(same, plain) and not PostprocessConfig(threshold=0.5, outline_threshold=0.6).spreads
+    with pytest.raises(HubmapInputError, match="outline_threshold must be in"):
+        PostprocessConfig(outline_threshold=1.5)

@@ -33,11 +33,14 @@ CONFIGS = [
     PostprocessConfig(threshold=0.4, min_size=50, watershed=True, markers="h-maxima", h=1.5, compactness=0.01),
     PostprocessConfig(threshold=0.45, min_size=300, grow=4),
     PostprocessConfig(threshold=0.4, watershed=True, min_distance=6, grow=3),
+    PostprocessConfig(threshold=0.7, min_size=100, outline_threshold=0.3),
+    PostprocessConfig(threshold=0.6, watershed=True, min_distance=6, outline_threshold=0.35, grow=2),
 ]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c.threshold}-m{c.min_size}-f{int(c.fill_holes)}-w{int(c.watershed)}{c.markers[0]}-g{c.grow}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c.threshold}-m{c.min_size}-f{int(c.fill_holes)}-w{int(c.watershed)}{c.markers[0]}-g{c.grow}"
+                                                 f"-o{c.outline_threshold}")
 def test_preview_equals_the_exact_result(seed, config):
     prob = blob_map(seed)
     exact = postprocess_region(prob, config)

@@ -35,7 +35,8 @@ def probability_map() -> np.ndarray:
     return np.rint(prob * 255).astype(np.uint8)
 
 
-def open_store(tmp_path, threshold: float = 0.5, min_object_um2: float = 0.0, mpp: float | None = None):
+def open_store(tmp_path, threshold: float = 0.5, min_object_um2: float = 0.0, mpp: float | None = None,
+               outline_threshold: float | None = None):
     """An empty ``kidney.prob.zarr`` as the engine starts it, for a real (tiny) registered model (with
     the slide's µm/px recorded when ``mpp`` is given)."""
     card = ModelCard(name="tiny", architecture="Unet", encoder="tu-test_resnet", tile=64, overlap=16,
@@ -43,7 +44,8 @@ def open_store(tmp_path, threshold: float = 0.5, min_object_um2: float = 0.0, mp
     torch.manual_seed(0)
     model_dir = save_model(build_module(card).eval(), card, tmp_path / "models" / "tiny")
     settings = {"slide": str(tmp_path / "kidney.tif"), "slide_shape": [SIZE, SIZE], "out_shape": [SIZE, SIZE],
-                "models": [{"name": "tiny", "path": str(model_dir), "threshold": threshold, "min_object_um2": min_object_um2}]}
+                "models": [{"name": "tiny", "path": str(model_dir), "threshold": threshold, "min_object_um2": min_object_um2,
+                            "outline_threshold": outline_threshold}]}
     if mpp is not None:
         settings.update(mpp=mpp, mpp_source="file", mpp_file=mpp)
     path = tmp_path / "kidney.prob.zarr"
@@ -152,6 +154,23 @@ def test_a_map_starts_at_its_models_threshold(make_napari_viewer, qtbot, tmp_pat
     level, (y0, y1, x0, x1) = panel.last_live["level"], panel.last_live["window"]
     shown = np.asarray(open_probability(path)[0][level][y0:y1, x0:x1])
     assert np.array_equal(panel.live_layer.data > 0, shown >= uint8_cutoff(0.7))  # the preview used it
+
+
+def test_a_map_starts_at_its_models_outline_threshold(make_napari_viewer, qtbot, tmp_path):
+    store, path, _ = open_store(tmp_path, threshold=0.9, outline_threshold=0.5)
+    fill(store)
+    viewer, panel = open_panel(make_napari_viewer, qtbot, path)
+    assert panel.outline.value() == pytest.approx(0.5) and panel.config().outline_threshold == 0.5
+    qtbot.waitUntil(lambda: not panel._live_busy and not panel._live_pending, timeout=20_000)
+    level, (y0, y1, x0, x1) = panel.last_live["level"], panel.last_live["window"]
+    shown = np.asarray(open_probability(path)[0][level][y0:y1, x0:x1])
+    live = panel.live_layer.data > 0
+    assert live.sum() > (shown >= uint8_cutoff(0.9)).sum()  # spread beyond the threshold's pixels
+    assert not (live & (shown < uint8_cutoff(0.5))).any()
+    assert panel.last_live["objects"] == 3  # the figure eight stays two; the faint one (0.6) never clears 0.9
+    wait_for_new_preview(qtbot, panel, lambda: panel.outline.setValue(1.0))
+    assert panel.config().outline_threshold is None
+    assert np.array_equal(panel.live_layer.data > 0, shown >= uint8_cutoff(0.9))
 
 
 def test_a_map_starts_at_its_models_smallest_glomerulus(make_napari_viewer, qtbot, tmp_path):

@@ -66,6 +66,7 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     train_samples = [s for s in load_sources([data], downscale=4.0, target_mpp=2.0) if s.name in td["train_images"]]
     choices = floor_choices_px(object_floor_um2(train_samples, 2.0), 2.0, MIN_OBJECT_PX)  # from its training glomeruli
     assert card.min_object_um2 == choices[val["min_size_px"]] > 0  # the one its validation images picked
+    assert card.outline_threshold == val["outline_threshold"] and "outline_dice" in val  # picked there as well
     loaded = load_model(tmp_path / "m")
     assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert not checkpoint_folder(tmp_path / "m").exists() and result.epochs_run == 6  # returned: not cancelled

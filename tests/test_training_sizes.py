@@ -84,3 +84,29 @@ def test_validation_picks_the_floor_that_drops_small_false_objects_and_keeps_the
     clean = validation_scores(FromRed(), [red_sample(truth, truth)], norm, torch.device("cpu"), [0.5],
                               min_sizes=(100, 16, 500))
     assert clean["min_size_px"] == 16  # nothing to drop: the mildest floor wins the tie
+
+
+class RedIsProbability(torch.nn.Module):
+    """Predicts the red channel as the probability (0-255 -> 0-1)."""
+
+    def forward(self, x):
+        red = (x[:, :1] * 0.25 + 0.5).clamp(1e-4, 1 - 1e-4)  # undoes the normalisation below
+        return torch.log(red / (1 - red))
+
+
+def test_validation_picks_the_outline_threshold_that_draws_the_annotated_edge():
+    """A glomerulus found at 0.9 whose annotation takes in a ring at 0.65: spreading down to 0.6 draws it (the first
+    choice that does, the others tie); where the annotation is the core alone no spread is picked."""
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3, "max_pixel_value": 255.0}
+    yy, xx = np.mgrid[:96, :96]
+    distance = np.hypot(yy - 48, xx - 48)
+    image = np.zeros((96, 96, 3), np.uint8)
+    image[..., 0] = np.where(distance < 15, 250, np.where(distance < 22, 166, 0))  # 0.98 core, 0.65 ring
+    wide, core = (distance < 22).astype(np.uint8), (distance < 15).astype(np.uint8)
+    scores = validation_scores(RedIsProbability(), [Sample("real/x", "g", "real", image, wide)], norm,
+                               torch.device("cpu"), [0.9])
+    assert scores["threshold"] == 0.9 and scores["outline_threshold"] == 0.6 and scores["outline_dice"] > 0.99
+    assert scores["dice"] < 0.7  # at the threshold alone the ring is missed
+    tight = validation_scores(RedIsProbability(), [Sample("real/x", "g", "real", image, core)], norm,
+                              torch.device("cpu"), [0.9])
+    assert tight["outline_threshold"] is None and tight["outline_dice"] > 0.99

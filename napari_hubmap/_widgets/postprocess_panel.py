@@ -39,6 +39,7 @@ from .probability_maps import (
     live_labels,
     made_here,
     map_min_size,
+    map_outline,
     map_threshold,
     opened_map_layer,
     view_window,
@@ -86,6 +87,10 @@ class PostprocessPanel(QWidget, WorkerRun):
         self.grow = LabeledSlider(0, 30, 0, 1, "{:.0f} px")
         self.grow.setToolTip("Grow each glomerulus's outline into the background by this many pixels of the map's "
                              "full resolution: for annotations that take in Bowman's capsule where the model finds the tuft")
+        self.outline = LabeledSlider(1, 100, 100, 0.01, "{:.2f}")
+        self.outline.setToolTip("Outline threshold: each glomerulus found at the threshold takes in the pixels connected "
+                                "to it down to this probability (the threshold decides which glomeruli there are, this "
+                                "where their edge lies); at or above the threshold: outlines at the threshold")
         self.live = QCheckBox("Live preview of the view")
         self.live.setChecked(True)
         self.live_status = QLabel("")
@@ -114,6 +119,7 @@ class PostprocessPanel(QWidget, WorkerRun):
         form.addRow("Marker distance", self.min_distance)
         form.addRow("h (h-maxima)", self.h)
         form.addRow("Compactness", self.compactness)
+        form.addRow("Outline threshold", self.outline)
         form.addRow("Grow outlines", self.grow)
         form.addRow("", self.live)
         layout.addLayout(form)
@@ -135,7 +141,7 @@ class PostprocessPanel(QWidget, WorkerRun):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.update_live)
-        for control in (self.threshold, self.min_size, self.min_distance, self.h, self.compactness, self.grow):
+        for control in (self.threshold, self.min_size, self.min_distance, self.h, self.compactness, self.grow, self.outline):
             control.valueChanged.connect(self.schedule_live)
         for box in (self.fill_holes, self.watershed, self.live):
             box.toggled.connect(self.schedule_live)
@@ -216,6 +222,8 @@ class PostprocessPanel(QWidget, WorkerRun):
                 if threshold is not None:  # a newly chosen map starts at its model's threshold
                     self.threshold.setValue(threshold)
                 self.min_size.setValue(map_min_size(layer))  # and its smallest glomerulus (0: none recorded)
+                outline = map_outline(layer)  # and its outline threshold (none recorded: 1, no spread)
+                self.outline.setValue(1.0 if outline is None else outline)
             self._followed = layer
         self.schedule_live()
 
@@ -236,6 +244,7 @@ class PostprocessPanel(QWidget, WorkerRun):
             fill_holes=self.fill_holes.isChecked(), watershed=self.watershed.isChecked(),
             markers=self.markers.currentText(), min_distance=int(self.min_distance.value()),
             h=round(self.h.value(), 3), compactness=round(self.compactness.value(), 3), grow=int(self.grow.value()),
+            outline_threshold=round(self.outline.value(), 2) if self.outline.value() < 1 else None,
         )
 
     # --- live preview ---------------------------------------------------------------------------

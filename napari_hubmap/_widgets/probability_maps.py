@@ -66,6 +66,14 @@ def map_min_size(layer) -> int:
     return recorded_min_size(meta) if meta else 0
 
 
+def map_outline(layer) -> float | None:
+    """The card outline threshold of the model(s) that made a probability layer's map, when they agree."""
+    from ..postprocess.slide import recorded_outline
+
+    meta = map_store_meta(layer)
+    return recorded_outline(meta) if meta else None
+
+
 def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
     """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows
     (or a coarser one, so that no side exceeds ``max_side``)."""

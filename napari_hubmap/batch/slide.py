@@ -125,15 +125,11 @@ def finish_slide(slide, out_dir, config: CohortConfig, bands: list, band_results
 
 
 def postprocess_config(prob: Path, settings: dict) -> PostprocessConfig:
-    """``settings`` over the threshold and minimum size the map's models record (else the defaults)."""
-    from ..postprocess.slide import recorded_min_size, recorded_threshold
+    """``settings`` over the threshold, minimum size and outline threshold the map's models record (else the defaults)."""
+    from ..postprocess.slide import recorded_defaults
     from ..stores.probability import open_probability
 
-    meta = open_probability(prob)[1]
-    threshold = recorded_threshold(meta)
-    recorded = {"threshold": PostprocessConfig.threshold if threshold is None else threshold,
-                "min_size": recorded_min_size(meta)}
-    return PostprocessConfig(**{**recorded, **settings})
+    return PostprocessConfig(**{**recorded_defaults(open_probability(prob)[1]), **settings})
 
 
 def _export(labels: Path, slide: str, out_dir: Path, fmt: str) -> Path:

@@ -82,37 +82,40 @@ def add_object_options(parser) -> None:
                         help="grow each object's outline by PX pixels at the labels' scale into the background "
                              "(nearer to it than to anything else above the threshold); for annotations that take "
                              "in Bowman's capsule where the model finds the tuft")
+    parser.add_argument("--outline-threshold", type=float, default=None, metavar="P",
+                        help="each object found at the threshold takes in the pixels connected to it down to "
+                             "probability P (hysteresis: the threshold decides which glomeruli there are, P where their "
+                             "edge lies; default: the models' card outline_threshold, else none; 1: none)")
 
 
 def object_options(args) -> dict:
     """:class:`~napari_hubmap.postprocess.PostprocessConfig` fields from :func:`add_object_options`' options;
-    ``threshold`` and ``min_size`` only when given (else the models' card decides)."""
+    ``threshold``, ``min_size`` and ``outline_threshold`` only when given (else the models' card decides)."""
     chosen = {"fill_holes": not args.no_fill_holes, "watershed": args.watershed, "markers": args.markers,
               "min_distance": args.min_distance, "h": args.h, "compactness": args.compactness}
     if args.grow:  # only when asked for: a cohort's settings key stays what it was before --grow existed
         chosen["grow"] = args.grow
-    return chosen | {k: v for k, v in (("threshold", args.threshold), ("min_size", args.min_size)) if v is not None}
+    given = (("threshold", args.threshold), ("min_size", args.min_size), ("outline_threshold", args.outline_threshold))
+    return chosen | {k: v for k, v in given if v is not None}
 
 
 def cmd_postprocess(args) -> int:
     from ..annotations import parse_shape
     from ..postprocess import PostprocessConfig, postprocess_slide
-    from ..postprocess.slide import recorded_min_size, recorded_threshold
+    from ..postprocess.slide import recorded_defaults
     from ..stores.probability import open_probability
 
     shape = parse_shape(args.shape) if args.shape else None
-    threshold, min_size = args.threshold, args.min_size
-    if threshold is None or min_size is None:
+    chosen = object_options(args)
+    if not {"threshold", "min_size", "outline_threshold"} <= chosen.keys():
         meta = open_probability(args.prob, shape=shape, mpp=args.mpp)[1]
-        threshold = recorded_threshold(meta) if threshold is None else threshold
-        min_size = recorded_min_size(meta, args.level) if min_size is None else min_size
-    config = PostprocessConfig(**{**object_options(args), "min_size": min_size,
-                                  "threshold": PostprocessConfig.threshold if threshold is None else threshold})
+        chosen = {**recorded_defaults(meta, args.level), **chosen}
+    config = PostprocessConfig(**chosen)
     with ProgressBar(f"postprocess {Path(args.prob).name}") as bar:
         result = postprocess_slide(args.prob, args.out, config, level=args.level, block=args.block, progress=bar.update,
                                    shape=shape, mpp=args.mpp)
     print(json.dumps({"prob": args.prob, **result.as_dict(), "threshold": config.threshold, "min_size": config.min_size,
-                      "grow": config.grow}))
+                      "grow": config.grow, "outline_threshold": config.outline_threshold}))
     return 0
 
 

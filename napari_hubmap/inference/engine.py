@@ -214,7 +214,8 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "models": [
             {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
              "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold,
-             "min_object_um2": r.model.card.min_object_um2, **stain_settings(r)}
+             "min_object_um2": r.model.card.min_object_um2, "outline_threshold": r.model.card.outline_threshold,
+             **stain_settings(r)}
             for r in plan.runs
         ],
         "tta": list(tta),
@@ -231,9 +232,9 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
     return settings, settings_digest(settings)
 
 
-POSTPROCESS_DEFAULTS = ("threshold", "min_object_um2")
+POSTPROCESS_DEFAULTS = ("threshold", "min_object_um2", "outline_threshold")
 """Card fields recorded per model for post-processing, left out of the resume key: they do not change
-the map (and stores made before ``min_object_um2`` existed keep resuming)."""
+the map (and stores made before ``min_object_um2`` or ``outline_threshold`` existed keep resuming)."""
 
 
 def settings_digest(settings: dict) -> str:

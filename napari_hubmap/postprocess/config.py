@@ -34,7 +34,10 @@ class PostprocessConfig:
     ``watershed`` splits touching glomeruli on the distance transform, seeded by its peaks at least
     ``min_distance`` apart (``markers="distance"``) or by its ``h``-maxima (``markers="h-maxima"``),
     with ``compactness`` passed to skimage's watershed; ``grow`` px brings each object's outline out into
-    the background (:mod:`.grow`), after the minimum size and the split.
+    the background (:mod:`.grow`), after the minimum size and the split. ``outline_threshold`` (None: off)
+    spreads each object found at ``threshold`` over the connected pixels down to that probability
+    (hysteresis, :mod:`.pieces`): ``threshold`` decides which glomeruli there are and ``min_size`` counts their
+    pixels at it, ``outline_threshold`` draws their edge; at or above ``threshold`` it changes nothing.
     """
 
     threshold: float = 0.5
@@ -46,10 +49,14 @@ class PostprocessConfig:
     h: float = 2.0
     compactness: float = 0.0
     grow: int = 0
+    outline_threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
         self.threshold = float(self.threshold)
+        if self.outline_threshold is not None:
+            check_threshold(self.outline_threshold, "outline_threshold")
+            self.outline_threshold = float(self.outline_threshold)
         if self.markers not in MARKERS:
             raise HubmapInputError(None, f"markers must be one of {', '.join(MARKERS)}, got {self.markers!r}")
         for name, low in (("min_size", 0), ("min_distance", 1), ("grow", 0)):  # pixels
@@ -66,15 +73,25 @@ class PostprocessConfig:
             raise HubmapInputError(None, f"h must be > 0 (the depth of an h-maximum), got {self.h!r}")
         self.fill_holes, self.watershed = bool(self.fill_holes), bool(self.watershed)
 
+    @property
+    def spreads(self) -> bool:
+        """Whether objects spread below ``threshold`` (an ``outline_threshold`` under it)."""
+        return self.outline_threshold is not None and self.outline_threshold < self.threshold
+
+    @property
+    def lower_threshold(self) -> float:
+        """The probability down to which pixels can belong to an object: where objects are looked for."""
+        return self.outline_threshold if self.spreads else self.threshold
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def check_threshold(threshold) -> None:
+def check_threshold(threshold, name: str = "threshold") -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-        raise HubmapInputError(None, f"threshold must be a number in [0, 1], got {threshold!r}")
+        raise HubmapInputError(None, f"{name} must be a number in [0, 1], got {threshold!r}")
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise HubmapInputError(None, f"threshold must be in [0, 1] (a probability), got {threshold!r}")
+        raise HubmapInputError(None, f"{name} must be in [0, 1] (a probability), got {threshold!r}")
 
 
 def uint8_cutoff(threshold: float) -> int:

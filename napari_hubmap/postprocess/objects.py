@@ -20,13 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
 from .components import EIGHT, Components
 from .config import PostprocessConfig, foreground
 from .grow import grow_padding, grow_pieces
+from .pieces import raster_order, split, spread_cores  # noqa: F401  (raster_order: this module's API before pieces)
 from .source import BlockSource
 
 
@@ -61,9 +59,11 @@ def process_object(
     height, width = components.shape
     y0, y1, x0, x1 = (int(v) for v in components.box[index])
     extra = grow_padding(config.grow)  # context the outline's growth needs, beyond the usual one pixel
-    above = foreground(source.read(y0 - 1 - extra, y1 + 1 + extra, x0 - 1 - extra, x1 + 1 + extra), config.threshold)
+    window = source.read(y0 - 1 - extra, y1 + 1 + extra, x0 - 1 - extra, x1 + 1 + extra)
+    above = foreground(window, config.lower_threshold)
     _blank_outside(above, y0 - 1 - extra, x0 - 1 - extra, height, width)
-    crop = above[extra : above.shape[0] - extra, extra : above.shape[1] - extra]
+    inner = (slice(extra, above.shape[0] - extra), slice(extra, above.shape[1] - extra))
+    crop = above[inner]
     labels, _ = ndimage.label(crop, structure=EIGHT)
     fy, fx = divmod(int(components.first[index]), width)
     mask = labels == labels[fy - y0 + 1, fx - x0 + 1]
@@ -72,9 +72,14 @@ def process_object(
         filled = ndimage.binary_fill_holes(mask)
         absorbed = _first_pixels(labels * (filled & ~mask), y0 - 1, x0 - 1, width)
         mask = filled
-    if int(mask.sum()) < config.min_size:
+    if config.spreads:
+        pieces = spread_cores(mask, window[inner], config)
+        if pieces is None:
+            return None, absorbed
+    elif int(mask.sum()) < config.min_size:
         return None, absorbed
-    pieces = split(mask, config) if config.watershed else mask.astype(np.int32)
+    else:
+        pieces = split(mask, config) if config.watershed else mask.astype(np.int32)
     if config.grow:
         return _grown_result(pieces, above, extra, config.grow, (y0, y1, x0, x1), (height, width)), absorbed
     local = pieces[1:-1, 1:-1]
@@ -119,33 +124,3 @@ def _first_pixels(labels: np.ndarray, y0: int, x0: int, width: int) -> np.ndarra
     _, first_at = np.unique(flat[where], return_index=True)
     rows, cols = np.divmod(where[first_at], labels.shape[1])
     return ((y0 + rows) * width + x0 + cols).astype(np.int64)
-
-
-def split(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """Watershed pieces (int32, 1..n in raster order of first pixel) of one object's bool mask."""
-    distance = ndimage.distance_transform_edt(mask)
-    if config.markers == "h-maxima":
-        seeds = h_maxima(distance, config.h).astype(bool) & mask
-        markers, count = ndimage.label(seeds, structure=EIGHT)
-    else:
-        peaks = peak_local_max(distance, min_distance=config.min_distance, labels=mask.astype(np.int32), exclude_border=False)
-        markers = np.zeros(mask.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        count = len(peaks)
-    if count <= 1:
-        return mask.astype(np.int32)
-    pieces = watershed(-distance, markers, mask=mask, connectivity=2, compactness=config.compactness)
-    return raster_order(pieces)
-
-
-def raster_order(labels: np.ndarray) -> np.ndarray:
-    """Relabel 1..n by the raster order of each label's first pixel (0 stays 0)."""
-    flat = labels.ravel()
-    where = np.flatnonzero(flat)
-    if where.size == 0:
-        return np.zeros(labels.shape, dtype=np.int32)
-    present, first_at = np.unique(flat[where], return_index=True)
-    order = present[np.argsort(first_at)]
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
-    lut[order] = np.arange(1, order.size + 1)
-    return lut[labels]

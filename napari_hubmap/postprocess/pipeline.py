@@ -67,7 +67,7 @@ def instances(source: BlockSource, config: PostprocessConfig, block: int, steps:
     """Passes 1 and 2 over ``source``: the processed objects, numbered, ready to paint."""
     steps = steps or Steps(0)
     steps.check()
-    components = find_components(source, config.threshold, block, step=steps)
+    components = find_components(source, config.lower_threshold, block, step=steps)
     steps.grow(len(components))
     results = _process_all(source, components, config, steps)
     return Instances(source.shape, results, block)

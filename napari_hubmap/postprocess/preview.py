@@ -22,7 +22,7 @@ from scipy import ndimage
 from .components import EIGHT
 from .config import PostprocessConfig, foreground
 from .grow import grow_padding, grow_pieces
-from .objects import raster_order, split
+from .pieces import drop_small, fill_object_holes, raster_order, split_all, spread_cores
 from .region import check_probability
 
 
@@ -30,14 +30,17 @@ def preview_labels(prob: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """Instance labels (int32, raster order of first pixel) of a (H, W) uint8 or float map."""
     prob = np.asarray(prob)
     check_probability(prob)
-    above = foreground(prob, config.threshold)
+    above = foreground(prob, config.lower_threshold)
     labels, count = ndimage.label(above, structure=EIGHT)
     if config.fill_holes and count:
         labels, count = fill_object_holes(labels, count)
-    if config.min_size > 1 and count:
-        labels, count = drop_small(labels, config.min_size)
-    if config.watershed and count:
-        labels = split_all(labels, count, config)
+    if config.spreads and count:  # the size floor and the split apply to each object's parts at the threshold
+        labels, count = spread_all(labels, prob, config)
+    else:
+        if config.min_size > 1 and count:
+            labels, count = drop_small(labels, config.min_size)
+        if config.watershed and count:
+            labels = split_all(labels, count, config)
     if config.grow and count:
         labels = grow_all(labels, above, config.grow)
     return labels.astype(np.int32, copy=False)
@@ -60,52 +63,25 @@ def grow_all(labels: np.ndarray, above: np.ndarray, grow: int) -> np.ndarray:
     return raster_order(out)
 
 
-def fill_object_holes(labels: np.ndarray, count: int) -> tuple[np.ndarray, int]:
-    """Fill each object's holes on its bounding box (objects in a hole join their container, as on
-    the slide path); objects are renumbered in raster order when some were absorbed."""
-    absorbed = False
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
+def spread_all(labels: np.ndarray, prob: np.ndarray, config: PostprocessConfig) -> tuple[np.ndarray, int]:
+    """Every object found at the lower threshold replaced by its spread parts (:func:`.pieces.spread_cores`), each
+    on its box padded by one pixel (zeros beyond the map) as the slide path does; renumbered in raster order."""
+    padded, padded_prob = np.pad(labels, 1), np.pad(prob, 1)
+    out = np.zeros(padded.shape, np.int32)
+    next_id = 1
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:  # absorbed into a container's hole
             continue
-        window = labels[box]
-        mine = window == index
-        if not mine.any():  # absorbed by an earlier container
-            continue
-        holes = ndimage.binary_fill_holes(mine) & ~mine
-        if holes.any():
-            absorbed = absorbed or bool(window[holes].any())
-            window[holes] = index
-    if not absorbed:
-        return labels, count
-    labels = raster_order(labels)
-    return labels, int(labels.max())
-
-
-def drop_small(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    lut = np.zeros(sizes.size, dtype=np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1)
-    return lut[labels], int(keep.sum())
-
-
-def split_all(labels: np.ndarray, count: int, config: PostprocessConfig) -> np.ndarray:
-    """Watershed of each object on its bounding box padded by one pixel (zeros beyond the map), as
-    the slide path does; pieces are renumbered with everything else in raster order of first pixel."""
-    padded = np.pad(labels, 1)
-    out = padded.copy()
-    next_id = count + 1
-    for index, (ys, xs) in enumerate(ndimage.find_objects(labels), start=1):
+        ys, xs = found
         window = (slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))  # padded coordinates
         mask = padded[window] == index
-        pieces = split(mask, config)
-        n = int(pieces.max())
-        if n >= 2:
+        pieces = spread_cores(mask, padded_prob[window], config)
+        if pieces is not None:
             target = out[window]
-            target[mask] = pieces[mask] + (next_id - 1)
-            next_id += n
-    return raster_order(out[1:-1, 1:-1])
+            target[pieces > 0] = pieces[pieces > 0] + (next_id - 1)
+            next_id += int(pieces.max())
+    labels = raster_order(out[1:-1, 1:-1])
+    return labels, int(labels.max())
 
 
 def view_config(config: PostprocessConfig, factor: float) -> PostprocessConfig:

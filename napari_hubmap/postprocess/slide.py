@@ -76,6 +76,22 @@ def recorded_threshold(meta: dict) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
+def recorded_outline(meta: dict) -> float | None:
+    """The models' card outline threshold recorded in a probability store, when every model records the same one."""
+    values = {m.get("outline_threshold") for m in meta.get("models", []) if isinstance(m, dict)}
+    value = values.pop() if len(values) == 1 else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    return float(value) if ok else None
+
+
+def recorded_defaults(meta: dict, level: int = 0) -> dict:
+    """:class:`PostprocessConfig` fields a probability store's models record: their card ``threshold`` (else
+    the default), ``min_size`` at ``level`` (:func:`recorded_min_size`) and ``outline_threshold``."""
+    threshold = recorded_threshold(meta)
+    return {"threshold": PostprocessConfig.threshold if threshold is None else threshold,
+            "min_size": recorded_min_size(meta, level), "outline_threshold": recorded_outline(meta)}
+
+
 def map_mpp(meta: dict, level: int = 0) -> float | None:
     """µm per pixel of a probability store's ``level``: the slide's µm/px as predict recorded it (given,
     the file's, or assumed and said so) times the map's downscale; None when the store records none."""

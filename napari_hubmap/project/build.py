@@ -300,7 +300,7 @@ def rasterise_ground_truth(source: Path, full_shape, downscale: float, *, rle_id
 def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshold: float | None = None, config=None,
                     progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> list[Path]:
     from ..postprocess import PostprocessConfig, postprocess_slide
-    from ..postprocess.slide import recorded_min_size, recorded_threshold
+    from ..postprocess.slide import recorded_defaults
     from ..stores.probability import open_probability
 
     levels, meta = open_probability(prob)
@@ -312,8 +312,8 @@ def _add_prediction(project: Project, entry: SlideEntry, prob: Path, *, threshol
     if any(project.resolve(p.path).resolve() == prob.resolve() for p in entry.predictions):
         raise HubmapInputError(prob, f"already a prediction of slide {entry.id!r}")
     if config is None:
-        t = threshold if threshold is not None else recorded_threshold(meta)
-        config = PostprocessConfig(threshold=0.5 if t is None else t, min_size=recorded_min_size(meta, level))
+        config = PostprocessConfig(**{**recorded_defaults(meta, level),
+                                      **({"threshold": threshold} if threshold is not None else {})})
     elif threshold is not None:
         config = PostprocessConfig(**{**config.as_dict(), "threshold": threshold})
     made: list[Path] = []

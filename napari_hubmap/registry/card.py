@@ -72,6 +72,10 @@ class ModelCard:
     min_object_um2: float = 0.0
     """Objects smaller than this (µm²) are not glomeruli: the default minimum size of post-processing
     (0: none). The trainer sets it from its training annotations."""
+    outline_threshold: float | None = None
+    """The probability down to which a glomerulus found at ``threshold`` takes in the pixels connected to it: the
+    default outline threshold of post-processing (hysteresis; None: outlines drawn at ``threshold``). Picked on
+    the validation images, as ``threshold`` and ``min_object_um2`` are."""
     stain_reference: dict | None = None
     """Tissue colour (CIELAB mean and spread, :class:`~napari_hubmap.stain_standard.LabStats` as a dict) the
     model's training images were moved onto; every slide it predicts is moved onto it first. None: images as
@@ -195,10 +199,12 @@ def _check_types(card: ModelCard) -> None:
         if not _is_number(getattr(card, name)):
             raise _bad_field(name, "a number", getattr(card, name))
         setattr(card, name, float(getattr(card, name)))
-    if card.target_mpp is not None:
-        if not _is_number(card.target_mpp):
-            raise _bad_field("target_mpp", "a number or null", card.target_mpp)
-        card.target_mpp = float(card.target_mpp)
+    for name in ("target_mpp", "outline_threshold"):
+        value = getattr(card, name)
+        if value is not None:
+            if not _is_number(value):
+                raise _bad_field(name, "a number or null", value)
+            setattr(card, name, float(value))
     for name in ("architecture_kwargs", "normalization", "training_data", "metrics"):
         setattr(card, name, _plain_json_object(name, getattr(card, name)))
 
@@ -354,6 +360,9 @@ def _check_output(card: ModelCard) -> None:
         raise HubmapInputError(None, f"card field 'output': must be one of {kinds}, got {card.output!r}")
     if not 0.0 <= card.threshold <= 1.0:
         raise HubmapInputError(None, f"card field 'threshold': must be in [0, 1] (a probability), got {card.threshold}")
+    if card.outline_threshold is not None and not 0.0 <= card.outline_threshold <= 1.0:
+        raise HubmapInputError(None, f"card field 'outline_threshold': must be in [0, 1] (a probability) or null, "
+                                     f"got {card.outline_threshold}")
     if card.min_object_um2 < 0:
         raise HubmapInputError(None, f"card field 'min_object_um2': must be >= 0 (µm²), got {card.min_object_um2}")
     activation = card.architecture_kwargs.get("activation")

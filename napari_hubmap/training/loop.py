@@ -346,7 +346,7 @@ def _register(run: _Run) -> None:
                 "note": "metrics are on whole validation images at the working scale"}
     card = run.card.replace(threshold=float(run.best.get("threshold", run.card.threshold)), metrics=metrics,
                             training_data=training, created="",
-                            min_object_um2=_card_floor(run))
+                            min_object_um2=_card_floor(run), outline_threshold=run.best.get("outline_threshold"))
     save_model(run.ema.module, card, run.out)
 
 

@@ -10,6 +10,9 @@ validated (the EMA copy during training). The threshold that maximises ``dice`` 
 components (holes filled, objects under the smallest size of ``min_sizes`` dropped, by default
 ``MIN_OBJECT_PX``), against the mask's components. With several ``min_sizes`` the one with the best pooled
 object F1 is picked (ties: the smaller) and the object figures are those at it (``min_size_px``).
+Last the outline threshold (:data:`OUTLINE_CHOICES`, post-processing's hysteresis) is picked on the objects at that
+threshold and floor, by the same per-source ``dice`` (ties: the earlier choice, so no spread first):
+``outline_threshold`` (None: none) and ``outline_dice``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from .sources import Sample
 
 MIN_OBJECT_PX = 16
 """At the working scale (2 µm/px: a 8 µm disc); smaller predicted specks are not glomeruli."""
+OUTLINE_CHOICES = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+"""Outline thresholds tried on the validation images (1: outlines at the card threshold). The recipe's models pick
+thresholds of 0.85-0.95, which keep false glomeruli out but trim the found ones to their tuft (``benchmarks/outline-scores/``)."""
 
 
 @torch.inference_mode()
@@ -75,7 +81,10 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     threshold = thresholds[best]
     min_size, per_source = _best_floor(samples, [_objects(p >= threshold) for p in probs], min_sizes)
     tp, fp, fn = _pooled(per_source)
+    outline, outline_dice = best_outline(samples, probs, threshold, min_size)
     return {
+        "outline_threshold": outline,
+        "outline_dice": outline_dice,
         "dice": float(balanced[best]),
         "dice_pooled": float(pooled[best]),
         "threshold": threshold,
@@ -96,7 +105,7 @@ def _best_floor(samples: list[Sample], objects: list[np.ndarray], min_sizes) -> 
     from skimage.measure import label
 
     from ..metrics import object_scores
-    from ..postprocess.preview import drop_small
+    from ..postprocess.pieces import drop_small
 
     truths = [label(s.mask, connectivity=2) for s in samples]
     counted = {}
@@ -109,6 +118,29 @@ def _best_floor(samples: list[Sample], objects: list[np.ndarray], min_sizes) -> 
         counted[floor] = per_source
     floor = max(counted, key=lambda f: (_f1(*_pooled(counted[f])), -f))
     return floor, counted[floor]
+
+
+def best_outline(samples: list[Sample], probs: list[np.ndarray], threshold: float, min_size: int,
+                 choices=OUTLINE_CHOICES) -> tuple[float | None, float]:
+    """The outline threshold of ``choices`` (at or above ``threshold``: none) whose objects (post-processing at
+    ``threshold`` and ``min_size``) have the best per-source Dice (:func:`balanced_dice`; ties: the earlier), and
+    that Dice."""
+    from ..postprocess import PostprocessConfig, postprocess_region
+
+    sources = sorted({s.source for s in samples})
+    outlines = [o if o < threshold else None for o in choices]
+    inter, total = np.zeros((len(sources), len(choices))), np.zeros((len(sources), len(choices)))
+    for s, p in zip(samples, probs):
+        m, row = s.mask.astype(bool), sources.index(s.source)
+        total[row] += np.count_nonzero(m)
+        for i, outline in enumerate(outlines):
+            found = postprocess_region(p, PostprocessConfig(threshold=threshold, min_size=min_size,
+                                                            outline_threshold=outline)) > 0
+            inter[row, i] += np.count_nonzero(found & m)
+            total[row, i] += np.count_nonzero(found)
+    dice = balanced_dice((2 * inter + 1e-9) / (total + 1e-9), [sources.index(s.source) for s in samples if s.mask.any()])
+    best = max(range(len(choices)), key=lambda i: (round(float(dice[i]), 9), -i))
+    return outlines[best], float(dice[best])
 
 
 def _pooled(per_source: dict) -> tuple[int, int, int]:
