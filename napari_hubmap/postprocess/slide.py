@@ -129,7 +129,8 @@ def postprocess_slide(
     shape: tuple[int, int] | None = None,
     mpp: float | None = None,
 ) -> PostprocessResult:
-    """Labels store ``out_path`` (uint32 OME-Zarr) of probability store ``prob_path`` at ``level``.
+    """Labels store ``out_path`` (uint32 OME-Zarr) of probability store ``prob_path`` at ``level``, by ``config``
+    (None: what the map's models record, :func:`recorded_defaults`, as ``napari-hubmap postprocess`` does).
 
     ``prob_path`` may be an OME-Zarr map another tool wrote; ``shape`` (the slide's full-resolution
     (H, W)) and ``mpp`` (its µm/px) then set its scale where its metadata cannot.
@@ -139,10 +140,10 @@ def postprocess_slide(
     ``cancel`` set: raises :class:`~napari_hubmap.progress.Cancelled`, leaving no output.
     """
     start = time.perf_counter()
-    config = config or PostprocessConfig()
     prob_path, out_path = Path(prob_path), Path(out_path)
     levels, meta = open_probability(prob_path, shape=shape, mpp=mpp)
     _check_args(prob_path, out_path, levels, level, block)
+    config = config or PostprocessConfig(**recorded_defaults(meta, level))
     with FolderLock(out_path, f"post-processing {prob_path.name}", beside=True):
         prob = levels[level]
         check_probability(prob)
