@@ -1,6 +1,6 @@
 """Post-processing settings picked on a run's validation images, then scored on its held-out ones. Measured.
 
-Two settings of the product's default post-processing (``generalisation.Scorer``: the card's threshold and
+Three settings of the product's default post-processing (``generalisation.Scorer``: the card's threshold and
 minimum size, holes filled) are swept here, each alone:
 
 - ``grow``: every object grown by ``g`` working pixels into the background, as ``postprocess --grow g`` grows
@@ -12,12 +12,17 @@ minimum size, holes filled) are swept here, each alone:
   rounds it (``training.sizes.floor_px``), whatever floor the card now holds. The false glomeruli the models mark are mostly small (tubule
   cross-sections, specks that clear the threshold), and a found glomerulus is smaller than its outline.
 
+- ``outline``: the outline threshold (post-processing's hysteresis, ``postprocess --outline-threshold``): each object
+  found at the card's threshold spreads over the pixels connected to it down to 0.8 ... 0.3 (1: none), the choices the
+  trainer tries (``training.validate.OUTLINE_CHOICES``; the trainer picks by per-source Dice, ``generalisation.py
+  outline``).
+
 Honest by construction: the value is picked on the run's own *validation* images (the ones that picked its
 epoch and threshold), by pooled object F1 and, separately, by mean Dice; the held-out images are scored at each
 pick and at the reference value (the sweep over every value on them is reported as well, marked as looked at, not
 for choosing).
 
-    python benchmarks/object_settings.py RUN [RUN ...] [--model FOLDER] [--setting grow|floor]
+    python benchmarks/object_settings.py RUN [RUN ...] [--model FOLDER] [--setting grow|floor|outline]
 
 Writes ``benchmarks/<setting>-scores/<run>.<model>.json`` and prints one line per run and pick.
 """
