@@ -11,6 +11,8 @@ own), which is what filling holes on the whole mask and labelling afterwards wou
 Watershed: on the Euclidean distance transform of the filled object, seeded by peaks at least
 ``min_distance`` apart (skimage ``peak_local_max``) or by the distance transform's ``h``-maxima,
 with ``compactness`` and 8-connected flooding (so every pixel of the object gets a piece); the pieces are numbered in raster order of their first pixel.
+Outline threshold: objects are then found at the lower of the two thresholds, and each is replaced by its parts at
+the threshold, spread over it (:func:`.pieces.spread_cores`: the size floor and the split apply to those parts).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from scipy import ndimage
 from .components import EIGHT, Components
 from .config import PostprocessConfig, foreground
 from .grow import grow_padding, grow_pieces
-from .pieces import raster_order, split, spread_cores  # noqa: F401  (raster_order: this module's API before pieces)
+from .pieces import split, spread_cores
 from .source import BlockSource
 
 

@@ -4,7 +4,8 @@
 the same labels; for the few hundred milliseconds a slider allows, :func:`preview_labels` does the
 same steps with whole-region operations where they are exact: threshold, 8-connected labelling,
 hole filling on each object's bounding box (4-connected background it encloses), minimum size,
-the slide path's own watershed split on each object's padded box, and its outline growth (:mod:`.grow`). Away from the region's edge
+the slide path's own watershed split on each object's padded box, its outline spread to the outline threshold
+(:mod:`.pieces`, on the same box) and its outline growth (:mod:`.grow`). Away from the region's edge
 the result equals :func:`postprocess_region` (tested); at the edge an object is cut where the view
 cuts it.
 
