@@ -103,6 +103,15 @@ def test_cli_postprocess_spreads_to_the_recorded_outline_unless_told(outlined, t
     assert "outline_threshold must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_postprocess_slide_without_a_config_uses_the_recorded_defaults(outlined, tmp_path):
+    """The Python function does what the command does: the map's models' threshold and outline threshold."""
+    from napari_hubmap.postprocess import postprocess_slide
+
+    result = postprocess_slide(outlined, tmp_path / "f.labels.zarr")
+    labels = np.asarray(open_labels(tmp_path / "f.labels.zarr")[0][0])
+    assert result.objects == 2 and np.array_equal(labels > 0, cones() >= 102)
+
+
 def test_batch_and_project_start_from_the_recorded_outline(outlined, tmp_path):
     from PIL import Image
 
