@@ -66,16 +66,7 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     module.train(was_training)
     thresholds = sorted(float(t) for t in thresholds)
     sources = sorted({s.source for s in samples})
-    inter = np.zeros((len(sources), len(thresholds)))
-    total = np.zeros((len(sources), len(thresholds)))
-    for s, p in zip(samples, probs):
-        m = s.mask.astype(bool)
-        row = sources.index(s.source)
-        total[row] += np.count_nonzero(m)
-        for i, t in enumerate(thresholds):
-            pred = p >= t
-            inter[row, i] += np.count_nonzero(pred & m)
-            total[row, i] += np.count_nonzero(pred)
+    inter, total = _overlaps(samples, sources, ([p >= t for t in thresholds] for p in probs), len(thresholds))
     source_dice = (2 * inter + 1e-9) / (total + 1e-9)
     balanced = balanced_dice(source_dice, [sources.index(s.source) for s in samples if s.mask.any()])
     pooled = (2 * inter.sum(0) + 1e-9) / (total.sum(0) + 1e-9)
@@ -131,18 +122,26 @@ def best_outline(samples: list[Sample], probs: list[np.ndarray], threshold: floa
 
     sources = sorted({s.source for s in samples})
     outlines = [o if o < threshold else None for o in choices]
-    inter, total = np.zeros((len(sources), len(choices))), np.zeros((len(sources), len(choices)))
-    for s, p in zip(samples, probs):
-        m, row = s.mask.astype(bool), sources.index(s.source)
-        total[row] += np.count_nonzero(m)
-        for i, outline in enumerate(outlines):
-            found = postprocess_region(p, PostprocessConfig(threshold=threshold, min_size=min_size,
-                                                            outline_threshold=outline)) > 0
-            inter[row, i] += np.count_nonzero(found & m)
-            total[row, i] += np.count_nonzero(found)
+    found = ([postprocess_region(p, PostprocessConfig(threshold=threshold, min_size=min_size, outline_threshold=o)) > 0
+              for o in outlines] for p in probs)
+    inter, total = _overlaps(samples, sources, found, len(outlines))
     dice = balanced_dice((2 * inter + 1e-9) / (total + 1e-9), [sources.index(s.source) for s in samples if s.mask.any()])
     best = max(range(len(choices)), key=lambda i: (round(float(dice[i]), 9), -i))
     return outlines[best], float(dice[best])
+
+
+def _overlaps(samples: list[Sample], sources: list[str], predictions, choices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per source (rows of ``sources``) and choice (``choices`` columns): the pixels predicted and true, and the
+    predicted plus true pixels, pooled over that source's samples; ``predictions`` gives each sample's bool masks, one
+    per choice."""
+    inter, total = np.zeros((len(sources), choices)), np.zeros((len(sources), choices))
+    for s, masks in zip(samples, predictions):
+        truth, row = s.mask.astype(bool), sources.index(s.source)
+        total[row] += np.count_nonzero(truth)
+        for i, pred in enumerate(masks):
+            inter[row, i] += np.count_nonzero(pred & truth)
+            total[row, i] += np.count_nonzero(pred)
+    return inter, total
 
 
 def _pooled(per_source: dict) -> tuple[int, int, int]:
