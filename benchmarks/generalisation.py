@@ -243,6 +243,10 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
     return out
 
 
+CARD_OUTLINE = "card"
+"""``Scorer.objects_of(outline=CARD_OUTLINE)``: the cards' own ``outline_threshold`` (None is a value: no outline)."""
+
+
 class Scorer:
     """One model (or an ensemble, probabilities averaged) with the product's default post-processing: the
     (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped, outlines at
@@ -273,14 +277,14 @@ class Scorer:
         return self.objects_of(self.probability(image, flips), grow)
 
     def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None,
-                   outline: float | None = -1.0) -> np.ndarray:
+                   outline: float | str | None = CARD_OUTLINE) -> np.ndarray:
         """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
         ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's), outlines
         drawn at ``outline`` (default: the card's ``outline_threshold``; None: at the threshold)."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
         floor = self.min_size if min_size is None else min_size
-        outline = self.outline if outline == -1.0 else outline
+        outline = self.outline if outline == CARD_OUTLINE else outline
         return postprocess_region(probability.astype(np.float32),
                                   PostprocessConfig(threshold=self.threshold, min_size=floor, grow=grow,
                                                     outline_threshold=outline))
