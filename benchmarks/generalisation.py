@@ -230,7 +230,7 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
     samples = held_out_samples(run, scorer.card)
     out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": scorer.threshold,
            "images": len(samples), "backend": backend, "device": scorer.device.type,
-           "min_object_um2": scorer.card.min_object_um2}
+           "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline}
     for tta in ("plain", "flips"):
         dices, counts = [], np.zeros(3, int)
         for sample in samples:

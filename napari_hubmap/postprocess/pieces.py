@@ -99,14 +99,23 @@ def drop_small(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
     return lut[labels], int(keep.sum())
 
 
+def padded_windows(labels: np.ndarray):
+    """``(index, window)`` of each object of ``labels``: its bounding box padded by one pixel, in the coordinates of
+    ``np.pad(labels, 1)`` (zeros beyond the map), the window the slide path gives each object; labels absent
+    (absorbed into a container's hole) are skipped."""
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is not None:
+            ys, xs = found
+            yield index, (slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))
+
+
 def split_all(labels: np.ndarray, count: int, config: PostprocessConfig) -> np.ndarray:
-    """Watershed of each object on its bounding box padded by one pixel (zeros beyond the map), as
-    the slide path does; pieces are renumbered with everything else in raster order of first pixel."""
+    """Watershed of each object on its padded window (:func:`padded_windows`), as the slide path does; pieces
+    are renumbered with everything else in raster order of first pixel."""
     padded = np.pad(labels, 1)
     out = padded.copy()
     next_id = count + 1
-    for index, (ys, xs) in enumerate(ndimage.find_objects(labels), start=1):
-        window = (slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))  # padded coordinates
+    for index, window in padded_windows(labels):
         mask = padded[window] == index
         pieces = split(mask, config)
         n = int(pieces.max())

@@ -23,7 +23,7 @@ from scipy import ndimage
 from .components import EIGHT
 from .config import PostprocessConfig, foreground
 from .grow import grow_padding, grow_pieces
-from .pieces import drop_small, fill_object_holes, raster_order, split_all, spread_cores
+from .pieces import drop_small, fill_object_holes, padded_windows, raster_order, split_all, spread_cores
 from .region import check_probability
 
 
@@ -66,15 +66,11 @@ def grow_all(labels: np.ndarray, above: np.ndarray, grow: int) -> np.ndarray:
 
 def spread_all(labels: np.ndarray, prob: np.ndarray, config: PostprocessConfig) -> tuple[np.ndarray, int]:
     """Every object found at the lower threshold replaced by its spread parts (:func:`.pieces.spread_cores`), each
-    on its box padded by one pixel (zeros beyond the map) as the slide path does; renumbered in raster order."""
+    on its padded window (:func:`.pieces.padded_windows`) as the slide path does; renumbered in raster order."""
     padded, padded_prob = np.pad(labels, 1), np.pad(prob, 1)
     out = np.zeros(padded.shape, np.int32)
     next_id = 1
-    for index, found in enumerate(ndimage.find_objects(labels), start=1):
-        if found is None:  # absorbed into a container's hole
-            continue
-        ys, xs = found
-        window = (slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))  # padded coordinates
+    for index, window in padded_windows(labels):
         mask = padded[window] == index
         pieces = spread_cores(mask, padded_prob[window], config)
         if pieces is not None:
