@@ -63,8 +63,9 @@ def _add_run_options(p, d) -> None:
                    help="move every image's tissue colour onto the training set's mean (Reinhard, in CIELAB) "
                         "before training; the card keeps that reference and prediction moves each slide onto it")
     p.add_argument("--colour-augment", choices=COLOUR_AUGMENTS, default=d.colour_augment,
-                   help="how far tiles' colours are changed in training: standard, or strong (wider hue, stain and "
-                        "grey changes) for slides of another stain or lab")
+                   help="how far tiles' colours are changed in training: standard; stain (the stain amounts "
+                        "jittered 0.5-2x, the rest standard); strong (stain, hue and grey changes all wider), for "
+                        "slides of another stain or lab")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--fold", type=int, default=d.fold)
     p.add_argument("--split", choices=SPLITS, default=d.split, help="k-fold by patient/slide or image")
