@@ -32,7 +32,8 @@ CLI = [sys.executable, "-m", "napari_hubmap.cli"]
 
 def tiny(**changes) -> TrainConfig:
     settings = dict(preset="effnet-unet", tile=64, infer_tile=64, epochs=3, samples_per_epoch=8, batch=4,
-                    workers=0, lr=3e-3, warmup_epochs=0.5, val_groups=["pC"], thresholds=[0.3, 0.5, 0.7])
+                    workers=0, lr=3e-3, warmup_epochs=0.5, val_groups=["pC"], thresholds=[0.3, 0.5, 0.7],
+                    target_mpp=2.0, positive_fraction=0.6, select_by="dice")
     return TrainConfig(**{**settings, **changes})
 
 

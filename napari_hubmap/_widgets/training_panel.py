@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import HubmapInputError
 from ..progress import Progress
+from ..training.config import TrainConfig
 from .background import emit_from_daemon
 from .forms import spin
 from .peers import HoldsProject, ListsModels, docked
@@ -96,7 +97,7 @@ class TrainingPanel(QWidget):
         self.data.setToolTip(f"Several folders: separate them with {os.pathsep!r}")
         self.browse_button = QToolButton()
         self.browse_button.setText("…")
-        self.epochs = spin(1, 10_000, 30)
+        self.epochs = spin(1, 10_000, TrainConfig().epochs)  # the trainer's default (the shipped recipe's)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
         self.lr.setRange(0, 1)
