@@ -33,12 +33,12 @@ def add_parsers(sub) -> None:
     base.add_argument("--base", metavar="MODEL", help="registry model (name or folder) to fine-tune")
     p.add_argument("--out", required=True, metavar="FOLDER", help="the new model folder (card.json + model.safetensors)")
     p.add_argument("--name", default="", help="model name in its card (default: the folder name)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
-    p.add_argument("--batch", type=int, default=d.batch, help="tiles per step and process")
-    p.add_argument("--tile", type=int, default=d.tile, help="training tile side at the working scale")
-    p.add_argument("--infer-tile", type=int, default=d.infer_tile, help="inference tile recorded in the card")
-    p.add_argument("--target-mpp", type=float, default=d.target_mpp, help="working scale in µm/px (with a preset)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="(default %(default)s)")
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, help="training tiles drawn per epoch (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch, help="tiles per step and process (default %(default)s)")
+    p.add_argument("--tile", type=int, default=d.tile, help="training tile side at the working scale (default %(default)s)")
+    p.add_argument("--infer-tile", type=int, default=d.infer_tile, help="inference tile recorded in the card (default %(default)s)")
+    p.add_argument("--target-mpp", type=float, default=d.target_mpp, help="working scale in µm/px (with a preset; default %(default)s)")
     p.add_argument("--downscale", type=float, default=d.downscale, help="working scale when µm/px is unknown")
     p.add_argument("--mpp", action="append", default=[], metavar="FOLDER=MPP",
                    help="µm/px of a data folder's images (default: its dataset.json, else 0.5), or of one "
@@ -55,10 +55,10 @@ def _add_run_options(p, d) -> None:
     from ..training.augment import COLOUR_AUGMENTS
     from ..training.config import LOSSES, SELECT_BY, SPLITS
 
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
     p.add_argument("--positive-fraction", type=float, default=d.positive_fraction,
-                   help="share of tiles centred on a glomerulus (the rest: anywhere in tissue)")
+                   help="share of tiles centred on a glomerulus (the rest: anywhere in tissue; default %(default)s)")
     p.add_argument("--stain-standardise", action="store_true",
                    help="move every image's tissue colour onto the training set's mean (Reinhard, in CIELAB) "
                         "before training; the card keeps that reference and prediction moves each slide onto it")
