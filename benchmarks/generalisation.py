@@ -8,6 +8,11 @@ images are neither trained nor validated on; epoch and threshold are chosen on a
 - ``loso-C003``, ``loso-C004``: without that H&E patient; scored on its images;
 - ``cv-0`` .. ``cv-4``: without one fifth of ``hubmap-pas`` (tile groups: the tiles sorted by number,
   five contiguous blocks, so neighbouring tiles stay together); scored on that fifth;
+- ``adapt-pas-tiles`` (``adapt-<source>``): the product's loop on a lab it never saw, measured. The ``loso-<source>``
+  model of the same variant is fine-tuned (``train --base``, :data:`ADAPT_EPOCHS` epochs, the recipe's other settings,
+  as the Training panel runs it) on every other source plus the first :data:`ADAPT_TILES` images of ``<source>`` (the
+  ones a user would correct first); scored on the rest of ``<source>``, which the base model is scored on too
+  (``score adapt-pas-tiles@colour --model bench-out/generalisation/loso-pas-tiles@colour``): before and after;
 - ``all``: every source, nothing held out: the model that ships (its epochs taken from the CV runs); ``score all``
   scores it on its real validation images (a random fifth that picked its epoch and threshold: not unseen, but
   the same images for every ``all@VARIANT``, so variants compare like for like);
@@ -117,6 +122,18 @@ def recipe_of(run: str) -> dict[str, str]:
     return {**RECIPE, **VARIANTS.get(variant, {})}
 
 
+ADAPT_TILES = 4
+"""Images of the new source an ``adapt-`` run fine-tunes on (sorted by name, the first ones)."""
+ADAPT_EPOCHS = "8"
+"""A fine-tune's epochs (of the recipe's 1280 tiles): a third of training from scratch."""
+
+
+def adapt_base(run: str) -> Path:
+    """The model an ``adapt-<source>[@VARIANT]`` run starts from: ``loso-<source>`` of the same variant."""
+    name, _, variant = run.partition("@")
+    return OUT / (f"loso-{name[6:]}" + (f"@{variant}" if variant else ""))
+
+
 def hubmap_pas_folds(data: Path = DATA) -> list[list[str]]:
     """Five contiguous blocks of the ``hubmap-pas`` tiles sorted by number, as ``hubmap-pas/<stem>``."""
     stems = sorted((p.stem for p in (data / "hubmap-pas" / "images").iterdir()), key=lambda s: (len(s), s))
@@ -139,7 +156,12 @@ def run_plan(run: str, data: Path = DATA) -> tuple[list[Path], list[str], list[s
     if run.startswith("cv-"):
         held = hubmap_pas_folds(data)[int(run[3:])]
         return [data / s for s in SOURCES], held, held
-    raise SystemExit(f"unknown run {run!r}: loso-<source>, loso-C003, loso-C004 or cv-0..cv-{CV_FOLDS - 1}")
+    if run.startswith("adapt-") and run[6:] in SOURCES:
+        source = run[6:]
+        held = [f"{source}/{p.stem}" for p in sorted((data / source / "images").iterdir())][ADAPT_TILES:]
+        return [data / s for s in SOURCES], held, held
+    raise SystemExit(f"unknown run {run!r}: loso-<source>, loso-C003, loso-C004, cv-0..cv-{CV_FOLDS - 1} or "
+                     "adapt-<source>")
 
 
 def mpp_table() -> dict[str, float]:
@@ -156,7 +178,11 @@ def train_command(run: str, epochs: int | None = None, workers: int | None = Non
         command += ["--data", str(folder)]
     if excluded:
         command += ["--exclude-groups", ",".join(excluded)]
-    options = recipe_of(run) | ({"--epochs": str(epochs)} if epochs else {})
+    options = recipe_of(run)
+    if run.startswith("adapt-"):  # a fine-tune: the base model fixes architecture and scale
+        options = {k: v for k, v in options.items() if k not in ("--preset", "--target-mpp")}
+        options |= {"--base": str(adapt_base(run)), "--epochs": ADAPT_EPOCHS}
+    options |= {"--epochs": str(epochs)} if epochs else {}
     for option, value in options.items():
         command += [option, value] if value else [option]  # "": a flag
     return command + (["--workers", str(workers)] if workers is not None else [])
@@ -350,7 +376,8 @@ def recipe_figures(variant: str = "") -> dict:
     for path in sorted(SCORES.glob("*.json")):
         run, model = path.stem.split(".", 1)
         # ``all`` holds nothing out (its score is on its validation images): not a held-out figure
-        if run == model and variant_of(run) == variant and run.partition("@")[0] != "all":
+        # ``adapt-`` runs are fine-tunes of another run's model on part of its held-out source: not the recipe's
+        if run == model and variant_of(run) == variant and run.partition("@")[0] != "all" and not run.startswith("adapt-"):
             result = json.loads(path.read_text())
             figures[run] = {"images": result["images"], "threshold": result["threshold"],
                             **{tta: result[tta] for tta in ("plain", "flips")}}
