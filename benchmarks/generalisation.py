@@ -104,7 +104,7 @@ strong``): better on a source left out (H&E patient C003 +0.16 Dice), 0.02-0.03 
 measured, and ``all@colour`` 0.750 against the shipped 0.819 on its validation images (not the recipe); ``stain`` (``--colour-augment stain``): ``colour``'s wide stain jitter alone, with
 the recipe's hue, brightness and grey tiles, the step between the two: on cv-0 Dice 0.857 / object F1 0.899 against
 the recipe's 0.822 / 0.841, on H&E patient C003 left out 0.638 against 0.468 (``colour``: 0.626), at 1x the annotation
-floor (the next candidate: ``all@stain`` and ``cv-2@stain`` to measure); ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
+floor, and on the hard fold cv-2 0.823 / 0.824 against the recipe's 0.776-0.796 / 0.781-0.814 (each at its card's picks), but ``all@stain`` 0.769 against the shipped 0.818 on its validation images (not shipped); ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
 of EfficientNet-B0 (depthwise ones), about as fast a step on this CPU: worse on cv-2 (Dice 0.708 / object F1 0.687)
 and on HuBMAP left out (0.538 / 0.497). Figures: ``models/README.md``."""
 
