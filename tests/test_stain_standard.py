@@ -92,7 +92,8 @@ def test_prediction_moves_each_slide_onto_the_cards_reference(tmp_path, section)
 def test_training_records_the_training_images_mean_colour_and_a_retrain_keeps_it(tmp_path):
     data = write_disc_folder(tmp_path / "discs")
     config = TrainConfig(preset="effnet-unet", tile=64, infer_tile=64, epochs=1, samples_per_epoch=8, batch=4,
-                         workers=0, val_groups=["pC"], thresholds=[0.5], stain_standardise=True)
+                         workers=0, val_groups=["pC"], thresholds=[0.5], stain_standardise=True,
+                         target_mpp=2.0)  # the discs' own scale: the reference is of the images as they are
     first = train(config, [data], tmp_path / "first")
     card = load_model(first.model).card
     trained = [p for p in sorted((data / "images").glob("*.png")) if not p.stem.startswith("pC")]
