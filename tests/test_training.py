@@ -203,6 +203,21 @@ def test_sigterm_cancels_with_a_checkpoint(tmp_path, data):
     assert Path(events[-1]["checkpoint"]) == checkpoint_folder(out) and checkpoint_folder(out).is_dir()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_process_group_cancels_with_a_checkpoint_not_a_crash(tmp_path, data, signum):
+    """Ctrl-C in a terminal, ``kill -- -PGID`` or a batch scheduler's preemption signal the trainer and its
+    loader workers at once: the workers leave it to the trainer, which saves its checkpoint and stops them."""
+    out = tmp_path / "m"
+    command = [*CLI, "train", "--data", str(data), "--out", str(out), "--epochs", "50", "--samples-per-epoch", "32",
+               "--batch", "4", "--tile", "64", "--workers", "1", "--events"]
+    process, lines = _run_until(command, lambda e: e["event"] == "step" and e["step"] >= 2)
+    os.killpg(process.pid, signum)
+    rest, errors = process.communicate(timeout=60)
+    events = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    assert process.returncode == 130 and events[-1]["event"] == "cancelled", errors[-2000:]
+    assert "Traceback" not in errors and checkpoint_folder(out).is_dir()
+
+
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes_trains_and_ranks_agree(tmp_path, data):
     out = tmp_path / "ddp"

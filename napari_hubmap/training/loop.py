@@ -243,7 +243,19 @@ def tile_loader(config: TrainConfig, train: list, normalization: dict, device: t
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,
                                        num_workers=c.workers, shuffle=False, drop_last=False,
                                        pin_memory=device.type == "cuda", persistent_workers=False,
+                                       worker_init_fn=leave_stop_signals_to_the_trainer,
                                        generator=torch.Generator().manual_seed(c.seed * 100003 + epoch))
+
+
+def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and SIGINT: a whole process group stopped at once (a terminal's Ctrl-C,
+    ``kill -- -PGID``, a batch scheduler's preemption) reaches the trainer too, which saves its checkpoint and
+    shuts the workers down; a worker killed under it would end the run in a crash instead (torch's loader raises
+    "DataLoader worker is killed by signal"). A worker whose trainer died exits by itself (torch's watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def training_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
