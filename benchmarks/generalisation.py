@@ -129,10 +129,16 @@ ADAPT_EPOCHS = "8"
 """A fine-tune's epochs (of the recipe's 1280 tiles): a third of training from scratch."""
 
 
+def adapt_source(run: str) -> str | None:
+    """The new source of an ``adapt-<source>[@VARIANT]`` run, else None."""
+    name = run.partition("@")[0]
+    return name.removeprefix("adapt-") if name.startswith("adapt-") else None
+
+
 def adapt_base(run: str) -> Path:
     """The model an ``adapt-<source>[@VARIANT]`` run starts from: ``loso-<source>`` of the same variant."""
-    name, _, variant = run.partition("@")
-    return OUT / (f"loso-{name[6:]}" + (f"@{variant}" if variant else ""))
+    variant = variant_of(run)
+    return OUT / (f"loso-{adapt_source(run)}" + (f"@{variant}" if variant else ""))
 
 
 def hubmap_pas_folds(data: Path = DATA) -> list[list[str]]:
@@ -157,8 +163,8 @@ def run_plan(run: str, data: Path = DATA) -> tuple[list[Path], list[str], list[s
     if run.startswith("cv-"):
         held = hubmap_pas_folds(data)[int(run[3:])]
         return [data / s for s in SOURCES], held, held
-    if run.startswith("adapt-") and run[6:] in SOURCES:
-        source = run[6:]
+    if adapt_source(run) in SOURCES:
+        source = adapt_source(run)
         held = [f"{source}/{p.stem}" for p in sorted((data / source / "images").iterdir())][ADAPT_TILES:]
         return [data / s for s in SOURCES], held, held
     raise SystemExit(f"unknown run {run!r}: loso-<source>, loso-C003, loso-C004, cv-0..cv-{CV_FOLDS - 1} or "
@@ -180,7 +186,7 @@ def train_command(run: str, epochs: int | None = None, workers: int | None = Non
     if excluded:
         command += ["--exclude-groups", ",".join(excluded)]
     options = recipe_of(run)
-    if run.startswith("adapt-"):  # a fine-tune: the base model fixes architecture and scale
+    if adapt_source(run):  # a fine-tune: the base model fixes architecture and scale
         options = {k: v for k, v in options.items() if k not in ("--preset", "--target-mpp")}
         options |= {"--base": str(adapt_base(run)), "--epochs": ADAPT_EPOCHS}
     options |= {"--epochs": str(epochs)} if epochs else {}
@@ -378,7 +384,7 @@ def recipe_figures(variant: str = "") -> dict:
         run, model = path.stem.split(".", 1)
         # ``all`` holds nothing out (its score is on its validation images): not a held-out figure
         # ``adapt-`` runs are fine-tunes of another run's model on part of its held-out source: not the recipe's
-        if run == model and variant_of(run) == variant and run.partition("@")[0] != "all" and not run.startswith("adapt-"):
+        if run == model and variant_of(run) == variant and run.partition("@")[0] != "all" and not adapt_source(run):
             result = json.loads(path.read_text())
             figures[run] = {"images": result["images"], "threshold": result["threshold"],
                             **{tta: result[tta] for tta in ("plain", "flips")}}
