@@ -29,6 +29,7 @@ empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, wit
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
     python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2 picked as the trainer does
     python benchmarks/generalisation.py outline RUN [--model FOLDER]  # card's outline_threshold, the same way
+    python benchmarks/generalisation.py tta RUN [--model FOLDER]      # card's tta_picks (flips, d4), the same way
     python benchmarks/generalisation.py rethreshold RUN   # card's threshold again, on its validation images
     python benchmarks/generalisation.py table         # every score as a markdown row, CV folds pooled per model
 
@@ -263,7 +264,8 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
     samples = held_out_samples(run, scorer.card)
     out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": scorer.threshold,
            "images": len(samples), "backend": backend, "device": scorer.device.type,
-           "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline}
+           "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline,
+           "flips_threshold": scorer.flips_picks[0], "flips_outline_threshold": scorer.flips_picks[1]}
     for tta in ("plain", "flips"):
         dices, counts = [], np.zeros(3, int)
         for sample in samples:
@@ -288,6 +290,7 @@ class Scorer:
     def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu"):
         import torch
 
+        from napari_hubmap.inference.tta import PRESETS
         from napari_hubmap.training.sizes import floor_px
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
@@ -296,30 +299,41 @@ class Scorer:
         self.card = self.models[0].card
         if len({(m.card.target_mpp, m.card.downscale) for m in self.models}) > 1:
             raise SystemExit("an ensemble's members must work at one scale")
-        self.threshold = float(np.mean([m.card.threshold for m in self.models]))
         mpp = self.card.target_mpp
         self.min_size = floor_px(self.card.min_object_um2, mpp, MIN_OBJECT_PX) if mpp else MIN_OBJECT_PX
-        outlines = {m.card.outline_threshold for m in self.models}
-        self.outline = outlines.pop() if len(outlines) == 1 else None
+        self.flips_picks = self._picks(PRESETS["flips"])
+        """(threshold, outline threshold) of flip-averaged maps: the cards' ``tta_picks`` as ``predict --tta flips``
+        takes them, else their one-pass picks."""
+        self.threshold, self.outline = self._picks(PRESETS["none"])
+
+    def _picks(self, tta: tuple[str, ...]) -> tuple[float, float | None]:
+        """The members' mean threshold and their outline threshold (None where they differ) for ``tta``."""
+        from napari_hubmap.inference.tta import card_picks
+
+        picks = [card_picks(m.card, tta) for m in self.models]
+        outlines = {outline for _, outline in picks}
+        return float(np.mean([threshold for threshold, _ in picks])), (outlines.pop() if len(outlines) == 1 else None)
 
     def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
         return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)
 
     def objects(self, image: np.ndarray, flips: bool = False, grow: int = 0) -> np.ndarray:
         """Labelled glomeruli of ``image`` (at the model's working scale)."""
-        return self.objects_of(self.probability(image, flips), grow)
+        return self.objects_of(self.probability(image, flips), grow, flips=flips)
 
     def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None,
-                   outline: float | str | None = CARD_OUTLINE) -> np.ndarray:
+                   outline: float | str | None = CARD_OUTLINE, flips: bool = False) -> np.ndarray:
         """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
         ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's), outlines
-        drawn at ``outline`` (default: the card's ``outline_threshold``; None: at the threshold)."""
+        drawn at ``outline`` (default: the card's ``outline_threshold``; None: at the threshold); a flip-averaged
+        map (``flips``) at the cards' picks for it."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
+        threshold, card_outline = self.flips_picks if flips else (self.threshold, self.outline)
         floor = self.min_size if min_size is None else min_size
-        outline = self.outline if outline == CARD_OUTLINE else outline
+        outline = card_outline if outline == CARD_OUTLINE else outline
         return postprocess_region(probability.astype(np.float32),
-                                  PostprocessConfig(threshold=self.threshold, min_size=floor, grow=grow,
+                                  PostprocessConfig(threshold=threshold, min_size=floor, grow=grow,
                                                     outline_threshold=outline))
 
 
@@ -350,11 +364,11 @@ def object_figures(tp: int, fp: int, fn: int) -> dict:
 
 
 def flip_average(module, image: np.ndarray, normalization: dict, device) -> np.ndarray:
+    """The four flips' mean probability, as ``predict --tta flips`` averages them."""
+    from napari_hubmap.inference.tta import PRESETS
     from napari_hubmap.training.validate import predict_image
 
-    probs = [predict_image(module, np.ascontiguousarray(image[::sy, ::sx]), normalization, device)[::sy, ::sx]
-             for sy in (1, -1) for sx in (1, -1)]
-    return np.mean(probs, axis=0)
+    return predict_image(module, image, normalization, device, PRESETS["flips"])
 
 
 def score(runs: list[str], models: list[Path] | None, backend: str = "torch", device: str = "cpu") -> None:
@@ -524,6 +538,25 @@ def set_outline(run: str, folder: Path | None = None) -> dict:
     return picked
 
 
+def set_tta_picks(run: str, folder: Path | None = None) -> dict:
+    """Pick the card's ``tta_picks`` as the trainer now does at the end of a run, for a model trained before it did:
+    each preset's threshold and outline threshold on its averaged predictions of the run's own *validation* images,
+    objects under the card's floor dropped."""
+    from napari_hubmap.atomic import write_text_atomic
+    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.training import TrainConfig
+    from napari_hubmap.training.validate import tta_picks
+
+    folder = folder or OUT / run
+    scorer = Scorer([folder])
+    model = scorer.models[0]
+    samples = validation_samples(run, scorer.card)
+    picks = tta_picks(model.module, samples, scorer.card.normalization, scorer.device, TrainConfig().thresholds,
+                      scorer.min_size)
+    write_text_atomic(folder / CARD_FILE, scorer.card.replace(tta_picks=picks).to_json())
+    return picks
+
+
 def rethreshold(run: str, folder: Path | None = None) -> dict:
     """Pick the card's threshold again on the run's own *validation* images (never its held-out ones) over
     the trainer's current grid (runs trained before it reached 0.95 stopped at 0.8, their best)."""
@@ -550,8 +583,8 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["train", "score", "ship", "record", "floor", "outline", "rethreshold",
-                                                     "table"])
+    parser.add_argument("action", choices=["train", "score", "ship", "record", "floor", "outline", "tta",
+                                           "rethreshold", "table"])
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--epochs", type=int, help="train: override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=1)
@@ -564,7 +597,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
     args = parser.parse_args()
-    if args.action in ("floor", "outline", "rethreshold") and args.model and len(args.model) > 1:
+    if args.action in ("floor", "outline", "tta", "rethreshold") and args.model and len(args.model) > 1:
         raise SystemExit(f"{args.action} takes one --model folder")
     one_model = args.model[0] if args.model else None
     OUT.mkdir(parents=True, exist_ok=True)
@@ -585,6 +618,9 @@ def main() -> None:
     elif args.action == "outline":
         for run in args.runs:
             print(f"{run}: outline_threshold {json.dumps(set_outline(run, one_model))}")
+    elif args.action == "tta":
+        for run in args.runs:
+            print(f"{run}: tta_picks {json.dumps(set_tta_picks(run, one_model))}")
     else:
         print(f"installed {ship(args.runs[0])}")
 

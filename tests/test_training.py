@@ -22,7 +22,7 @@ from napari_hubmap.training.checkpoint import checkpoint_folder
 from napari_hubmap.training.losses import LOSS_FUNCTIONS
 from napari_hubmap.training.sampling import TileSampler
 from napari_hubmap.training.sizes import floor_choices_px, object_floor_um2
-from napari_hubmap.training.validate import MIN_OBJECT_PX
+from napari_hubmap.training.validate import MIN_OBJECT_PX, tta_picks
 from napari_hubmap.training.split import split_samples
 
 from training_data import write_disc_folder
@@ -71,6 +71,11 @@ def test_short_run_lowers_loss_and_registers_a_complete_card(tmp_path, data):
     loaded = load_model(tmp_path / "m")
     assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert not checkpoint_folder(tmp_path / "m").exists() and result.epochs_run == 6  # returned: not cancelled
+    # the saved weights' flips and d4 picks, on the same validation images, objects under the same floor dropped
+    val_samples = [s for s in load_sources([data], downscale=4.0, target_mpp=2.0) if s.name in td["validation_images"]]
+    assert card.tta_picks == tta_picks(loaded.module, val_samples, card.normalization, torch.device("cpu"),
+                                       [0.3, 0.5, 0.7], val["min_size_px"])
+    assert set(card.tta_picks) == {"flips", "d4"} and all(p["threshold"] in (0.3, 0.5, 0.7) for p in card.tta_picks.values())
 
 
 def test_select_by_object_f1_saves_the_epoch_with_the_best_glomerulus_f1(tmp_path, data):

@@ -43,7 +43,7 @@ from .onnx_backend import OnnxModule, resolve_backend, runtime_models
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .stain import attach_stain, stain_settings
 from .tissue import detect_tissue
-from .tta import apply, invert, resolve_tta
+from .tta import apply, card_picks, invert, resolve_tta
 
 
 @dataclass
@@ -213,10 +213,9 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "slide_mtime_ns": stat.st_mtime_ns,
         "models": [
             {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
-             "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": r.model.card.threshold,
-             "min_object_um2": r.model.card.min_object_um2, "outline_threshold": r.model.card.outline_threshold,
-             **stain_settings(r)}
-            for r in plan.runs
+             "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": picks[0],
+             "min_object_um2": r.model.card.min_object_um2, "outline_threshold": picks[1], **stain_settings(r)}
+            for r, picks in ((r, card_picks(r.model.card, tta)) for r in plan.runs)
         ],
         "tta": list(tta),
         "backend": backend,

@@ -52,3 +52,14 @@ def invert(name: str, y: torch.Tensor) -> torch.Tensor:
     if turns:
         y = torch.rot90(y, -turns, dims=(-2, -1))
     return torch.flip(y, dims=(-1,)) if flip else y
+
+
+def card_picks(card, tta: tuple[str, ...]) -> tuple[float, float | None]:
+    """A model card's threshold and outline threshold for its probabilities averaged over ``tta``: the pick of
+    the preset with the same transforms (in any order) where the card holds one (``ModelCard.tta_picks``), else the
+    one-pass picks (``threshold``, ``outline_threshold``)."""
+    for name, transforms in PRESETS.items():
+        pick = card.tta_picks.get(name)
+        if pick is not None and len(tta) > 1 and set(transforms) == set(tta):
+            return pick["threshold"], pick["outline_threshold"]
+    return card.threshold, card.outline_threshold

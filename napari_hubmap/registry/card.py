@@ -76,6 +76,11 @@ class ModelCard:
     """The probability down to which a glomerulus found at ``threshold`` takes in the pixels connected to it: the
     default outline threshold of post-processing (hysteresis; None: outlines drawn at ``threshold``). Picked on
     the validation images, as ``threshold`` and ``min_object_um2`` are."""
+    tta_picks: dict = field(default_factory=dict)
+    """Threshold and outline threshold for a test-time augmentation preset's averaged probabilities
+    (``{"flips": {"threshold": 0.5, "outline_threshold": null}, "d4": ...}``), picked on the validation images as
+    ``threshold`` and ``outline_threshold`` are on one pass: an average of several passes rarely clears a one-pass
+    cut of 0.9. A preset without a pick runs at ``threshold`` and ``outline_threshold``."""
     stain_reference: dict | None = None
     """Tissue colour (CIELAB mean and spread, :class:`~napari_hubmap.stain_standard.LabStats` as a dict) the
     model's training images were moved onto; every slide it predicts is moved onto it first. None: images as
@@ -205,7 +210,7 @@ def _check_types(card: ModelCard) -> None:
             if not _is_number(value):
                 raise _bad_field(name, "a number or null", value)
             setattr(card, name, float(value))
-    for name in ("architecture_kwargs", "normalization", "training_data", "metrics"):
+    for name in ("architecture_kwargs", "normalization", "training_data", "metrics", "tta_picks"):
         setattr(card, name, _plain_json_object(name, getattr(card, name)))
 
 
@@ -363,6 +368,7 @@ def _check_output(card: ModelCard) -> None:
     if card.outline_threshold is not None and not 0.0 <= card.outline_threshold <= 1.0:
         raise HubmapInputError(None, f"card field 'outline_threshold': must be in [0, 1] (a probability) or null, "
                                      f"got {card.outline_threshold}")
+    _check_tta_picks(card.tta_picks)
     if card.min_object_um2 < 0:
         raise HubmapInputError(None, f"card field 'min_object_um2': must be >= 0 (µm²), got {card.min_object_um2}")
     activation = card.architecture_kwargs.get("activation")
@@ -372,6 +378,19 @@ def _check_output(card: ModelCard) -> None:
             f"card field 'output': architecture_kwargs.activation={activation!r} makes the model output "
             "probabilities; set output to 'probabilities'",
         )
+
+
+def _check_tta_picks(picks: dict) -> None:
+    """Each preset's pick: a threshold in [0, 1] and an outline threshold in [0, 1] or null, nothing else."""
+    for preset, pick in picks.items():
+        where = f"card field 'tta_picks.{preset}'"
+        if not isinstance(pick, dict) or set(pick) != {"threshold", "outline_threshold"}:
+            raise HubmapInputError(None, f"{where}: must be an object with 'threshold' and 'outline_threshold', got {pick!r}")
+        for key, value in pick.items():
+            if value is None and key == "outline_threshold":
+                continue
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise HubmapInputError(None, f"{where}.{key}: must be in [0, 1] (a probability), got {value!r}")
 
 
 def _check_bookkeeping(card: ModelCard) -> None:

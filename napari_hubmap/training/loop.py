@@ -40,7 +40,7 @@ from .sampling import TileDataset, TileSampler
 from .sources import Sample, describe, load_sources, manifest_hash
 from .split import split_samples
 from .standardise import standardised_run
-from .validate import MIN_OBJECT_PX, validation_scores
+from .validate import MIN_OBJECT_PX, tta_picks, validation_scores
 
 
 @dataclass
@@ -362,6 +362,15 @@ def _register(run: _Run) -> None:
     save_model(run.ema.module, card, run.out)
 
 
+def _register_tta_picks(run: _Run) -> None:
+    """The registered (best) weights' test-time augmentation picks, on the validation images, into their card
+    (before the checkpoint goes, so a run killed here picks them when resumed)."""
+    model = load_model(run.out, run.device)
+    picks = tta_picks(model.module, run.val, model.card.normalization, run.device, run.config.thresholds,
+                      int(run.best.get("min_size_px", MIN_OBJECT_PX)))
+    save_model(model.module, model.card.replace(tta_picks=picks), run.out)
+
+
 def _card_floor(run: _Run) -> float:
     """The card's ``min_object_um2``: the floor the best epoch's validation picked (the smallest without
     validation images)."""
@@ -418,6 +427,8 @@ def _run_all(config, out, data_paths, mpp, synthetic, samples, world, device, pr
         if stop:
             break
     digests = distributed.gather(world, distributed.weights_digest(_plain(run.module)))
+    if world.main and run.best and run.val:
+        _register_tta_picks(run)
     if world.main and ckpt.exists():
         _remove_checkpoint(ckpt)
     card = None

@@ -34,17 +34,46 @@ held-out runs of ``benchmarks/generalisation.py``, held-out Dice rose on six (by
 
 
 @torch.inference_mode()
-def predict_image(module: torch.nn.Module, image: np.ndarray, normalization: dict, device) -> np.ndarray:
-    """Foreground probability (H, W) float32 of one whole image."""
+def predict_image(module: torch.nn.Module, image: np.ndarray, normalization: dict, device,
+                  tta: tuple[str, ...] = ("identity",)) -> np.ndarray:
+    """Foreground probability (H, W) float32 of one whole image, averaged over the test-time transforms ``tta``
+    (:data:`napari_hubmap.inference.tta.DIHEDRAL` names, each inverted exactly, as the engine does per tile)."""
+    from ..inference.tta import apply, invert
+
     x = to_tensor(image, normalization)[None].to(device)
     h, w = x.shape[-2:]
     ph, pw = (-h) % 32, (-w) % 32
     mode = "reflect" if h > ph and w > pw else "replicate"
     x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode)
-    with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
-        logits = module(x)
-    prob = torch.sigmoid(logits.float())[0, 0, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+    total = None
+    for name in tta:
+        with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+            logits = module(apply(name, x))
+        prob = torch.sigmoid(invert(name, logits).float())
+        total = prob if total is None else total + prob
+    prob = (total / len(tta))[0, 0, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
     return prob.cpu().numpy()
+
+
+TTA_PICKED = ("flips", "d4")
+"""The test-time augmentation presets whose threshold and outline threshold the trainer picks (``ModelCard.tta_picks``)."""
+
+
+def tta_picks(module, samples: list[Sample], normalization: dict, device, thresholds, min_size: int) -> dict:
+    """{preset: {"threshold", "outline_threshold"}} of :data:`TTA_PICKED`, each picked on the averaged predictions of
+    ``samples`` as :func:`validation_scores` picks them on one pass (objects under ``min_size`` px dropped); {}
+    without samples."""
+    from ..inference.tta import PRESETS
+
+    if not samples:
+        return {}
+    module.eval()
+    picks = {}
+    for preset in TTA_PICKED:
+        probs = [predict_image(module, s.image, normalization, device, PRESETS[preset]) for s in samples]
+        scores = probability_scores(samples, probs, thresholds, (min_size,))
+        picks[preset] = {"threshold": scores["threshold"], "outline_threshold": scores["outline_threshold"]}
+    return picks
 
 
 def _objects(mask: np.ndarray) -> np.ndarray:
@@ -64,6 +93,12 @@ def validation_scores(module, samples: list[Sample], normalization: dict, device
     module.eval()
     probs = [predict_image(module, s.image, normalization, device) for s in samples]
     module.train(was_training)
+    return probability_scores(samples, probs, thresholds, min_sizes)
+
+
+def probability_scores(samples: list[Sample], probs: list[np.ndarray], thresholds,
+                       min_sizes=(MIN_OBJECT_PX,)) -> dict:
+    """:func:`validation_scores` of given probability maps (one per sample, e.g. a test-time augmentation's)."""
     thresholds = sorted(float(t) for t in thresholds)
     sources = sorted({s.source for s in samples})
     inter, total = _overlaps(samples, sources, ([p >= t for t in thresholds] for p in probs), len(thresholds))
