@@ -390,6 +390,15 @@ def score(runs: list[str], models: list[Path] | None, backend: str = "torch", de
                   f"{r['object_precision']:6.3f} {r['object_recall']:6.3f} {r['object_f1']:6.3f}", flush=True)
 
 
+def figures_variant(variant: str) -> str:
+    """The variant whose held-out runs stand for ``variant``'s recipe: itself, or for a variant that only adds a seed
+    (``stain1``, ``seed1``) the variant without it (``stain``, the recipe itself): a seed is not a recipe."""
+    options = dict(VARIANTS.get(variant, {}))
+    if options.pop("--seed", None) is None:
+        return variant
+    return next((name for name, other in VARIANTS.items() if other == options), "") if options else ""
+
+
 def recipe_figures(variant: str = "") -> dict:
     """Every scored run of one recipe (``RECIPE``, or ``RECIPE`` with ``variant``), each scored with its own
     model on its own held-out images: {run: {tta: figures, "images": n}}."""
@@ -407,7 +416,7 @@ def recipe_figures(variant: str = "") -> dict:
 
 def ship(run: str) -> Path:
     """Install ``run``'s model as models/hubmap-default, its card carrying the held-out figures of the recipe
-    ``run`` was trained with (``all@colour``: the runs of ``colour``)."""
+    ``run`` was trained with (``all@colour``: the runs of ``colour``; ``all@stain1``: of ``stain``, :func:`figures_variant`)."""
     import shutil
 
     from napari_hubmap.atomic import atomic_path
@@ -418,7 +427,7 @@ def ship(run: str) -> Path:
     folder = OUT / run
     card = read_card(folder).replace(name=DEFAULT_MODEL)
     card.metrics["generalisation"] = {"recipe": recipe_of(run), "trained_as": run,
-                                      "runs": recipe_figures(variant_of(run))}
+                                      "runs": recipe_figures(figures_variant(variant_of(run)))}
     target = ROOT / "models" / DEFAULT_MODEL
     with atomic_path(target, is_dir=True) as tmp:
         shutil.copy2(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
@@ -441,7 +450,7 @@ def record() -> Path:
     trained_as = shipped.get("trained_as", "")
     if shipped.get("recipe") != recipe_of(trained_as):
         raise SystemExit(f"{folder}: its card's recipe is not the current one of {trained_as!r}; ship a run of it instead")
-    card.metrics["generalisation"] = {**shipped, "runs": recipe_figures(variant_of(trained_as))}
+    card.metrics["generalisation"] = {**shipped, "runs": recipe_figures(figures_variant(variant_of(trained_as)))}
     write_text_atomic(folder / CARD_FILE, card.to_json())
     return folder / CARD_FILE
 

@@ -81,7 +81,7 @@ def test_card_figures_are_the_committed_scores(model):
     benchmark = generalisation_benchmark()
     shipped = model.card.metrics["generalisation"]
     assert shipped["recipe"] == benchmark.recipe_of(shipped["trained_as"])
-    committed = benchmark.recipe_figures(benchmark.variant_of(shipped["trained_as"]))
+    committed = benchmark.recipe_figures(benchmark.figures_variant(benchmark.variant_of(shipped["trained_as"])))
     assert committed and shipped["runs"] == committed
 
 
@@ -161,3 +161,12 @@ def test_default_model_through_predict_postprocess_evaluate(tile, shared_data, t
     assert scores["gt_count"] == expected["true"]
     assert scores["dice"] == pytest.approx(expected["dice"], abs=0.03) and scores["dice"] >= 0.85
     assert abs(scores["pred_count"] - expected["found"]) <= 1 and scores["tp"] >= expected["matched"] - 1
+
+
+def test_a_seed_is_not_a_recipe():
+    """Shipping the all-source run of a variant that only changes the seed (``all@stain1``) puts the held-out runs of
+    the variant without it (``stain``) in the card; any other variant keeps its own."""
+    benchmark = generalisation_benchmark()
+    assert benchmark.figures_variant("stain1") == "stain" and benchmark.figures_variant("seed1") == ""
+    assert benchmark.figures_variant("stain") == "stain" and benchmark.figures_variant("") == ""
+    assert benchmark.figures_variant("h200") == "h200"  # the recipe's options, but another machine: not a seed
