@@ -19,6 +19,7 @@ from napari_hubmap.progress import Cancelled
 from napari_hubmap.registry import list_models, load_model, read_card
 from napari_hubmap.training import TrainConfig, load_sources, train
 from napari_hubmap.training.checkpoint import checkpoint_folder
+from napari_hubmap.training.loop import starting_card
 from napari_hubmap.training.losses import LOSS_FUNCTIONS
 from napari_hubmap.training.sampling import TileSampler
 from napari_hubmap.training.sizes import floor_choices_px, object_floor_um2
@@ -96,6 +97,11 @@ def test_fine_tuning_records_the_parent(tmp_path, data):
     train(tiny(epochs=1), [data], tmp_path / "first")
     result = train(tiny(epochs=1, preset=None, base=str(tmp_path / "first")), [data], tmp_path / "second")
     assert result.card.parent == read_card(tmp_path / "first").name and result.card.architecture == "Unet"
+    # the base's test-time augmentation picks belong to its weights: the new card starts without them
+    first = read_card(tmp_path / "first")
+    assert set(first.tta_picks) == {"flips", "d4"}
+    card, _ = starting_card(tiny(preset=None, base=str(tmp_path / "first")), tmp_path / "third")
+    assert card.tta_picks == {} and card.threshold == first.threshold
 
 
 def test_resume_continues_from_the_last_checkpoint_exactly(tmp_path, data):

@@ -101,8 +101,8 @@ def starting_card(config: TrainConfig, out: Path) -> tuple[ModelCard, dict | Non
     name = config.name or out.name
     if config.base:
         base = load_model(config.base)
-        card = base.card.replace(name=name, parent=base.card.name, metrics={}, training_data={},
-                                 weights_sha256="", created="")
+        card = base.card.replace(name=name, parent=base.card.name, metrics={}, training_data={}, tta_picks={},
+                                 weights_sha256="", created="")  # picked again for the new weights
         return card, {k: v.detach().clone() for k, v in base.module.state_dict().items()}
     return preset_card(config.preset, name, tile=config.infer_tile, downscale=config.downscale,
                        target_mpp=config.target_mpp), None
