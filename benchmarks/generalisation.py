@@ -256,10 +256,6 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
     only; ``cuda`` predicts in float16 autocast, as training validates there). Several folders: their ensemble,
     as ``predict --model A --model B`` runs it (the members' probabilities averaged), cut at the mean of their
     cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale."""
-    from skimage.measure import label
-
-    from napari_hubmap.metrics import object_scores
-
     folders = folder if isinstance(folder, list) else [folder]
     scorer = Scorer(folders, backend, device)
     samples = held_out_samples(run, scorer.card)
@@ -268,19 +264,31 @@ def score_model(folder: Path | list[Path], run: str, backend: str = "torch", dev
            "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline,
            "flips_threshold": scorer.flips_picks[0], "flips_outline_threshold": scorer.flips_picks[1]}
     for tta in ("plain", "flips"):
-        dices, counts = [], np.zeros(3, int)
-        for sample in samples:
-            objects = scorer.objects(sample.image, flips=tta == "flips")
-            truth = sample.mask.astype(bool)
-            dices.append(image_dice(objects > 0, truth))
-            scores = object_scores(objects, label(truth, connectivity=2))
-            counts += (scores.tp, scores.fp, scores.fn)
-        out[tta] = {"dice": float(np.mean(dices)), **object_figures(*(int(c) for c in counts))}
+        out[tta] = held_out_figures(scorer, samples, flips=tta == "flips")
     return out
 
 
 CARD_OUTLINE = "card"
 """``Scorer.objects_of(outline=CARD_OUTLINE)``: the cards' own ``outline_threshold`` (None is a value: no outline)."""
+
+
+def held_out_figures(scorer: "Scorer", samples: list, flips: bool = False, threshold: float | None = None,
+                     outline: float | str | None = CARD_OUTLINE) -> dict:
+    """Mean per-image Dice and pooled object figures of ``scorer``'s glomeruli on ``samples`` (one pass or the flips'
+    mean), at the cards' picks unless ``threshold`` / ``outline`` are given (:meth:`Scorer.objects_of`)."""
+    from skimage.measure import label
+
+    from napari_hubmap.metrics import object_scores
+
+    dices, counts = [], np.zeros(3, int)
+    for sample in samples:
+        objects = scorer.objects_of(scorer.probability(sample.image, flips), outline=outline, flips=flips,
+                                    threshold=threshold)
+        truth = sample.mask.astype(bool)
+        dices.append(image_dice(objects > 0, truth))
+        scores = object_scores(objects, label(truth, connectivity=2))
+        counts += (scores.tp, scores.fp, scores.fn)
+    return {"dice": float(np.mean(dices)), **object_figures(*(int(c) for c in counts))}
 
 
 class Scorer:
@@ -323,14 +331,16 @@ class Scorer:
         return self.objects_of(self.probability(image, flips), grow, flips=flips)
 
     def objects_of(self, probability: np.ndarray, grow: int = 0, min_size: int | None = None,
-                   outline: float | str | None = CARD_OUTLINE, flips: bool = False) -> np.ndarray:
+                   outline: float | str | None = CARD_OUTLINE, flips: bool = False,
+                   threshold: float | None = None) -> np.ndarray:
         """Labelled glomeruli of a probability map of this model, outlines grown by ``grow`` px as
         ``postprocess --grow`` grows them, objects under ``min_size`` px dropped (default: the card's), outlines
         drawn at ``outline`` (default: the card's ``outline_threshold``; None: at the threshold); a flip-averaged
-        map (``flips``) at the cards' picks for it."""
+        map (``flips``) at the cards' picks for it; cut at ``threshold`` (default: the cards')."""
         from napari_hubmap.postprocess import PostprocessConfig, postprocess_region
 
-        threshold, card_outline = self.flips_picks if flips else (self.threshold, self.outline)
+        card_threshold, card_outline = self.flips_picks if flips else (self.threshold, self.outline)
+        threshold = card_threshold if threshold is None else threshold
         floor = self.min_size if min_size is None else min_size
         outline = card_outline if outline == CARD_OUTLINE else outline
         return postprocess_region(probability.astype(np.float32),

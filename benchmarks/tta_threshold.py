@@ -20,10 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from generalisation import (OUT, ROOT, Scorer, flip_average, held_out_samples, image_dice, object_figures,
-                            validation_samples)
+from generalisation import OUT, ROOT, Scorer, flip_average, held_out_figures, held_out_samples, validation_samples
 
 SCORES = ROOT / "benchmarks" / "tta-scores"
 
@@ -41,24 +38,6 @@ def flips_picks(scorer: Scorer, run: str) -> dict:
             "validation_dice": picked["outline_dice"], "validation_images": len(samples)}
 
 
-def held_out_figures(scorer: Scorer, samples: list, flips: bool, threshold: float, outline) -> dict:
-    """Mean per-image Dice and pooled object figures of ``samples`` at these picks."""
-    from skimage.measure import label
-
-    from napari_hubmap.metrics import object_scores
-
-    scorer.threshold = threshold
-    dices, counts = [], np.zeros(3, int)
-    for sample in samples:
-        objects = scorer.objects_of(scorer.probability(sample.image, flips), outline=outline)
-        truth = sample.mask.astype(bool)
-        dices.append(image_dice(objects > 0, truth))
-        scores = object_scores(objects, label(truth, connectivity=2))
-        counts += (scores.tp, scores.fp, scores.fn)
-    return {"threshold": threshold, "outline_threshold": outline, "dice": float(np.mean(dices)),
-            **object_figures(*(int(c) for c in counts))}
-
-
 def study(run: str, folder: Path) -> dict:
     import torch
 
@@ -67,10 +46,12 @@ def study(run: str, folder: Path) -> dict:
     card_threshold, card_outline = scorer.threshold, scorer.outline
     picks = flips_picks(scorer, run)
     samples = held_out_samples(run, scorer.card)
+    ways = {"plain": (False, card_threshold, card_outline), "flips_at_card": (True, card_threshold, card_outline),
+            "flips_at_own": (True, picks["threshold"], picks["outline_threshold"])}
     return {"run": run, "model": folder.name, "images": len(samples), "flips_picks": picks,
-            "plain": held_out_figures(scorer, samples, False, card_threshold, card_outline),
-            "flips_at_card": held_out_figures(scorer, samples, True, card_threshold, card_outline),
-            "flips_at_own": held_out_figures(scorer, samples, True, picks["threshold"], picks["outline_threshold"])}
+            **{way: {"threshold": threshold, "outline_threshold": outline,
+                     **held_out_figures(scorer, samples, flips, threshold, outline)}
+               for way, (flips, threshold, outline) in ways.items()}}
 
 
 def main() -> None:
