@@ -80,6 +80,7 @@ VARIANTS = {
     "stain": {"--colour-augment": "stain"},
     "stain1": {"--colour-augment": "stain", "--seed": "1"},
     "r18": {"--preset": "unet-resnet18"},
+    "randstain": {"--colour-augment": "randstain"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the

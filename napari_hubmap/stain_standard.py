@@ -86,6 +86,48 @@ def mean_stats(stats) -> LabStats | None:
     return LabStats(_floats(np.mean([s.mean for s in stats], 0)), _floats(np.mean([s.std for s in stats], 0)))
 
 
+@dataclass(frozen=True)
+class LabSpread:
+    """How the training images' tissue statistics vary: per channel, the mean and the spread (standard
+    deviation) of their means and of their standard deviations; templates for stain augmentation are drawn
+    from it (:class:`napari_hubmap.training.stain.LabTemplateTransfer`)."""
+
+    mean_of_means: tuple[float, float, float]
+    spread_of_means: tuple[float, float, float]
+    mean_of_stds: tuple[float, float, float]
+    spread_of_stds: tuple[float, float, float]
+
+    def draw(self, rng: np.random.Generator) -> LabStats:
+        """One template: each of the six numbers drawn from a normal distribution (L* kept in 0-100, each
+        standard deviation at least a quarter of its mean, never below ``MIN_STD``)."""
+        mean = rng.normal(self.mean_of_means, self.spread_of_means)
+        mean[0] = np.clip(mean[0], 0.0, 100.0)
+        floor = np.maximum(0.25 * np.asarray(self.mean_of_stds), MIN_STD)
+        std = np.maximum(rng.normal(self.mean_of_stds, self.spread_of_stds), floor)
+        return LabStats(_floats(mean), _floats(std))
+
+
+def stats_spread(stats, weights=None) -> LabSpread | None:
+    """The weighted spread of several images' statistics (None entries skipped; each image's weight, e.g. one
+    over its source's number of images so that every source counts alike); None with fewer than two images."""
+    stats = list(stats)
+    weights = [1.0] * len(stats) if weights is None else list(weights)
+    pairs = [(s, float(w)) for s, w in zip(stats, weights, strict=True) if s is not None]
+    if len(pairs) < 2:
+        return None
+    w = np.asarray([p[1] for p in pairs], np.float64)
+    w = w / w.sum()
+    means = np.asarray([p[0].mean for p in pairs], np.float64)
+    stds = np.asarray([p[0].std for p in pairs], np.float64)
+
+    def moments(values):
+        centre = (w[:, None] * values).sum(0)
+        return _floats(centre), _floats(np.sqrt((w[:, None] * (values - centre) ** 2).sum(0)))
+
+    (mm, sm), (ms, ss) = moments(means), moments(stds)
+    return LabSpread(mm, sm, ms, ss)
+
+
 def _floats(values) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)
 

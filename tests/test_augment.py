@@ -7,10 +7,13 @@ import pickle
 import numpy as np
 import pytest
 
+from napari_hubmap.stain_standard import LabSpread
 from napari_hubmap.training.augment import training_augmentation
 from napari_hubmap.training.stain import StainJitter
 
 TILE = 96
+SPREAD = LabSpread((60.0, 28.0, -15.0), (10.0, 4.0, 10.0), (12.0, 10.0, 8.0), (3.0, 2.0, 2.0))
+"""Training colours between HuBMAP's purple PAS and a pink H&E, for ``randstain``."""
 
 
 def disk_tile(rng) -> tuple[np.ndarray, np.ndarray]:
@@ -25,12 +28,12 @@ def disk_tile(rng) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-@pytest.mark.parametrize("colour", ["standard", "stain", "strong"])
+@pytest.mark.parametrize("colour", ["standard", "stain", "strong", "randstain"])
 def test_the_mask_follows_the_image_through_every_transform(colour):
-    aug = training_augmentation(TILE, colour=colour)
+    aug = training_augmentation(TILE, colour=colour, lab_spread=SPREAD if colour == "randstain" else None)
     aug.set_random_seed(0)
     rng = np.random.default_rng(1)
-    margin = {"standard": 20, "stain": 20, "strong": 5}[colour]  # strong contrast and CLAHE changes narrow the gap on purpose
+    margin = {"standard": 20, "stain": 20, "strong": 5, "randstain": 5}[colour]  # strong contrast and CLAHE changes, and a template of low contrast, narrow the gap on purpose
     checked = 0
     for _ in range(40):
         image, mask = disk_tile(rng)
@@ -118,5 +121,5 @@ def test_strong_colour_changes_colours_further_and_keeps_the_geometry():
         spread[colour] = means.std(0).mean()
     assert spread["strong"] > 1.4 * spread["standard"], spread
     assert spread["standard"] < spread["stain"] < spread["strong"], spread  # the wide stain jitter alone: between
-    with pytest.raises(ValueError, match="colour must be one of standard, stain, strong"):
+    with pytest.raises(ValueError, match="colour must be one of standard, stain, strong, randstain"):
         training_augmentation(TILE, colour="loud")

@@ -65,7 +65,8 @@ def _add_run_options(p, d) -> None:
     p.add_argument("--colour-augment", choices=COLOUR_AUGMENTS, default=d.colour_augment,
                    help="how far tiles' colours are changed in training: standard; stain (the stain amounts "
                         "jittered 0.5-2x, the rest standard); strong (stain, hue and grey changes all wider), for "
-                        "slides of another stain or lab")
+                        "slides of another stain or lab; randstain (standard after moving most tiles' tissue colour "
+                        "onto a template drawn from the training images' colours, RandStainNA)")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--fold", type=int, default=d.fold)
     p.add_argument("--split", choices=SPLITS, default=d.split, help="k-fold by patient/slide or image")

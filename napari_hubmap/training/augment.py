@@ -12,6 +12,10 @@ doubled, a grey tile one time in four, now and then the colour channels swapped)
 slides of another stain or lab, where the model must find glomeruli by their shape alone.
 ``colour="stain"`` is the step between the two: ``strong``'s stain jitter (amounts halved to doubled, on the
 tile's own colours, first) with ``standard``'s hue, brightness and grey tiles.
+``colour="randstain"`` puts a RandStainNA step (``LabTemplateTransfer``, in :mod:`.stain`) in place of the stain
+jitter: seven tiles in ten have their tissue colour moved onto a template drawn from the spread of the training
+images' own colours (``lab_spread``, every source weighted alike), so a lab's stain is seen in the others' colours
+and between; then ``standard``'s hue, brightness and grey tiles.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import warnings
 
 
-COLOUR_AUGMENTS = ("standard", "stain", "strong")
+COLOUR_AUGMENTS = ("standard", "stain", "strong", "randstain")
 
 
-def training_augmentation(tile: int, strength: float = 1.0, colour: str = "standard"):
+def training_augmentation(tile: int, strength: float = 1.0, colour: str = "standard", lab_spread=None):
     """The albumentations pipeline for ``tile`` px crops; ``strength`` 0 gives flips only; ``colour`` is one
-    of :data:`COLOUR_AUGMENTS`."""
+    of :data:`COLOUR_AUGMENTS`; ``lab_spread`` (a :class:`~napari_hubmap.stain_standard.LabSpread`, the training
+    images' colours) is where ``randstain`` draws its templates (None: that step passes tiles through)."""
     if colour not in COLOUR_AUGMENTS:
         raise ValueError(f"colour must be one of {', '.join(COLOUR_AUGMENTS)}, got {colour!r}")
     with warnings.catch_warnings():
@@ -32,11 +37,12 @@ def training_augmentation(tile: int, strength: float = 1.0, colour: str = "stand
         import albumentations as A
         import cv2
 
-        from .stain import StainJitter
+        from .stain import LabTemplateTransfer, StainJitter
 
     p = max(0.0, min(1.0, strength))
     reflect = cv2.BORDER_REFLECT_101
-    return A.Compose([*_geometry(A, tile, p, reflect), *_colour(A, StainJitter, p, colour),
+    templates = [LabTemplateTransfer(lab_spread, p=0.7 * p)] if colour == "randstain" else []
+    return A.Compose([*_geometry(A, tile, p, reflect), *templates, *_colour(A, StainJitter, p, colour),
                       A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
                       A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
                       A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p)])
@@ -79,6 +85,8 @@ def _colour(A, StainJitter, p: float, colour: str) -> list:
     ]
     if colour == "stain":
         return [_wide_stain_jitter(StainJitter, p), *standard, A.ToGray(p=0.1 * p)]
+    if colour == "randstain":  # the template stands in for the stain jitter, whose Macenko fit on a moved
+        return [*standard, A.ToGray(p=0.1 * p)]  # tile can take the glomerulus for glass and bleach it white
     return [*standard,
             StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
             A.ToGray(p=0.1 * p)]

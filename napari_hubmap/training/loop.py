@@ -39,7 +39,7 @@ from .sizes import floor_choices_px, object_floor_um2
 from .sampling import TileDataset, TileSampler
 from .sources import Sample, describe, load_sources, manifest_hash
 from .split import split_samples
-from .standardise import standardised_run
+from .standardise import colour_spread, standardised_run
 from .validate import MIN_OBJECT_PX, tta_picks, validation_scores
 
 
@@ -236,8 +236,10 @@ def tile_loader(config: TrainConfig, train: list, normalization: dict, device: t
     step ``start_step`` on (a resumed run skips the steps it took)."""
     c = config
     per_rank = c.steps_for(world_size) * c.batch
+    spread = colour_spread(train) if c.colour_augment == "randstain" else None
     dataset = TileDataset(TileSampler(train, c.tile, c.positive_fraction), per_rank, normalization,
-                          training_augmentation(c.tile, colour=c.colour_augment), seed=c.seed, rank=rank)
+                          training_augmentation(c.tile, colour=c.colour_augment, lab_spread=spread),
+                          seed=c.seed, rank=rank)
     dataset.set_epoch(epoch)
     indices = list(range(start_step * c.batch, per_rank))
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=c.batch,

@@ -33,3 +33,31 @@ class StainJitter(A.HEStain):
         if stain_matrix is None:
             return img
         return super().apply(img, stain_matrix=stain_matrix, **params)
+
+
+class LabTemplateTransfer(A.ImageOnlyTransform):
+    """The tile's tissue colour moved onto a random template (RandStainNA, Shen et al., MICCAI 2022).
+
+    Each template is drawn channel by channel from the spread of the training images' own tissue statistics
+    (:class:`~napari_hubmap.stain_standard.LabSpread`): its CIELAB mean and standard deviation, which Reinhard's
+    transfer (:func:`~napari_hubmap.stain_standard.standardise`) then gives the tile's tissue; glass keeps its
+    colour. So a tile is seen in many plausible stainings between and around those of the training sources,
+    not only in its own lab's. A tile with too little tissue passes through unchanged.
+    """
+
+    def __init__(self, spread=None, p: float = 0.5):
+        super().__init__(p=p)
+        self.spread = spread
+
+    def get_params(self) -> dict:
+        return {"template": self.spread.draw(self.random_generator) if self.spread is not None else None}
+
+    def apply(self, img: np.ndarray, template=None, **params) -> np.ndarray:
+        from ..stain_standard import standardise, tissue_stats
+
+        if template is None:
+            return img
+        return standardise(img, tissue_stats(img), template)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("spread",)
