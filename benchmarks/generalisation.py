@@ -451,10 +451,8 @@ def ship(run: str) -> Path:
 def record() -> Path:
     """Rewrite the shipped default's ``metrics["generalisation"]["runs"]`` from every scored run of the recipe
     it was trained with (one atomic write of its card; the weights and everything else in the card are kept)."""
-    from napari_hubmap.atomic import write_text_atomic
     from napari_hubmap.defaults import DEFAULT_MODEL
-    from napari_hubmap.registry import read_card
-    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.registry import read_card, update_card
 
     folder = ROOT / "models" / DEFAULT_MODEL
     card = read_card(folder)
@@ -463,8 +461,7 @@ def record() -> Path:
     if shipped.get("recipe") != recipe_of(trained_as):
         raise SystemExit(f"{folder}: its card's recipe is not the current one of {trained_as!r}; ship a run of it instead")
     card.metrics["generalisation"] = {**shipped, "runs": recipe_figures(figures_variant(variant_of(trained_as)))}
-    write_text_atomic(folder / CARD_FILE, card.to_json())
-    return folder / CARD_FILE
+    return update_card(folder, card)
 
 
 def pooled(results: list[dict], tta: str) -> dict:
@@ -520,8 +517,7 @@ def set_floor(run: str, folder: Path | None = None) -> dict:
     left out) with the best object F1 on its own *validation* images, at the card's threshold."""
     import torch
 
-    from napari_hubmap.registry import load_model
-    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.registry import load_model, update_card
     from napari_hubmap.training.sizes import floor_choices_px
     from napari_hubmap.training.validate import MIN_OBJECT_PX, validation_scores
 
@@ -536,7 +532,7 @@ def set_floor(run: str, folder: Path | None = None) -> dict:
     picked = {"from": card.min_object_um2, "to": choices[scores["min_size_px"]], "choices_um2": sorted(choices.values()),
               "validation_object_f1": scores["object_f1"], "images": scores["images"]}
     metrics = {**card.metrics, "floor": picked}
-    (folder / CARD_FILE).write_text(card.replace(min_object_um2=picked["to"], metrics=metrics).to_json(), encoding="utf-8")
+    update_card(folder, card.replace(min_object_um2=picked["to"], metrics=metrics))
     return picked
 
 
@@ -544,7 +540,7 @@ def set_outline(run: str, folder: Path | None = None) -> dict:
     """Pick the card's ``outline_threshold`` as the trainer now does, for a model trained before it did: the choice
     (``validate.OUTLINE_CHOICES``) whose objects, at the card's threshold and floor, have the best per-source Dice on
     the run's own *validation* images."""
-    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.registry import update_card
     from napari_hubmap.training.validate import best_outline
 
     folder = folder or OUT / run
@@ -555,7 +551,7 @@ def set_outline(run: str, folder: Path | None = None) -> dict:
                                  scorer.min_size)
     picked = {"from": card.outline_threshold, "to": outline, "validation_dice": dice, "images": len(samples)}
     metrics = {**card.metrics, "outline": picked}
-    (folder / CARD_FILE).write_text(card.replace(outline_threshold=outline, metrics=metrics).to_json(), encoding="utf-8")
+    update_card(folder, card.replace(outline_threshold=outline, metrics=metrics))
     return picked
 
 
@@ -563,8 +559,7 @@ def set_tta_picks(run: str, folder: Path | None = None) -> dict:
     """Pick the card's ``tta_picks`` as the trainer now does at the end of a run, for a model trained before it did:
     each preset's threshold and outline threshold on its averaged predictions of the run's own *validation* images,
     objects under the card's floor dropped."""
-    from napari_hubmap.atomic import write_text_atomic
-    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.registry import update_card
     from napari_hubmap.training import TrainConfig
     from napari_hubmap.training.validate import tta_picks
 
@@ -574,7 +569,7 @@ def set_tta_picks(run: str, folder: Path | None = None) -> dict:
     samples = validation_samples(run, scorer.card)
     picks = tta_picks(model.module, samples, scorer.card.normalization, scorer.device, TrainConfig().thresholds,
                       scorer.min_size)
-    write_text_atomic(folder / CARD_FILE, scorer.card.replace(tta_picks=picks).to_json())
+    update_card(folder, scorer.card.replace(tta_picks=picks))
     return picks
 
 
@@ -583,8 +578,7 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
     the trainer's current grid (runs trained before it reached 0.95 stopped at 0.8, their best)."""
     import torch
 
-    from napari_hubmap.registry import load_model
-    from napari_hubmap.registry.store import CARD_FILE
+    from napari_hubmap.registry import load_model, update_card
     from napari_hubmap.training import TrainConfig
     from napari_hubmap.training.validate import validation_scores
 
@@ -597,8 +591,7 @@ def rethreshold(run: str, folder: Path | None = None) -> dict:
     metrics = {**card.metrics, "rethreshold": {"from": card.threshold, "to": scores["threshold"],
                                                "validation_dice": scores["dice"], "validation_object_f1": scores["object_f1"],
                                                "images": len(samples)}}
-    (folder / CARD_FILE).write_text(card.replace(threshold=float(scores["threshold"]), metrics=metrics).to_json(),
-                                    encoding="utf-8")
+    update_card(folder, card.replace(threshold=float(scores["threshold"]), metrics=metrics))
     return metrics["rethreshold"]
 
 

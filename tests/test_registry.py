@@ -22,6 +22,7 @@ from napari_hubmap.registry import (
     load_model,
     model_search_path,
     save_model,
+    update_card,
 )
 from napari_hubmap.registry.store import repository_models_folder
 from napari_hubmap.registry.weights import state_dict_for_saving
@@ -97,6 +98,28 @@ def test_save_leaves_no_temporary_and_overwrites_a_model_folder(saved):
     save_model(tiny_model(seed=5), tiny_card(), folder)
     assert sorted(p.name for p in folder.parent.iterdir()) == ["tiny"]
     assert not torch.equal(outputs(module), outputs(load_model(folder).module))
+
+
+def test_update_card_rewrites_the_card_alone_and_refuses_other_weights(saved):
+    """A pick made after training (threshold, TTA picks) changes the card, not the 25 MB of weights: the weights
+    file stays the same file (same inode, same bytes) and the model loads with the new card; a card that names
+    other weights is refused and the folder is left as it was."""
+    module, folder = saved
+    weights = folder / "model.safetensors"
+    before = (weights.stat().st_ino, weights.read_bytes())
+    card = load_model(folder).card
+    assert update_card(folder, card.replace(threshold=0.7, tta_picks={"flips": {"threshold": 0.45, "outline_threshold": None}})) == folder / "card.json"
+    assert (weights.stat().st_ino, weights.read_bytes()) == before
+    loaded = load_model(folder)
+    assert loaded.card.threshold == 0.7 and loaded.card.tta_picks == {"flips": {"threshold": 0.45, "outline_threshold": None}}
+    assert torch.equal(outputs(module), outputs(loaded.module))
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["tiny"]  # no temporary left beside it
+    text = (folder / "card.json").read_text()
+    with pytest.raises(HubmapInputError, match="other weights"):
+        update_card(folder, card.replace(weights_sha256="0" * 64))
+    assert (folder / "card.json").read_text() == text
+    with pytest.raises(HubmapInputError, match="not a model folder"):
+        update_card(folder.parent / "missing", card)
 
 
 def test_save_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path):

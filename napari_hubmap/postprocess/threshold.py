@@ -145,16 +145,14 @@ def save_threshold(model_or_folder, threshold: float) -> Path:
     if path.suffix.lower() == ".json" and path.name != "card.json":
         config = read_ensemble_config(path)
         return save_ensemble_config(path, config["models"], threshold)
-    from ..registry.store import CARD_FILE, find_model, read_card
+    from ..registry.store import CARD_FILE, find_model, read_card, update_card
 
     folder = find_model(model_or_folder)
-    card_path = folder / CARD_FILE
     try:
         card = read_card(folder).replace(threshold=float(threshold))
     except HubmapInputError as error:
-        raise HubmapInputError(card_path, error.problem) from None
-    write_text_atomic(card_path, card.to_json())
-    return card_path
+        raise HubmapInputError(folder / CARD_FILE, error.problem) from None
+    return update_card(folder, card)
 
 
 def save_best_threshold(prob_path, threshold: float) -> Path:

@@ -16,6 +16,7 @@ from .store import (
     model_search_path,
     read_card,
     save_model,
+    update_card,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "model_search_path",
     "read_card",
     "save_model",
+    "update_card",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_text_atomic
 from ..locks import FolderLock
 from ..defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from ..errors import HubmapInputError
@@ -316,6 +316,20 @@ def save_model(module: torch.nn.Module, card: ModelCard, folder: str | os.PathLi
         saved = card.replace(weights_sha256=sha256_file(tmp / WEIGHTS_FILE), created=card.created or utc_now())
         (tmp / CARD_FILE).write_text(saved.to_json(), encoding="utf-8")
     return folder
+
+
+def update_card(folder: str | os.PathLike, card: ModelCard) -> Path:
+    """Replace the card of a model folder whose weights stay as they are (a pick made after training: threshold,
+    floor, TTA picks, figures): one atomic write of ``card.json``, under the folder's lock, refused when ``card``
+    names other weights than the folder holds (its ``weights_sha256``, as stored)."""
+    folder = _check_model_folder(Path(folder).expanduser())
+    with model_lock(folder, f"updating the card of {folder.name}"):
+        stored = read_card(folder)
+        if card.weights_sha256 != stored.weights_sha256:
+            raise HubmapInputError(folder / CARD_FILE, "the new card names other weights than the folder holds; "
+                                   "save the model instead")
+        write_text_atomic(folder / CARD_FILE, card.to_json())
+    return folder / CARD_FILE
 
 
 def model_lock(folder, purpose: str) -> FolderLock:

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import HubmapInputError
 from ..progress import Cancelled, ProgressCallback, report
-from ..registry import ModelCard, build_module, load_model, save_model
+from ..registry import ModelCard, build_module, load_model, save_model, update_card
 from ..registry.store import model_lock
 from . import distributed
 from .augment import training_augmentation
@@ -370,7 +370,7 @@ def _register_tta_picks(run: _Run) -> None:
     model = load_model(run.out, run.device)
     picks = tta_picks(model.module, run.val, model.card.normalization, run.device, run.config.thresholds,
                       int(run.best.get("min_size_px", MIN_OBJECT_PX)))
-    save_model(model.module, model.card.replace(tta_picks=picks), run.out)
+    update_card(run.out, model.card.replace(tta_picks=picks))
 
 
 def _card_floor(run: _Run) -> float:
