@@ -1,10 +1,11 @@
-"""Stain jitter that never fails: albumentations' ``HEStain`` (Macenko) leaving glass-only tiles alone.
+"""Stain augmentation: albumentations' ``HEStain`` (Macenko) leaving glass-only tiles alone, and RandStainNA's
+template transfer.
 
 ``HEStain`` fits the stain matrix of each tile; on a tile without tissue (glass) the fit raises, and on a
 flat colour (black padding, a grey border) it "succeeds" on a degenerate matrix and paints the tile
 with saturated pixels. Neither has a stain to jitter, so both are returned unchanged. Imported
-lazily by :mod:`.augment` (albumentations is slow to import); defined at module level so that loader
-workers can pickle it.
+lazily by :mod:`.augment` (albumentations is slow to import); both defined at module level so that loader
+workers can pickle them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from ..stain_standard import standardise, tissue_stats
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # albumentations' version check and pydantic notes
@@ -53,8 +56,6 @@ class LabTemplateTransfer(A.ImageOnlyTransform):
         return {"template": self.spread.draw(self.random_generator) if self.spread is not None else None}
 
     def apply(self, img: np.ndarray, template=None, **params) -> np.ndarray:
-        from ..stain_standard import standardise, tissue_stats
-
         if template is None:
             return img
         return standardise(img, tissue_stats(img), template)
