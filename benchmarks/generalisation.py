@@ -110,7 +110,10 @@ the recipe's 0.822 / 0.841, on H&E patient C003 left out 0.638 against 0.468 (``
 floor, and on the hard fold cv-2 0.823 / 0.824 against the recipe's 0.776-0.796 / 0.781-0.814 (each at its card's picks), but ``all@stain`` 0.769 against the shipped 0.818 on its validation images, and with AIDPATH left out 0.214 / 0.316
 against the recipe's 0.279 / 0.400 (not the recipe, by the rule of ``models/README.md``); ``stain1``: ``stain`` with seed 1, its second all-source run (``all@stain1``); ``r18``: the network alone changed, a U-Net on ResNet-18 (14.3 M parameters, dense convolutions) in place
 of EfficientNet-B0 (depthwise ones), about as fast a step on this CPU: worse on cv-2 (Dice 0.708 / object F1 0.687)
-and on HuBMAP left out (0.538 / 0.497). Figures: ``models/README.md``."""
+and on HuBMAP left out (0.538 / 0.497); ``randstain`` (``--colour-augment randstain``, RandStainNA): tiles moved onto
+CIELAB templates drawn from the training images' colours, in place of the stain jitter: with AIDPATH left out the best
+Dice yet (0.436 against the recipe's 0.279) but object F1 0.333 against 0.400 (the same 4 of 13 found, 7 false against
+3), so not the recipe by the rule of ``models/README.md``. Figures: ``models/README.md``."""
 
 
 def variant_of(run: str) -> str:
