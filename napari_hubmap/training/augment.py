@@ -37,12 +37,11 @@ def training_augmentation(tile: int, strength: float = 1.0, colour: str = "stand
         import albumentations as A
         import cv2
 
-        from .stain import LabTemplateTransfer, StainJitter
+        from . import stain
 
     p = max(0.0, min(1.0, strength))
     reflect = cv2.BORDER_REFLECT_101
-    templates = [LabTemplateTransfer(lab_spread, p=0.7 * p)] if colour == "randstain" else []
-    return A.Compose([*_geometry(A, tile, p, reflect), *templates, *_colour(A, StainJitter, p, colour),
+    return A.Compose([*_geometry(A, tile, p, reflect), *_colour(A, stain, p, colour, lab_spread),
                       A.GaussNoise(std_range=(0.02, 0.06), p=0.2 * p),
                       A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=reflect, p=0.2 * p),
                       A.GridDropout(ratio=0.3, unit_size_range=(max(8, tile // 8), max(9, tile // 4)), p=0.1 * p)])
@@ -65,7 +64,8 @@ def _wide_stain_jitter(StainJitter, p: float):
                        p=0.5 * p)
 
 
-def _colour(A, StainJitter, p: float, colour: str) -> list:
+def _colour(A, stain, p: float, colour: str, lab_spread) -> list:
+    StainJitter = stain.StainJitter
     if colour == "strong":
         return [
             _wide_stain_jitter(StainJitter, p),
@@ -86,7 +86,8 @@ def _colour(A, StainJitter, p: float, colour: str) -> list:
     if colour == "stain":
         return [_wide_stain_jitter(StainJitter, p), *standard, A.ToGray(p=0.1 * p)]
     if colour == "randstain":  # the template stands in for the stain jitter, whose Macenko fit on a moved
-        return [*standard, A.ToGray(p=0.1 * p)]  # tile can take the glomerulus for glass and bleach it white
+        # tile can take the glomerulus for glass and bleach it white
+        return [stain.LabTemplateTransfer(lab_spread, p=0.7 * p), *standard, A.ToGray(p=0.1 * p)]
     return [*standard,
             StainJitter(method="macenko", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.2, 0.2), p=0.3 * p),
             A.ToGray(p=0.1 * p)]

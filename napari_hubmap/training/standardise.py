@@ -5,10 +5,9 @@ spread of their colours, from which ``--colour-augment randstain`` draws its tem
 from __future__ import annotations
 
 import dataclasses
-
-from ..registry.card import ModelCard, stain_reference_of
 from collections import Counter
 
+from ..registry.card import ModelCard, stain_reference_of
 from ..stain_standard import LabSpread, LabStats, mean_stats, standardise, stats_spread, tissue_stats
 from .config import TrainConfig
 from .sources import Sample
