@@ -23,9 +23,15 @@ the same way), of what the product's default post-processing makes of the predic
 threshold, holes filled, objects under the card's ``min_object_um2`` dropped, and always under
 ``MIN_OBJECT_PX`` working pixels): pixel Dice per image (Kaggle: 1 when both prediction and truth are
 empty), their mean, and pooled object precision / recall / F1 at IoU >= 0.5, with and without flip TTA.
+By default each image goes through the network in one pass (as the trainer validates); ``--through predict``
+runs each image file through the product's ``predict_slide`` at its µm/px instead (the card's tiles, Gaussian
+blending, tissue skip, the 8-bit store: what ``napari-hubmap predict`` gives a user), written as
+``<run>.<model>.predict.json``. The two differ most on images barely larger than a tile, whose borders the
+network sees differently (AIDPATH's 1024 px tiles are 171 px at 3 µm/px).
 
     python benchmarks/generalisation.py train RUN [RUN ...] [--epochs N] [--threads 1]
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
+    python benchmarks/generalisation.py score RUN --through predict  # each image file through predict_slide
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
     python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2 picked as the trainer does
     python benchmarks/generalisation.py outline RUN [--model FOLDER]  # card's outline_threshold, the same way
@@ -181,6 +187,21 @@ def mpp_table() -> dict[str, float]:
     return json.loads(MPP_FILE.read_text())
 
 
+def image_mpp(name: str) -> float:
+    """µm/px of one shared-data image ("<source>/<stem>"), as the trainer's ``--mpp-file`` gives it."""
+    table = mpp_table()
+    return table.get(name, table[name.split("/", 1)[0]])
+
+
+def image_file(name: str) -> Path:
+    """The file of one shared-data image ("<source>/<stem>")."""
+    source, stem = name.split("/", 1)
+    found = sorted((DATA / source / "images").glob(f"{stem}.*"))
+    if not found:
+        raise SystemExit(f"{name}: no image file under {DATA / source / 'images'}")
+    return found[0]
+
+
 def train_command(run: str, epochs: int | None = None, workers: int | None = None) -> list[str]:
     """The trainer command of ``run``; ``epochs`` (when given) overrides the recipe's, ``workers`` (data-loader
     processes, which change nothing the run learns) the trainer's default."""
@@ -254,17 +275,20 @@ def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * int((pred & truth).sum()) / total
 
 
-def score_model(folder: Path | list[Path], run: str, backend: str = "torch", device: str = "cpu") -> dict:
+def score_model(folder: Path | list[Path], run: str, backend: str = "torch", device: str = "cpu",
+                through: str = "whole") -> dict:
     """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images, its network run by
     ``backend`` (``torch``, ``onnx`` or ``onnx-int8``, as ``predict --backend`` runs it) on ``device`` (torch
     only; ``cuda`` predicts in float16 autocast, as training validates there). Several folders: their ensemble,
     as ``predict --model A --model B`` runs it (the members' probabilities averaged), cut at the mean of their
-    cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale."""
+    cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale.
+    ``through``: ``whole`` (each image in one pass, as validation in training) or ``predict`` (each image file
+    through the product's tiled ``predict_slide`` at its µm/px, what a user gets: :meth:`Scorer.map_of`)."""
     folders = folder if isinstance(folder, list) else [folder]
-    scorer = Scorer(folders, backend, device)
+    scorer = Scorer(folders, backend, device, through)
     samples = held_out_samples(run, scorer.card)
     out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": scorer.threshold,
-           "images": len(samples), "backend": backend, "device": scorer.device.type,
+           "images": len(samples), "backend": backend, "device": scorer.device.type, "through": through,
            "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline,
            "flips_threshold": scorer.flips_picks[0], "flips_outline_threshold": scorer.flips_picks[1]}
     for tta in ("plain", "flips"):
@@ -286,8 +310,7 @@ def held_out_figures(scorer: "Scorer", samples: list, flips: bool = False, thres
 
     dices, counts = [], np.zeros(3, int)
     for sample in samples:
-        objects = scorer.objects_of(scorer.probability(sample.image, flips), outline=outline, flips=flips,
-                                    threshold=threshold)
+        objects = scorer.objects_of(scorer.map_of(sample, flips), outline=outline, flips=flips, threshold=threshold)
         truth = sample.mask.astype(bool)
         dices.append(image_dice(objects > 0, truth))
         scores = object_scores(objects, label(truth, connectivity=2))
@@ -300,7 +323,7 @@ class Scorer:
     (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped, outlines at
     the cards' ``outline_threshold`` (when they agree)."""
 
-    def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu"):
+    def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu", through: str = "whole"):
         import torch
 
         from napari_hubmap.inference.tta import PRESETS
@@ -308,6 +331,7 @@ class Scorer:
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
         self.device = torch.device(device)
+        self.folders, self.backend, self.through = folders, backend, through
         self.models = [_scoring_model(f, backend, self.device) for f in folders]
         self.card = self.models[0].card
         if len({(m.card.target_mpp, m.card.downscale) for m in self.models}) > 1:
@@ -329,6 +353,34 @@ class Scorer:
 
     def probability(self, image: np.ndarray, flips: bool = False) -> np.ndarray:
         return np.mean([_probability(m, image, flips, self.device) for m in self.models], axis=0)
+
+    def map_of(self, sample, flips: bool = False) -> np.ndarray:
+        """The probability map of one held-out ``sample`` at its working scale: the whole image in one pass, or
+        (``through="predict"``) its file run through ``predict_slide`` at its µm/px (tiles, blending, tissue skip,
+        the 8-bit store), cropped to the sample's shape (the engine's working grid rounds up), or resized to it
+        where the engine's map stays at the slide's own, coarser grid."""
+        if self.through == "whole":
+            return self.probability(sample.image, flips)
+        import tempfile
+
+        from napari_hubmap.inference import predict_slide
+        from napari_hubmap.inference.config import InferenceConfig
+        from napari_hubmap.stores.probability import open_probability
+
+        config = InferenceConfig(models=[str(f) for f in self.folders], mpp=image_mpp(sample.name),
+                                 tta="flips" if flips else "none", backend=self.backend, device=self.device.type)
+        with tempfile.TemporaryDirectory() as tmp:
+            predict_slide(image_file(sample.name), Path(tmp) / "map.prob.zarr", config)
+            levels, _ = open_probability(Path(tmp) / "map.prob.zarr")
+            stored = np.asarray(levels[0][:])
+        h, w = sample.mask.shape
+        if max(abs(stored.shape[0] - h), abs(stored.shape[1] - w)) > 1:  # a slide coarser than the working scale:
+            import cv2  # its map is at the slide's own grid
+
+            return cv2.resize(stored.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_LINEAR)
+        fitted = np.zeros((h, w), np.float32)
+        fitted[: min(h, stored.shape[0]), : min(w, stored.shape[1])] = stored[:h, :w] / 255.0
+        return fitted
 
     def objects(self, image: np.ndarray, flips: bool = False, grow: int = 0) -> np.ndarray:
         """Labelled glomeruli of ``image`` (at the model's working scale)."""
@@ -386,7 +438,8 @@ def flip_average(module, image: np.ndarray, normalization: dict, device) -> np.n
     return predict_image(module, image, normalization, device, PRESETS["flips"])
 
 
-def score(runs: list[str], models: list[Path] | None, backend: str = "torch", device: str = "cpu") -> None:
+def score(runs: list[str], models: list[Path] | None, backend: str = "torch", device: str = "cpu",
+          through: str = "whole") -> None:
     """Score each run with its own model, or with ``models`` (one folder, or several: their ensemble)."""
     import torch
 
@@ -395,9 +448,10 @@ def score(runs: list[str], models: list[Path] | None, backend: str = "torch", de
     for run in runs:
         folders = models or [OUT / run]
         label = "+".join(f.name for f in folders)
-        result = {**score_model(folders, run, backend, device), "model": label}
+        result = {**score_model(folders, run, backend, device, through), "model": label}
         SCORES.mkdir(parents=True, exist_ok=True)
-        name = f"{run}.{label}" + ("" if backend == "torch" else f".{backend}")  # the card takes torch's only
+        name = f"{run}.{label}" + ("" if backend == "torch" else f".{backend}") + ("" if through == "whole" else f".{through}")
+        # the card takes torch's one-pass figures only
         (SCORES / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for tta in ("plain", "flips"):
             r = result[tta]
@@ -613,6 +667,8 @@ def main() -> None:
 
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch",
                         help="score: what runs the network (the card's figures are torch's)")
+    parser.add_argument("--through", choices=["whole", "predict"], default="whole",
+                        help="score: each image in one pass (whole), or its file through predict_slide (predict)")
     args = parser.parse_args()
     if args.action in ("floor", "outline", "tta", "rethreshold") and args.model and len(args.model) > 1:
         raise SystemExit(f"{args.action} takes one --model folder")
@@ -621,7 +677,7 @@ def main() -> None:
     if args.action == "train":
         train(args.runs, args.epochs, args.threads, args.workers)
     elif args.action == "score":
-        score(args.runs, args.model, args.backend, args.device)
+        score(args.runs, args.model, args.backend, args.device, args.through)
     elif args.action == "table":
         table()
     elif args.action == "record":

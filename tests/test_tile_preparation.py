@@ -75,12 +75,29 @@ def test_reader_tiles_inside_and_across_the_edge(tmp_path, tiled):
     path = tmp_path / "slide.tif"
     tifffile.imwrite(path, image, tile=(64, 64) if tiled else None, photometric="rgb")
     reader = TileReader(str(path))
-    for y, x in [(0, 0), (100, 37), (300 - 64, 260 - 64), (250, 10), (10, 220), (280, 250)]:
+    for y, x in [(0, 0), (100, 37), (300 - 64, 260 - 64), (250, 10), (10, 220), (280, 250), (299, 259)]:
         tile = reader.read(y, x, 64, 1.0)
-        expected = np.full((64, 64, 3), 255, np.uint8)
-        part = image[y : y + 64, x : x + 64]
-        expected[: part.shape[0], : part.shape[1]] = part
-        np.testing.assert_array_equal(tile, expected)
+        rows, cols = (mirrored_index(start + np.arange(64), n) for start, n in ((y, 300), (x, 260)))
+        np.testing.assert_array_equal(tile, image[rows][:, cols])
     half = reader.read(40, 30, 32, 2.0)  # 64 px of the slide averaged 2x2
     block = image[80:144, 60:124].astype(np.float64).reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
     assert np.abs(half.astype(np.float64) - block).max() <= 0.5
+
+
+def test_reader_mirrors_a_slide_smaller_than_its_tile(tmp_path):
+    """A 20 x 30 px photograph read as one 64 px tile: mirrored at every edge, again and again, never white."""
+    image = np.random.default_rng(4).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, image, photometric="rgb")
+    tile = TileReader(str(path)).read(0, 0, 64, 1.0)
+    np.testing.assert_array_equal(tile, image[mirrored_index(np.arange(64), 20)][:, mirrored_index(np.arange(64), 30)])
+
+
+def mirrored_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Where a pixel past the last (n - 1) comes from when the edge is a mirror (the edge pixel not repeated:
+    n, n + 1, ... read n - 2, n - 3, ...); a one-pixel strip repeats its pixel."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    folded = index % period
+    return np.where(folded < n, folded, period - folded)
