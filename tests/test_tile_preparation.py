@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from napari_hubmap.inference.engine import TileReader
 from napari_hubmap.inference.normalisation import normalise
+from napari_hubmap.inference.plan import tile_starts
 from napari_hubmap.inference.tissue import tissue_from_rgb
 
 
@@ -75,7 +76,7 @@ def test_reader_tiles_inside_and_across_the_edge(tmp_path, tiled):
     path = tmp_path / "slide.tif"
     tifffile.imwrite(path, image, tile=(64, 64) if tiled else None, photometric="rgb")
     reader = TileReader(str(path))
-    for y, x in [(0, 0), (100, 37), (300 - 64, 260 - 64), (250, 10), (10, 220), (280, 250), (299, 259)]:
+    for y, x in [(0, 0), (100, 37), (300 - 64, 260 - 64), (250, 10), (10, 220), (280, 250), (299, 259), (-20, -5)]:
         tile = reader.read(y, x, 64, 1.0)
         rows, cols = (mirrored_index(start + np.arange(64), n) for start, n in ((y, 300), (x, 260)))
         np.testing.assert_array_equal(tile, image[rows][:, cols])
@@ -91,6 +92,18 @@ def test_reader_mirrors_a_slide_smaller_than_its_tile(tmp_path):
     tifffile.imwrite(path, image, photometric="rgb")
     tile = TileReader(str(path)).read(0, 0, 64, 1.0)
     np.testing.assert_array_equal(tile, image[mirrored_index(np.arange(64), 20)][:, mirrored_index(np.arange(64), 30)])
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(171, 384, 96), (384, 384, 96), (100, 101, 0), (1, 64, 16)])
+def test_a_slide_no_longer_than_a_tile_sits_in_its_middle(length, tile, overlap):
+    (start,) = tile_starts(length, tile, overlap)
+    before, after = -start, start + tile - length
+    assert before >= 0 and after >= 0 and abs(before - after) <= 1
+
+
+def test_longer_slides_are_tiled_from_their_first_pixel_to_their_last():
+    starts = tile_starts(1000, 384, 96)
+    assert starts[0] == 0 and starts[-1] + 384 == 1000 and all(b - a <= 384 - 96 for a, b in zip(starts, starts[1:]))
 
 
 def mirrored_index(index: np.ndarray, n: int) -> np.ndarray:

@@ -98,7 +98,7 @@ class TileReader:
         size = max(1, int(round(tile * factor)))
         y0, x0 = int(round(y * factor)), int(round(x * factor))
         h, w = level.shape[:2]
-        if y0 + size <= h and x0 + size <= w:  # inside the slide (most tiles): nothing to mirror and copy
+        if 0 <= y0 and 0 <= x0 and y0 + size <= h and x0 + size <= w:  # inside the slide (most tiles)
             canvas = level[y0 : y0 + size, x0 : x0 + size]
         else:
             canvas = beyond_edge(level, y0, x0, size)
@@ -106,10 +106,11 @@ class TileReader:
 
 
 def beyond_edge(level, y0: int, x0: int, size: int) -> np.ndarray:
-    """The ``size`` square of ``level`` at (y0, x0) that crosses the level's bottom or right edge, the slide
-    mirrored at that edge (the edge pixel not repeated, as training pads small images): a straight edge of white
-    glass through tissue, which no training tile has, draws false glomeruli along it (a tile poking 2 px past a
-    1600 px JPEG did)."""
+    """The ``size`` square of ``level`` at (y0, x0) that crosses the level's edges (the last tile of a row, or a
+    slide smaller than a tile, centred in it: :func:`~napari_hubmap.inference.plan.tile_starts`), the slide
+    mirrored there (the edge pixel not repeated, as training pads small images): a straight edge of white glass
+    through tissue, which no training tile has, draws false glomeruli along it (a tile poking 2 px past a 1600 px
+    JPEG did)."""
     h, w = level.shape[:2]
     rows, cols = _mirrored(y0, size, h), _mirrored(x0, size, w)
     block = np.asarray(level[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
