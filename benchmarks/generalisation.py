@@ -327,12 +327,15 @@ class Scorer:
         import torch
 
         from napari_hubmap.inference.tta import PRESETS
+        from napari_hubmap.registry import load_model
         from napari_hubmap.training.sizes import floor_px
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
         self.device = torch.device(device)
-        self.folders, self.backend, self.through = folders, backend, through
-        self.models = [_scoring_model(f, backend, self.device) for f in folders]
+        self.backend, self.through = backend, through
+        self.loaded = [load_model(f) for f in folders]
+        """The registry models, loaded once: ``predict_slide`` takes them as they are (``through="predict"``)."""
+        self.models = [_scoring_model(m, backend, self.device) for m in self.loaded]
         self.card = self.models[0].card
         if len({(m.card.target_mpp, m.card.downscale) for m in self.models}) > 1:
             raise SystemExit("an ensemble's members must work at one scale")
@@ -367,10 +370,10 @@ class Scorer:
         from napari_hubmap.inference.config import InferenceConfig
         from napari_hubmap.stores.probability import open_probability
 
-        config = InferenceConfig(models=[str(f) for f in self.folders], mpp=image_mpp(sample.name),
-                                 tta="flips" if flips else "none", backend=self.backend, device=self.device.type)
+        config = InferenceConfig(mpp=image_mpp(sample.name), tta="flips" if flips else "none", backend=self.backend,
+                                 device=self.device.type)
         with tempfile.TemporaryDirectory() as tmp:
-            predict_slide(image_file(sample.name), Path(tmp) / "map.prob.zarr", config)
+            predict_slide(image_file(sample.name), Path(tmp) / "map.prob.zarr", config, models=self.loaded)
             levels, _ = open_probability(Path(tmp) / "map.prob.zarr")
             stored = np.asarray(levels[0][:])
         h, w = sample.mask.shape
@@ -404,10 +407,8 @@ class Scorer:
                                                     outline_threshold=outline))
 
 
-def _scoring_model(folder: Path, backend: str, device):
-    from napari_hubmap.registry import load_model
-
-    model = load_model(folder)
+def _scoring_model(model, backend: str, device):
+    """A loaded registry model as ``backend`` runs it in one whole-image pass."""
     if backend == "torch":
         model.module.to(device)
         return model
