@@ -22,6 +22,8 @@ from torch import nn
 ADAPT_TILES = 32
 """Tissue tiles (of the model's own size and scale, evenly spread over the plan's order) whose activations give a
 slide's normalisation statistics."""
+ADAPT_MAX_STRIDE: int | None = None
+"""How deep adaptation reaches (:func:`adapted_module`): None, every batch-norm layer."""
 ADAPT_BATCH = 8
 """Tiles per forward pass while measuring (a batch's statistics take in the spread between tiles, as training's do)."""
 
@@ -31,28 +33,47 @@ def norm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def adapted_module(module: nn.Module, batches) -> nn.Module:
+def adapted_module(module: nn.Module, batches, max_stride: int | None = None) -> nn.Module:
     """A copy of ``module`` (eval mode, its device) whose batch-norm running statistics are the average over
     ``batches`` ((N, C, H, W) float tensors, already normalised as the card says) of each batch's own; ``module``
-    itself is left as it was. A network without batch norm, or no batches, gives ``module`` back."""
-    if not norm_layers(module):
+    itself is left as it was. ``max_stride``: only the layers of the encoder (``module.encoder`` where there is one)
+    whose input is at most that many times coarser than the tile (colour and texture; the deeper layers' statistics
+    also carry how much of each structure the tiles hold); None: every layer. A network without batch norm, or no
+    batches, gives ``module`` back."""
+    batches = list(batches)
+    if not norm_layers(module) or not batches:
         return module
     adapted = copy.deepcopy(module).eval()
-    layers = norm_layers(adapted)
+    layers = _layers_to_adapt(adapted, batches[0], max_stride)
+    originals = {id(layer): layer.momentum for layer in layers}
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # a cumulative average over the batches, each counted once
         layer.train()
-    seen = 0
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
             adapted(batch)
-            seen += 1
-    if not seen:
-        return module
-    for layer, original in zip(layers, norm_layers(module)):
-        layer.momentum = original.momentum
+    for layer in layers:
+        layer.momentum = originals[id(layer)]
     return adapted.eval()
+
+
+def _layers_to_adapt(module: nn.Module, example: torch.Tensor, max_stride: int | None) -> list:
+    """The batch-norm layers :func:`adapted_module` measures again (``module`` in eval mode)."""
+    if max_stride is None:
+        return norm_layers(module)
+    sizes = {}
+    hooks = [layer.register_forward_pre_hook(lambda layer, args: sizes.setdefault(id(layer), args[0].shape[-1]))
+             for layer in norm_layers(module)]
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            module(example[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    within = getattr(module, "encoder", module)
+    width = example.shape[-1]
+    return [layer for layer in norm_layers(within) if sizes.get(id(layer), 0) * max_stride >= width]
 
 
 def adaptation_tiles(jobs: list, count: int = ADAPT_TILES) -> list:
@@ -77,6 +98,7 @@ def attach_adapted(plan, open_reader, device: torch.device) -> None:
     """Give each run of ``plan`` its model with batch-norm statistics measured on the slide's tissue tiles
     (:func:`adaptation_tiles` of the run's unskipped jobs, read by ``open_reader()``'s ``read(y, x, tile, downscale)``,
     stain-standardised and normalised as prediction does). A run without tissue keeps its model."""
+    from ..errors import HubmapInputError
     from ..registry import LoadedModel
 
     reader = None
@@ -84,8 +106,11 @@ def attach_adapted(plan, open_reader, device: torch.device) -> None:
         jobs = adaptation_tiles([job for job in plan.jobs if job.run == run.index and not job.skipped])
         if not jobs:
             continue
+        if not isinstance(run.model.module, nn.Module):
+            raise HubmapInputError(run.model.path, f"model {run.model.card.name!r} is loaded as an ONNX graph, whose "
+                                   "batch-norm statistics are folded in: load it for torch to adapt them")
         reader = reader or open_reader()
-        module = adapted_module(run.model.module, _input_batches(run, jobs, reader, device))
+        module = adapted_module(run.model.module, _input_batches(run, jobs, reader, device), ADAPT_MAX_STRIDE)
         run.model = LoadedModel(run.model.card, module, run.model.path)
         run.norm_statistics = statistics_digest(module)
 

@@ -345,6 +345,9 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
     if config.mpp is not None:
         check_mpp(config.mpp)
     backend = resolve_backend(config.backend, device)
+    if config.adapt_norm and config.backend.startswith("onnx"):
+        raise HubmapInputError(None, f"--adapt-norm measures the slide's statistics in the torch network; the {config.backend} "
+                               "graph has them folded in: use --backend auto or torch")
     models = [_load(m, device) for m in (models or config.models)]
     if not config.adapt_norm:
         models = runtime_models(models, backend)
