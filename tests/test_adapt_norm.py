@@ -43,6 +43,34 @@ def test_the_statistics_are_the_mean_of_each_batchs_own_and_the_model_is_left_al
     assert statistics_digest(adapted) != statistics_digest(net)
 
 
+class EncoderDecoder(torch.nn.Module):
+    """An encoder of two stages (full size, then half) and a decoder, each with batch norm, as smp's models hold them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 4, 3, stride=2, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+        self.decoder = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                           torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 1, 1))
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+@pytest.mark.parametrize("max_stride, changed", [(1, [True, False, False]), (2, [True, True, False]),
+                                                 (None, [True, True, True])])
+def test_the_depth_limit_adapts_only_the_encoders_fine_layers(max_stride, changed):
+    """``max_stride`` S: the encoder's layers whose input is at most S times coarser than the tile; the decoder's
+    never (unless every layer is adapted)."""
+    net = EncoderDecoder().eval()
+    adapted = adapted_module(net, iter([torch.randn(2, 3, 16, 16) * 2 + 3]), max_stride)
+    moved = [not torch.equal(a.running_mean, b.running_mean) for a, b in zip(norm_layers(adapted), norm_layers(net))]
+    assert moved == changed
+    assert all(not layer.training for layer in norm_layers(adapted))
+
+
 def test_a_network_without_batch_norm_or_without_tissue_is_given_back_as_it_is():
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 3)).eval()
     assert not norm_layers(plain) and adapted_module(plain, iter([torch.zeros(1, 3, 8, 8)])) is plain

@@ -63,8 +63,11 @@ def _layers_to_adapt(module: nn.Module, example: torch.Tensor, max_stride: int |
     if max_stride is None:
         return norm_layers(module)
     sizes = {}
-    hooks = [layer.register_forward_pre_hook(lambda layer, args: sizes.setdefault(id(layer), args[0].shape[-1]))
-             for layer in norm_layers(module)]
+
+    def record(layer, args) -> None:  # a pre-hook that returns something replaces the layer's input
+        sizes.setdefault(id(layer), args[0].shape[-1])
+
+    hooks = [layer.register_forward_pre_hook(record) for layer in norm_layers(module)]
     try:
         with torch.inference_mode(False), torch.no_grad():
             module(example[:1])
