@@ -32,7 +32,6 @@ network sees differently (AIDPATH's 1024 px tiles are 171 px at 3 µm/px).
     python benchmarks/generalisation.py train RUN [RUN ...] [--epochs N] [--threads 1]
     python benchmarks/generalisation.py score RUN [RUN ...] [--model FOLDER]   # e.g. the shipped default
     python benchmarks/generalisation.py score RUN --through predict  # each image file through predict_slide
-    python benchmarks/generalisation.py score RUN --through predict --adapt-norm  # batch norm measured per image
     python benchmarks/generalisation.py ship RUN      # install that run's model as models/hubmap-default
     python benchmarks/generalisation.py floor RUN [--model FOLDER]  # card's min_object_um2 picked as the trainer does
     python benchmarks/generalisation.py outline RUN [--model FOLDER]  # card's outline_threshold, the same way
@@ -277,22 +276,19 @@ def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def score_model(folder: Path | list[Path], run: str, backend: str = "torch", device: str = "cpu",
-                through: str = "whole", adapt_norm: bool = False) -> dict:
+                through: str = "whole") -> dict:
     """Per-image and pooled figures of the model in ``folder`` on ``run``'s held-out images, its network run by
     ``backend`` (``torch``, ``onnx`` or ``onnx-int8``, as ``predict --backend`` runs it) on ``device`` (torch
     only; ``cuda`` predicts in float16 autocast, as training validates there). Several folders: their ensemble,
     as ``predict --model A --model B`` runs it (the members' probabilities averaged), cut at the mean of their
     cards' thresholds, objects under the first card's ``min_object_um2`` dropped; all work at one scale.
     ``through``: ``whole`` (each image in one pass, as validation in training) or ``predict`` (each image file
-    through the product's tiled ``predict_slide`` at its µm/px, what a user gets: :meth:`Scorer.map_of`);
-    ``adapt_norm`` (``predict`` only): each image's batch-norm statistics measured on itself first (``predict
-    --adapt-norm``)."""
+    through the product's tiled ``predict_slide`` at its µm/px, what a user gets: :meth:`Scorer.map_of`)."""
     folders = folder if isinstance(folder, list) else [folder]
-    scorer = Scorer(folders, backend, device, through, adapt_norm)
+    scorer = Scorer(folders, backend, device, through)
     samples = held_out_samples(run, scorer.card)
     out = {"run": run, "model": "+".join(str(f) for f in folders), "threshold": scorer.threshold,
            "images": len(samples), "backend": backend, "device": scorer.device.type, "through": through,
-           "adapt_norm": adapt_norm,
            "min_object_um2": scorer.card.min_object_um2, "outline_threshold": scorer.outline,
            "flips_threshold": scorer.flips_picks[0], "flips_outline_threshold": scorer.flips_picks[1]}
     for tta in ("plain", "flips"):
@@ -327,8 +323,7 @@ class Scorer:
     (mean) card threshold, holes filled, objects under the first card's ``min_object_um2`` dropped, outlines at
     the cards' ``outline_threshold`` (when they agree)."""
 
-    def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu", through: str = "whole",
-                 adapt_norm: bool = False):
+    def __init__(self, folders: list[Path], backend: str = "torch", device: str = "cpu", through: str = "whole"):
         import torch
 
         from napari_hubmap.inference.tta import PRESETS
@@ -337,9 +332,7 @@ class Scorer:
         from napari_hubmap.training.validate import MIN_OBJECT_PX
 
         self.device = torch.device(device)
-        self.backend, self.through, self.adapt_norm = backend, through, adapt_norm
-        if adapt_norm and through != "predict":
-            raise SystemExit("--adapt-norm scores through predict only (--through predict)")
+        self.backend, self.through = backend, through
         self.loaded = [load_model(f) for f in folders]
         """The registry models, loaded once: ``predict_slide`` takes them as they are (``through="predict"``)."""
         self.models = [_scoring_model(m, backend, self.device) for m in self.loaded]
@@ -378,7 +371,7 @@ class Scorer:
         from napari_hubmap.stores.probability import open_probability
 
         config = InferenceConfig(mpp=image_mpp(sample.name), tta="flips" if flips else "none", backend=self.backend,
-                                 device=self.device.type, adapt_norm=self.adapt_norm)
+                                 device=self.device.type)
         with tempfile.TemporaryDirectory() as tmp:
             predict_slide(image_file(sample.name), Path(tmp) / "map.prob.zarr", config, models=self.loaded)
             levels, _ = open_probability(Path(tmp) / "map.prob.zarr")
@@ -447,7 +440,7 @@ def flip_average(module, image: np.ndarray, normalization: dict, device) -> np.n
 
 
 def score(runs: list[str], models: list[Path] | None, backend: str = "torch", device: str = "cpu",
-          through: str = "whole", adapt_norm: bool = False) -> None:
+          through: str = "whole") -> None:
     """Score each run with its own model, or with ``models`` (one folder, or several: their ensemble)."""
     import torch
 
@@ -456,10 +449,9 @@ def score(runs: list[str], models: list[Path] | None, backend: str = "torch", de
     for run in runs:
         folders = models or [OUT / run]
         label = "+".join(f.name for f in folders)
-        result = {**score_model(folders, run, backend, device, through, adapt_norm), "model": label}
+        result = {**score_model(folders, run, backend, device, through), "model": label}
         SCORES.mkdir(parents=True, exist_ok=True)
         name = f"{run}.{label}" + ("" if backend == "torch" else f".{backend}") + ("" if through == "whole" else f".{through}")
-        name += ".adapt" if adapt_norm else ""
         # the card takes torch's one-pass figures only
         (SCORES / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for tta in ("plain", "flips"):
@@ -678,8 +670,6 @@ def main() -> None:
                         help="score: what runs the network (the card's figures are torch's)")
     parser.add_argument("--through", choices=["whole", "predict"], default="whole",
                         help="score: each image in one pass (whole), or its file through predict_slide (predict)")
-    parser.add_argument("--adapt-norm", action="store_true",
-                        help="score --through predict: each image's batch-norm statistics measured on itself first")
     args = parser.parse_args()
     if args.action in ("floor", "outline", "tta", "rethreshold") and args.model and len(args.model) > 1:
         raise SystemExit(f"{args.action} takes one --model folder")
@@ -688,7 +678,7 @@ def main() -> None:
     if args.action == "train":
         train(args.runs, args.epochs, args.threads, args.workers)
     elif args.action == "score":
-        score(args.runs, args.model, args.backend, args.device, args.through, args.adapt_norm)
+        score(args.runs, args.model, args.backend, args.device, args.through)
     elif args.action == "table":
         table()
     elif args.action == "record":

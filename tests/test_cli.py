@@ -200,19 +200,6 @@ def test_predict_backend_is_chosen_and_reported(tmp_path):
     assert bad.returncode == 2 and "tensorrt" in bad.stderr
 
 
-def test_predict_adapt_norm_runs_torch_and_says_so(tmp_path):
-    """--adapt-norm: the line says so and names torch (the statistics are measured in the torch network); asking for
-    the ONNX graph as well is one error line, exit 2, and nothing written."""
-    tiny, slides = tiny_model(tmp_path), synthetic_slides(tmp_path, seeds=(1,))
-    out = run("predict", slides[0], "--model", tiny, "--out", tmp_path / "a", "--adapt-norm")
-    line = json.loads(out.stdout)
-    assert line["adapt_norm"] is True and line["backend"] == "torch" and line["complete"]
-    bad = run("predict", slides[0], "--model", tiny, "--out", tmp_path / "b", "--adapt-norm", "--backend", "onnx",
-              check_code=None)
-    assert bad.returncode == 2 and "adapt-norm" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
-
-
 def test_predict_progress_in_a_log_file_is_plain_lines(tmp_path):
     """stderr to a file (not a terminal): progress as whole lines, no tqdm frames drawn with carriage returns."""
     tiny, slides = tiny_model(tmp_path), synthetic_slides(tmp_path)

@@ -88,9 +88,6 @@ def test_panel_lists_models_and_describes_the_run(make_napari_viewer, qtbot, mod
     assert config["backend"] == "auto"
     panel.backend.setCurrentText("torch")
     assert panel.config()["backend"] == "torch"  # the run gets what the combo shows
-    assert config["adapt_norm"] is False
-    panel.adapt_norm.setChecked(True)
-    assert panel.config()["adapt_norm"] is True
     assert panel.output_folder(slide_path_slide(viewer)) == slide_path.parent / "predictions"
     assert panel.out_folder.placeholderText() == str(slide_path.parent / "predictions")
 

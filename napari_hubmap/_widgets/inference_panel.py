@@ -14,7 +14,6 @@ from pathlib import Path
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -168,9 +167,6 @@ class InferencePanel(QWidget, ListsModels, WorkerRun):
                                 "in two thirds of torch's time) "
                                 "when onnxruntime is installed, else torch; a GPU always runs torch. onnx-int8: the ONNX "
                                 "graph quantised to 8 bits, faster on CPUs with VNNI, its map a little off the float one")
-        self.adapt_norm = QCheckBox("Adapt to this slide")
-        self.adapt_norm.setToolTip("Measure the network's batch-norm statistics again on the slide's own tissue before "
-                                   "running it (AdaBN), for a lab or stain the model never saw; runs the torch network")
         self.batch = QSpinBox()
         self.batch.setRange(1, 512)
         self.batch.setValue(4)
@@ -199,7 +195,6 @@ class InferencePanel(QWidget, ListsModels, WorkerRun):
         form.addRow("Blend", self.blend)
         form.addRow("Device", self.device)
         form.addRow("Backend", self.backend)
-        form.addRow("", self.adapt_norm)
         form.addRow("Batch size", self.batch)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_folder, 1)
@@ -308,7 +303,6 @@ class InferencePanel(QWidget, ListsModels, WorkerRun):
             device=self.device.currentText(),
             backend=self.backend.currentText(),
             batch=self.batch.value(),
-            adapt_norm=self.adapt_norm.isChecked(),
         )
 
     # --- run ------------------------------------------------------------------------------------

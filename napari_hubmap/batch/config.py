@@ -44,10 +44,7 @@ class CohortConfig:
 
     def key(self) -> str:
         """What a finished slide's record must match to be skipped."""
-        inference = dataclasses.asdict(self.inference)
-        if not inference["adapt_norm"]:  # cohorts made before the option existed keep their keys
-            del inference["adapt_norm"]
-        data = {"inference": inference,
+        data = {"inference": dataclasses.asdict(self.inference),
                 "postprocess": self.postprocess,
                 "exports": sorted(self.exports)}  # band_rows left out: it does not change the outputs
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -26,7 +26,6 @@ def worker_models(inference: InferenceConfig) -> list:
 
     device = pick_device(inference.device)
     backend = resolve_backend(inference.backend, device)
-    backend = "torch" if inference.adapt_norm else backend  # the slide's statistics are measured in the torch network
     key = (tuple(str(m) for m in inference.models), str(device), backend)
     with _MODELS_LOCK:
         if key not in _MODELS:

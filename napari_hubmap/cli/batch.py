@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import EXIT_BAD_INPUT, add_adapt_option, add_mpp_option
+from .common import EXIT_BAD_INPUT, add_mpp_option
 from .postprocess import add_object_options, object_options
 from .progress_bar import ProgressBar
 
@@ -23,7 +23,6 @@ def add_parsers(sub) -> None:
     batch.add_argument("--tta", default=inference.tta, help="none, flips, d4 or a comma-separated list of transforms")
     batch.add_argument("--device", choices=DEVICES, default=inference.device)
     batch.add_argument("--backend", choices=BACKENDS, default=inference.backend)
-    add_adapt_option(batch)
     add_object_options(batch)
     where = batch.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
@@ -37,8 +36,7 @@ def cohort_config(args):
     from ..inference.config import InferenceConfig
     from ..postprocess.config import PostprocessConfig
 
-    inference = InferenceConfig(models=args.model, tta=args.tta, device=args.device, backend=args.backend, mpp=args.mpp,
-                                adapt_norm=args.adapt_norm)
+    inference = InferenceConfig(models=args.model, tta=args.tta, device=args.device, backend=args.backend, mpp=args.mpp)
     seeds = PostprocessConfig()  # watershed seed settings only when changed: cohorts made before they were
     post = {k: v for k, v in object_options(args).items()  # options keep their keys, so finished slides are still skipped
             if k not in ("min_distance", "h", "compactness") or v != getattr(seeds, k)}

@@ -32,9 +32,3 @@ def add_mpp_option(parser, what: str = "the slides", default: str = "the file's"
     parser.add_argument("--mpp", type=mpp_argument, default=None, metavar="MPP",
                         help=f"µm per pixel of {what}, for files that carry none; it wins over a file's own (with a "
                              f"warning). Default: {default}, else {DEFAULT_MPP:g} assumed (and said so)")
-
-
-def add_adapt_option(parser) -> None:
-    parser.add_argument("--adapt-norm", action="store_true",
-                        help="measure the network's batch-norm statistics again on each slide's own tissue before running "
-                             "it (AdaBN: for a lab or stain the model never saw; runs the torch network)")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..stores.naming import PROBABILITY_SUFFIX, probability_path
-from .common import add_adapt_option, add_mpp_option
+from .common import add_mpp_option
 from .progress_bar import ProgressBar
 
 
@@ -30,7 +30,6 @@ def add_parsers(sub) -> None:
     predict.add_argument("--forward-batch", type=int, default=None,
                          help="tiles per forward call (default: the whole batch on a GPU, 1 on CPU)")
     predict.add_argument("--no-skip-background", action="store_true", help="also run on tiles without tissue")
-    add_adapt_option(predict)
     add_mpp_option(predict)
     predict.set_defaults(func=cmd_predict)
 
@@ -41,14 +40,14 @@ def cmd_predict(args) -> int:
     config = InferenceConfig(
         models=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
         device=args.device, backend=args.backend, batch=args.batch, skip_background=not args.no_skip_background,
-        forward_batch=args.forward_batch, mpp=args.mpp, adapt_norm=args.adapt_norm,
+        forward_batch=args.forward_batch, mpp=args.mpp,
     )
     out_dir = Path(args.out)
     for path in args.slides:
         out = probability_path(path, out_dir)
         with ProgressBar(f"predict {Path(path).name}", unit="tiles") as bar:
             result = predict_slide(path, out, config, progress=bar.update)
-        print(json.dumps({**_result_line(path, out, result), "adapt_norm": config.adapt_norm}))
+        print(json.dumps(_result_line(path, out, result)))
     return 0
 
 

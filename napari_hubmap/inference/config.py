@@ -36,4 +36,3 @@ class InferenceConfig:
     forward_batch: int | None = None  # tiles per forward call; None: the whole batch on a GPU, 1 on CPU
     skip_background: bool = True
     tissue_saturation: float = 0.07
-    adapt_norm: bool = False  # batch-norm statistics measured again on the slide's own tissue (:mod:`.adapt`)

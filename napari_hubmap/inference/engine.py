@@ -37,7 +37,6 @@ from ..slide import SlideScale, check_mpp, open_slide
 from ..stain_standard import standardise
 from ..stores.probability import CHUNK, BandWriter, ProbabilityStore, band_ranges
 from .accumulate import RowAccumulator
-from .adapt import attach_adapted
 from .config import InferenceConfig
 from .normalisation import normalise
 from .onnx_backend import OnnxModule, resolve_backend, runtime_models
@@ -235,8 +234,7 @@ def settings_of(slide_path: str, plan: Plan, config: InferenceConfig, tta: tuple
         "models": [
             {"name": r.model.card.name, "path": str(r.model.path), "weights_sha256": r.model.card.weights_sha256,
              "downscale": r.downscale, "tile": r.tile, "overlap": r.overlap, "threshold": picks[0],
-             "min_object_um2": r.model.card.min_object_um2, "outline_threshold": picks[1], **stain_settings(r),
-             **({"norm_statistics": r.norm_statistics} if r.norm_statistics else {})}
+             "min_object_um2": r.model.card.min_object_um2, "outline_threshold": picks[1], **stain_settings(r)}
             for r, picks in ((r, card_picks(r.model.card, tta)) for r in plan.runs)
         ],
         "tta": list(tta),
@@ -345,12 +343,8 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
     if config.mpp is not None:
         check_mpp(config.mpp)
     backend = resolve_backend(config.backend, device)
-    if config.adapt_norm and config.backend.startswith("onnx"):
-        raise HubmapInputError(None, f"--adapt-norm measures the slide's statistics in the torch network; the {config.backend} "
-                               "graph has them folded in: use --backend auto or torch")
     models = [_load(m, device) for m in (models or config.models)]
-    if not config.adapt_norm:
-        models = runtime_models(models, backend)
+    models = runtime_models(models, backend)
     slide_path = os.fspath(slide_path)
     with open_slide(slide_path, mpp=config.mpp) as slide:
         _say_scale(slide.scale, slide_path, models)
@@ -358,9 +352,6 @@ def _open_run(slide_path, out, config: InferenceConfig, models: list | None, can
             slide.build_cache(cancel=cancel)  # compressed single-level slide: overview levels need the cache
         plan = plan_slide(slide, models, config)
     attach_stain(plan, lambda: TileReader(slide_path))
-    if config.adapt_norm:
-        attach_adapted(plan, lambda: TileReader(slide_path), device)
-        backend = "torch"
     settings, digest = settings_of(slide_path, plan, config, tta, backend)
     store = ProbabilityStore.open_for_run(out, plan.out_shape, plan.out_downscale, settings, digest)
     return _OpenedRun(slide_path, device, backend, tta, plan, store)

@@ -31,7 +31,6 @@ class ModelRun:
     out_scale: float = 1.0  # output pixels per working pixel
     stain_source: object = None  # the slide's tissue colour (stain_standard.LabStats) when the card has a reference
     stain_reference: object = None  # the card's reference colour (LabStats)
-    norm_statistics: str | None = None  # digest of the batch-norm statistics measured on the slide (adapt.py)
 
     @property
     def out_tile(self) -> int:
