@@ -49,18 +49,7 @@ def adapted(module: nn.Module, batches: list[torch.Tensor], max_stride: int | No
     """A copy of ``module`` whose batch-norm statistics (every layer, or the encoder's whose input is at most
     ``max_stride`` times coarser than the batches) are the mean of ``batches``' own."""
     copied = copy.deepcopy(module).eval()
-    sizes = {}
-
-    def record(layer, args) -> None:
-        sizes.setdefault(id(layer), args[0].shape[-1])
-
-    hooks = [layer.register_forward_pre_hook(record) for layer in norm_layers(copied)]
-    copied(batches[0][:1])
-    for hook in hooks:
-        hook.remove()
-    width = batches[0].shape[-1]
-    layers = norm_layers(copied) if max_stride is None else [
-        layer for layer in norm_layers(getattr(copied, "encoder", copied)) if sizes.get(id(layer), 0) * max_stride >= width]
+    layers = norm_layers(copied) if max_stride is None else _shallow_layers(copied, batches[0], max_stride)
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None
@@ -68,6 +57,25 @@ def adapted(module: nn.Module, batches: list[torch.Tensor], max_stride: int | No
     for batch in batches:
         copied(batch)
     return copied.eval()
+
+
+def _shallow_layers(module: nn.Module, example: torch.Tensor, max_stride: int) -> list:
+    """The encoder's batch-norm layers whose input is at most ``max_stride`` times coarser than ``example`` (one
+    forward pass of its first tile measures them; layers the forward never calls are left out)."""
+    sizes = {}
+
+    def record(layer, args) -> None:  # returns nothing: a pre-hook's return value would replace the input
+        sizes.setdefault(id(layer), args[0].shape[-1])
+
+    hooks = [layer.register_forward_pre_hook(record) for layer in norm_layers(module)]
+    try:
+        module(example[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    width = example.shape[-1]
+    return [layer for layer in norm_layers(getattr(module, "encoder", module))
+            if sizes.get(id(layer), 0) * max_stride >= width]
 
 
 def mean_dice(scorer, samples, maps, threshold: float) -> float:

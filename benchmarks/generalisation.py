@@ -538,7 +538,8 @@ def table() -> None:
     for r in results:
         model = Path(r["model"]).name
         backend = "" if r.get("backend", "torch") == "torch" else f" ({r['backend']})"
-        backend += " (through predict" + (", AdaBN" if r.get("adapt_norm") else "") + ")" if r.get("through") == "predict" else ""
+        if r.get("through") == "predict":
+            backend += " (through predict, AdaBN)" if r.get("adapt_norm") else " (through predict)"
         if r["run"].startswith("cv-"):
             groups.setdefault(_model_label(r["run"], model) + backend, []).append(r)
         _row(r["run"], model + backend, {tta: r[tta] for tta in ("plain", "flips")}, r["images"])
