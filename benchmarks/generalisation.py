@@ -87,6 +87,7 @@ VARIANTS = {
     "stain1": {"--colour-augment": "stain", "--seed": "1"},
     "r18": {"--preset": "unet-resnet18"},
     "randstain": {"--colour-augment": "randstain"},
+    "twin": {"--seed": "1"},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
@@ -119,7 +120,9 @@ of EfficientNet-B0 (depthwise ones), about as fast a step on this CPU: worse on 
 and on HuBMAP left out (0.538 / 0.497); ``randstain`` (``--colour-augment randstain``, RandStainNA): tiles moved onto
 CIELAB templates drawn from the training images' colours, in place of the stain jitter: with AIDPATH left out the best
 Dice yet (0.436 against the recipe's 0.279) but object F1 0.333 against 0.400 (the same 4 of 13 found, 7 false against
-3), so not the recipe by the rule of ``models/README.md``. Figures: ``models/README.md``."""
+3), so not the recipe by the rule of ``models/README.md``; ``twin``: the recipe with seed 1, validated on the shipped
+model's own validation images (its card's list; the seed would otherwise draw another fifth), so that the two
+all-source runs can be averaged and the ensemble scored on images neither trained on. Figures: ``models/README.md``."""
 
 
 def variant_of(run: str) -> str:
@@ -132,7 +135,17 @@ def recipe_of(run: str) -> dict[str, str]:
     variant = variant_of(run)
     if variant and variant not in VARIANTS:
         raise SystemExit(f"unknown recipe variant {variant!r}: one of {', '.join(VARIANTS)}")
-    return {**RECIPE, **VARIANTS.get(variant, {})}
+    options = {**RECIPE, **VARIANTS.get(variant, {})}
+    if variant == "twin":  # another seed, validated on the shipped model's own validation images
+        options["--val-groups"] = ",".join(shipped_validation_images())
+    return options
+
+
+def shipped_validation_images() -> list[str]:
+    """The validation images of the shipped ``hubmap-default`` (its card), which ``@twin`` runs validate on too:
+    neither model of a two-model ensemble has trained on them."""
+    card = json.loads((ROOT / "models" / "hubmap-default" / "card.json").read_text())
+    return list(card["training_data"]["validation_images"])
 
 
 ADAPT_TILES = 4
