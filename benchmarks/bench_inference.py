@@ -39,6 +39,13 @@ MONAI's); 522 s for parts b and d. The float graph stays short of 1.7x torch in 
 network alone is 1.72x torch's: the run keeps 1.74 of the 2 cores busy with ONNX against 1.91 with torch; the
 readers' 2.5 CPU-s (each tile 2304 px of level 0 shrunk 6x) and the batch-by-batch hand-over between reading,
 forwarding and blending are what is left.
+Measured again (session 27, another 2-core machine, on which torch is faster) after the engine began queueing the
+next batch's tiles on the tile threads before blending the current one (they no longer wait for the blending, and a
+batch whose last tile is odd no longer leaves a core idle), part (d) three times, alternating with the engine before
+the change (``PYTHONPATH`` at a worktree of the previous commit, same slide and model): ONNX 10.1 / 9.8 / 9.9 s
+against 10.7 / 10.5 / 10.6 s before (7 % less), torch 15.8-17.7 s in both (the ratio moves with torch's own noise:
+1.69x / 1.72x / 1.60x against 1.56x / 1.51x / 1.67x; the median torch run over all six, 16.75 s, gives 1.69x against
+1.58x), int8 6.4-6.6 s against 6.8-7.1 s; ONNX keeps 1.93 of the 2 cores busy against 1.82 before.
 (c) Peak RSS of ``predict_slide`` on a 16384 x 12288 vs a 49152 x 36864 slide (downscale 2,
     skip_background on), with a very fast model: (c) is about memory, not speed.
 
@@ -240,6 +247,17 @@ def measure_predict(args: dict) -> dict:
             in_forward[1] += 1
 
     engine.forward_probabilities = timed_forward
+    gather = engine.TileParallel.gather
+
+    def timed_gather(futures):  # with tile threads (ONNX on the CPU): the main thread waiting for their results
+        t = time.perf_counter()
+        try:
+            return gather(futures)
+        finally:
+            in_forward[0] += time.perf_counter() - t
+            in_forward[1] += 1
+
+    engine.TileParallel.gather = staticmethod(timed_gather)
     spent = {"read": [], "normalise": [], "blend_batch": [], "write_rows": []}
     timed(engine.TileReader, "read", spent["read"])  # reader threads
     timed(engine, "normalise", spent["normalise"])  # reader threads

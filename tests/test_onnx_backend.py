@@ -65,6 +65,28 @@ def test_tiles_forwarded_side_by_side_give_the_one_by_one_map(tmp_path, synth_sl
     assert np.abs(one - side_by_side).max() <= 1 and np.ptp(one) > 20
 
 
+def test_the_next_batch_is_queued_before_this_one_blends(tmp_path, synth_slide, smp_model, monkeypatch):  # noqa: F811
+    """With tile threads the engine queues batch b + 1's tiles before it blends batch b, so the threads never wait
+    for the blending (and a batch with one tile left does not leave a core idle); the map is the same."""
+    from napari_hubmap.inference import engine
+
+    events = []
+    submit, add = engine.TileParallel.submit, engine.RowAccumulator.add
+    monkeypatch.setattr(engine.TileParallel, "submit", lambda self, *a: events.append("queue") or submit(self, *a))
+    monkeypatch.setattr(engine.RowAccumulator, "add", lambda self, *a: events.append("blend") or add(self, *a))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _, pipelined = map_of(synth_slide, tmp_path / "two.zarr", onnx_model(load_model(smp_model.path)), "onnx")
+    finally:
+        torch.set_num_threads(threads)
+    _, plain = map_of(synth_slide, tmp_path / "torch.zarr", smp_model, "torch")
+    assert events.count("queue") > 2 and events[:2] == ["queue", "queue"]  # two batches queued before the first blends
+    first_blends = events.index("blend")
+    assert events[first_blends:].count("queue") == events.count("queue") - 2  # then one more as each batch blends
+    assert np.abs(pipelined - plain).max() <= 1
+
+
 def test_auto_is_onnx_on_the_cpu_and_torch_elsewhere():
     assert resolve_backend("auto", torch.device("cpu")) == "onnx"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"

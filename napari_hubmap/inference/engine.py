@@ -190,9 +190,17 @@ class TileParallel:
         return TileParallel(threads) if device.type == "cpu" and threads > 1 else None
 
     def forward(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
+        return self.gather(self.submit(model, batch, tta, device))
+
+    def submit(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> list:
+        """Start the batch's tiles, one task each, behind those already queued: the engine queues the next batch
+        before it blends this one, so the threads never wait for the blending between batches."""
         single = model.module.single_threaded()
-        parts = self.pool.map(lambda i: _forward_chunk(model, batch[i : i + 1], tta, device, single), range(len(batch)))
-        return np.concatenate(list(parts))
+        return [self.pool.submit(_forward_chunk, model, batch[i : i + 1], tta, device, single) for i in range(len(batch))]
+
+    @staticmethod
+    def gather(futures: list) -> np.ndarray:
+        return np.concatenate([future.result() for future in futures])
 
     def __enter__(self) -> "TileParallel":
         return self
@@ -419,19 +427,31 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     parallel = TileParallel.for_models([r.model for r in plan.runs], device) if config.forward_batch is None else None
     with ThreadPoolExecutor(max_workers=max(1, config.readers), thread_name_prefix="tile-reader") as pool, \
             parallel or nullcontext():
-        pending = {}
+        pending, started_batches = {}, {}
         lookahead = max(2, config.readers * 2)
         for b in range(start, min(start + lookahead, len(plan.batches))):
             pending[b] = pool.submit(prepare, plan.batches[b])
+
+        def start_batch(b: int):
+            """Batch ``b``'s tiles, read; queued on ``parallel``'s threads when there is one (their futures)."""
+            inputs = pending.pop(b).result()
+            if b + lookahead < len(plan.batches):
+                pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
+            if parallel is None or inputs is None:
+                return inputs
+            return parallel.submit(plan.runs[next(j for j in plan.batches[b] if not j.skipped).run].model, inputs, tta,
+                                   device)
+
+        ahead = 0 if parallel is None else 1  # with tile threads: the next batch is queued before this one blends
         for b in range(start, len(plan.batches)):
             if cancel.is_set():
                 cancelled = True
                 break
+            for k in range(b, min(b + ahead + 1, len(plan.batches))):
+                if k not in started_batches:
+                    started_batches[k] = start_batch(k)
             batch = plan.batches[b]
-            inputs = pending.pop(b).result()
-            if b + lookahead < len(plan.batches):
-                pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
-            _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk, parallel)
+            _blend_batch(plan, batch, started_batches.pop(b), tta, device, windows, accumulator, chunk, parallel)
             computed += sum(not j.skipped for j in batch)
             for y0, rows in accumulator.finished(first_rows_after[b]):
                 store.write_rows(y0, rows)
@@ -444,7 +464,8 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
                 remaining = sum(not j.skipped for bb in plan.batches[b + 1 :] for j in bb)
                 report(progress, done_jobs, total_jobs, details={
                     "tiles_per_s": rate, "eta_s": remaining / rate if rate else float("inf"), "rows_done": store.rows_done})
-        for future in pending.values():
+        for future in [*pending.values(), *(f for started in started_batches.values() if isinstance(started, list)
+                                             for f in started)]:
             future.cancel()
     seconds = time.perf_counter() - started
     store.save_progress(complete=store.complete)
@@ -458,11 +479,16 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
 
 
 def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None, parallel=None) -> None:
+    """Forward the batch's tiles (``inputs``: their arrays, or the futures of :meth:`TileParallel.submit`) and blend
+    their probabilities into ``accumulator``."""
     probs = None
     jobs = [j for j in batch if not j.skipped]
     if jobs:
         run = plan.runs[jobs[0].run]
-        probs = forward_probabilities(run.model, inputs, tta, device, chunk, parallel)
+        if isinstance(inputs, list):
+            probs = TileParallel.gather(inputs)
+        else:
+            probs = forward_probabilities(run.model, inputs, tta, device, chunk, parallel)
         if run.out_tile != run.tile:
             resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear",
                                     align_corners=False, antialias=run.out_tile < run.tile)
