@@ -164,12 +164,9 @@ def forward_batch_size(config: InferenceConfig, device: torch.device) -> int:
 
 def forward_probabilities(
     model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device, chunk: int | None = None,
-    parallel: TileParallel | None = None,
 ) -> np.ndarray:
-    """Mean foreground probability over TTA transforms: (N, H, W) float32, ``chunk`` tiles per forward;
-    with ``parallel`` (ONNX models on the CPU), one tile per forward, several at once."""
-    if parallel is not None and len(batch) > 1:
-        return parallel.forward(model, batch, tta, device)
+    """Mean foreground probability over TTA transforms: (N, H, W) float32, ``chunk`` tiles per forward (ONNX models
+    on a CPU with several threads go through :class:`TileParallel` instead: one tile per forward, several at once)."""
     chunk = chunk or len(batch)
     if len(batch) <= chunk:
         return _forward_chunk(model, batch, tta, device)
@@ -188,9 +185,6 @@ class TileParallel:
         """One for ONNX models on a CPU with more than one thread, else None (torch runs tiles one by one)."""
         threads = max((m.module.threads for m in models if isinstance(m.module, OnnxModule)), default=1)
         return TileParallel(threads) if device.type == "cpu" and threads > 1 else None
-
-    def forward(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> np.ndarray:
-        return self.gather(self.submit(model, batch, tta, device))
 
     def submit(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> list:
         """Start the batch's tiles, one task each, behind those already queued: the engine queues the next batch
@@ -415,7 +409,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
         jobs = [j for j in batch if not j.skipped]
         if not jobs:
             return None
-        run = plan.runs[jobs[0].run]
+        run = _run_of(plan, jobs)
         tiles = np.stack([standardise(local.reader.read(j.y, j.x, run.tile, run.downscale), run.stain_source,
                                       run.stain_reference) for j in jobs])
         return normalise(tiles, run.model.card.normalization)
@@ -439,8 +433,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
                 pending[b + lookahead] = pool.submit(prepare, plan.batches[b + lookahead])
             if parallel is None or inputs is None:
                 return inputs
-            return parallel.submit(plan.runs[next(j for j in plan.batches[b] if not j.skipped).run].model, inputs, tta,
-                                   device)
+            return parallel.submit(_run_of(plan, plan.batches[b]).model, inputs, tta, device)
 
         ahead = 0 if parallel is None else 1  # with tile threads: the next batch is queued before this one blends
         for b in range(start, len(plan.batches)):
@@ -451,7 +444,7 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
                 if k not in started_batches:
                     started_batches[k] = start_batch(k)
             batch = plan.batches[b]
-            _blend_batch(plan, batch, started_batches.pop(b), tta, device, windows, accumulator, chunk, parallel)
+            _blend_batch(plan, batch, started_batches.pop(b), tta, device, windows, accumulator, chunk)
             computed += sum(not j.skipped for j in batch)
             for y0, rows in accumulator.finished(first_rows_after[b]):
                 store.write_rows(y0, rows)
@@ -478,17 +471,22 @@ def _run(slide_path, plan, store, config, tta, device, progress, cancel) -> Pred
     )
 
 
-def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None, parallel=None) -> None:
+def _run_of(plan, batch):
+    """The model run of a batch's computed tiles (a batch holds one run's tiles)."""
+    return plan.runs[next(j for j in batch if not j.skipped).run]
+
+
+def _blend_batch(plan, batch, inputs, tta, device, windows, accumulator, chunk=None) -> None:
     """Forward the batch's tiles (``inputs``: their arrays, or the futures of :meth:`TileParallel.submit`) and blend
     their probabilities into ``accumulator``."""
     probs = None
     jobs = [j for j in batch if not j.skipped]
     if jobs:
-        run = plan.runs[jobs[0].run]
+        run = _run_of(plan, jobs)
         if isinstance(inputs, list):
             probs = TileParallel.gather(inputs)
         else:
-            probs = forward_probabilities(run.model, inputs, tta, device, chunk, parallel)
+            probs = forward_probabilities(run.model, inputs, tta, device, chunk)
         if run.out_tile != run.tile:
             resized = F.interpolate(torch.from_numpy(probs)[:, None], size=(run.out_tile,) * 2, mode="bilinear",
                                     align_corners=False, antialias=run.out_tile < run.tile)
