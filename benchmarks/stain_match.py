@@ -1,0 +1,80 @@
+"""Test-time stain matching, measured on the PAS sources left out (issue 12; `models/README.md`, *Matching a
+slide's stain to the model's PAS*).
+
+Each model of a ``loso-<PAS source>`` run is scored on the images it never saw twice, in one pass at its card's
+picks (as ``generalisation.py score`` does, plain): as they are, and with each image's tissue colour moved onto the
+mean colour of the PAS images the run trained on (Reinhard, :mod:`napari_hubmap.stain_standard`; each PAS source
+weighted alike, whatever its number of images). That is what a per-slide "match the stain to the model's PAS"
+choice would do for a user whose lab stains differently.
+
+    python benchmarks/stain_match.py loso-pas-tiles bench-out/generalisation/loso-pas-tiles-s26 [...]
+
+One JSON line per model with both figures; ``--reference-of RUN`` takes the reference from another run's PAS training
+images (the shipped model: ``all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import generalisation as g  # noqa: E402
+
+PAS_SOURCES = ("hubmap-pas", "pas-tiles", "hubmap-16x")
+"""The shared data's PAS sources (``kidney-he`` is H&E; synthetic regions are not trained on as a source here)."""
+
+
+def pas_reference(run: str, card):
+    """The mean tissue colour of the PAS images ``run`` trains on, every PAS source weighted alike."""
+    from napari_hubmap.stain_standard import mean_stats, tissue_stats
+
+    held = set(g.run_plan(run)[2])
+    samples = [s for s in g.run_samples(run, card) if s.source in PAS_SOURCES and s.name not in held]
+    by_source = {}
+    for sample in samples:
+        by_source.setdefault(sample.source, []).append(tissue_stats(sample.image))
+    return mean_stats(mean_stats(stats) for stats in by_source.values()), sorted(by_source)
+
+
+def with_reference(folder: Path, reference, into: Path) -> Path:
+    """A copy of the model folder whose card carries ``reference`` as its ``stain_reference``."""
+    copy = into / folder.name
+    shutil.copytree(folder, copy)
+    card = json.loads((copy / "card.json").read_text())
+    card["stain_reference"] = reference.as_dict()
+    (copy / "card.json").write_text(json.dumps(card, indent=1))
+    return copy
+
+
+def plain_figures(folder: Path, run: str) -> dict:
+    scorer = g.Scorer([folder])
+    return g.held_out_figures(scorer, g.held_out_samples(run, scorer.card))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="the held-out task, e.g. loso-pas-tiles")
+    parser.add_argument("models", nargs="+", type=Path, help="model folders trained for that task")
+    parser.add_argument("--reference-of", default=None, help="take the PAS reference from this run's training images")
+    args = parser.parse_args(argv)
+    from napari_hubmap.registry import load_model
+
+    for folder in args.models:
+        card = load_model(folder).card
+        reference, sources = pas_reference(args.reference_of or args.run, card)
+        with tempfile.TemporaryDirectory() as tmp:
+            matched = plain_figures(with_reference(folder, reference, Path(tmp)), args.run)
+        line = {"run": args.run, "model": str(folder), "reference_sources": sources, "reference": reference.as_dict(),
+                "as_scanned": plain_figures(folder, args.run), "matched": matched}
+        print(json.dumps(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
