@@ -48,7 +48,7 @@ def test_tiles_forwarded_side_by_side_give_the_one_by_one_map(tmp_path, synth_sl
 
     calls = []
     forward = engine._forward_chunk
-    monkeypatch.setattr(engine, "_forward_chunk", lambda *a, **k: calls.append((len(a[1]), a[4:])) or forward(*a, **k))
+    monkeypatch.setattr(engine, "_forward_chunk", lambda *a, **k: calls.append((a[1].shape, a[4:])) or forward(*a, **k))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -57,11 +57,14 @@ def test_tiles_forwarded_side_by_side_give_the_one_by_one_map(tmp_path, synth_sl
         calls.clear()
         torch.set_num_threads(2)
         model = onnx_model(load_model(smp_model.path))
-        assert model.module.threads == 2 and model.module.single_threaded().threads == 1
+        assert model.module.threads == 2 and model.module.single_threaded((1, 32, 32)).threads == 1
         _, side_by_side = map_of(synth_slide, tmp_path / "two.zarr", model, "onnx")
     finally:
         torch.set_num_threads(threads)
-    assert calls and all(n == 1 and module[0] is model.module.single_threaded() for n, module in calls)
+    # each tile alone, on the one-thread twin fixed to that tile's shape (made once, then reused)
+    assert calls and all(shape[0] == 1 and module[0] is model.module.single_threaded((1, *shape[2:]))
+                         and module[0].threads == 1 and module[0].shape == (1, *shape[2:]) for shape, module in calls)
+    assert set(model.module._single) == {(1, 32, 32)} | {(1, *shape[2:]) for shape, _ in calls}
     assert np.abs(one - side_by_side).max() <= 1 and np.ptp(one) > 20
 
 

@@ -189,7 +189,7 @@ class TileParallel:
     def submit(self, model, batch: np.ndarray, tta: tuple[str, ...], device: torch.device) -> list:
         """Start the batch's tiles, one task each, behind those already queued: the engine queues the next batch
         before it blends this one, so the threads never wait for the blending between batches."""
-        single = model.module.single_threaded()
+        single = model.module.single_threaded((1, *batch.shape[2:]))  # one tile a call; flips and 90° turns keep it
         return [self.pool.submit(_forward_chunk, model, batch[i : i + 1], tta, device, single) for i in range(len(batch))]
 
     @staticmethod

@@ -12,7 +12,8 @@ uses; it takes and returns torch tensors, so the engine's TTA and blending are t
 The engine runs its tiles side by side instead, one per CPU thread, each on one thread
 (:meth:`OnnxModule.single_threaded`): a U-Net's many small layers leave two threads on one tile idle much of
 the time (shipped model, 384 px tiles, 2 cores: 0.049 s per tile on two threads, 0.037 s two tiles at once;
-float 0.073 and 0.063 s).
+float 0.073 and 0.063 s). That twin is told the one tile shape it will see (ONNX Runtime's free-dimension
+overrides), so it plans its layouts and memory once for it: 3-5 % less time per tile (0.0379 against 0.0393 s).
 """
 
 from __future__ import annotations
@@ -96,10 +97,18 @@ def graph_path(card, weights_sha256: str) -> Path:
     return onnx_cache_root() / f"{safe}-{cache_key(card, weights_sha256)}.onnx"
 
 
-def _session(graph: Path, threads: int):
+SHAPE_NAMES = ("batch", "height", "width")
+"""The input's free dimensions as :func:`export_graph` names them (channels are fixed)."""
+
+
+def _session(graph: Path, threads: int, shape: tuple[int, int, int] | None = None):
+    """A session of ``graph`` on ``threads`` intra-op threads; ``shape`` (batch, height, width): the only input
+    shape it will be given, fixed for the graph optimiser."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    for name, size in zip(SHAPE_NAMES, shape or ()):
+        options.add_free_dimension_override_by_name(name, int(size))
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -161,20 +170,22 @@ def onnx_graph(model) -> Path:
 class OnnxModule:
     """Callable like the torch network: (N, C, H, W) float tensor -> (N, classes, H, W) tensor."""
 
-    def __init__(self, graph: Path, threads: int | None = None, int8: bool = False):
+    def __init__(self, graph: Path, threads: int | None = None, int8: bool = False,
+                 shape: tuple[int, int, int] | None = None):
         self.graph = graph
         self.int8 = int8  # the graph is the quantised one (:mod:`.int8`)
         self.threads = max(1, threads or torch.get_num_threads())
-        self.session = _session(graph, self.threads)
-        self._single: OnnxModule | None = None
+        self.shape = shape  # (batch, height, width) the session is fixed to; None: any
+        self.session = _session(graph, self.threads, shape)
+        self._single: dict[tuple[int, int, int], OnnxModule] = {}
 
-    def single_threaded(self) -> "OnnxModule":
-        """The same graph on one intra-op thread, for :attr:`threads` callers at once (its session is thread-safe)."""
-        if self.threads == 1:
-            return self
-        if self._single is None:
-            self._single = OnnxModule(self.graph, threads=1, int8=self.int8)
-        return self._single
+    def single_threaded(self, shape: tuple[int, int, int]) -> "OnnxModule":
+        """The same graph on one intra-op thread, fixed to input ``shape`` (batch, height, width), for
+        :attr:`threads` callers at once (its session is thread-safe); one per shape, made on first use."""
+        shape = tuple(int(s) for s in shape)
+        if shape not in self._single:
+            self._single[shape] = OnnxModule(self.graph, threads=1, int8=self.int8, shape=shape)
+        return self._single[shape]
 
     def to(self, *args, **kwargs) -> "OnnxModule":
         return self  # the CPU is its one device
