@@ -85,7 +85,8 @@ def tile_costs(slide: Path) -> dict:
     normalising a tile at the model's working scale."""
     import torch
 
-    from napari_hubmap.inference.engine import TileReader, normalise, pick_device, plan_slide
+    from napari_hubmap.inference.engine import normalise, pick_device, plan_slide
+    from napari_hubmap.inference.tile_reader import TileReader
     from napari_hubmap.inference.onnx_backend import onnx_model, resolve_backend
     from napari_hubmap.inference import InferenceConfig
     from napari_hubmap.registry import load_model

@@ -155,7 +155,8 @@ def measure_forward(args: dict) -> dict:
     import numpy as np
     import torch
 
-    from napari_hubmap.inference.engine import TileReader, forward_batch_size, normalise, plan_slide
+    from napari_hubmap.inference.engine import forward_batch_size, normalise, plan_slide
+    from napari_hubmap.inference.tile_reader import TileReader
     from napari_hubmap.inference.tta import apply, invert, resolve_tta
     from napari_hubmap.registry import load_model
     from napari_hubmap.slide import open_slide

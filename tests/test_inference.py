@@ -231,7 +231,7 @@ def test_compressed_flat_slide_is_not_mistaken_for_background(tmp_path):
 def test_fast_integer_shrinks_equal_the_rounded_area_mean(factor):
     """The 2x shortcut and OpenCV's area resize (larger whole factors) give numpy's k x k mean rounded half
     to even, to the grey level: random pixels make thousands of exact halves."""
-    from napari_hubmap.inference.engine import resize_rgb
+    from napari_hubmap.inference.tile_reader import resize_rgb
 
     size = 96
     tile = np.random.default_rng(factor).integers(0, 256, (size * factor, size * factor, 3), dtype=np.uint8)

@@ -113,7 +113,7 @@ def test_plan_never_makes_a_map_finer_than_the_slide():
 
 
 def test_tile_reader_upsamples_level_0(png):
-    from napari_hubmap.inference.engine import TileReader, level_for
+    from napari_hubmap.inference.tile_reader import TileReader, level_for
 
     assert level_for([(0, 1.0), (1, 2.0)], 0.5) == 0 and level_for([(0, 1.0), (1, 2.0)], 3.0) == 1
     reader = TileReader(str(png))

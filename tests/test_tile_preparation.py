@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from napari_hubmap.inference.engine import TileReader
+from napari_hubmap.inference.tile_reader import TileReader
 from napari_hubmap.inference.normalisation import normalise
 from napari_hubmap.inference.plan import tile_starts
 from napari_hubmap.inference.tissue import tissue_from_rgb

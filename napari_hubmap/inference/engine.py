@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,6 +41,7 @@ from .normalisation import normalise
 from .onnx_backend import OnnxModule, resolve_backend, runtime_models
 from .plan import ModelRun, Plan, centre_window, gaussian_window, make_plan
 from .stain import attach_stain, stain_settings
+from .tile_reader import TileReader
 from .tissue import detect_tissue
 from .tta import apply, card_picks, invert, resolve_tta
 
@@ -80,76 +80,6 @@ def _load(model, device: torch.device):
     from ..registry import load_model
 
     return load_model(model, device=str(device))
-
-
-class TileReader:
-    """Reads working-scale tiles of one slide; one instance (own file handles) per thread."""
-
-    def __init__(self, slide_path: str):
-        self.slide = open_slide(slide_path)
-        self.levels = exact_levels(self.slide)
-
-    def read(self, y: int, x: int, tile: int, downscale: float) -> np.ndarray:
-        """(tile, tile, 3) uint8 at ``downscale`` (< 1: upsampled from level 0); mirrored beyond the slide's
-        edge (:func:`beyond_edge`)."""
-        index = level_for(self.levels, downscale)
-        level = self.slide.levels[index]
-        factor = downscale / self.slide.downsamples[index]
-        size = max(1, int(round(tile * factor)))
-        y0, x0 = int(round(y * factor)), int(round(x * factor))
-        h, w = level.shape[:2]
-        if 0 <= y0 and 0 <= x0 and y0 + size <= h and x0 + size <= w:  # inside the slide (most tiles)
-            canvas = level[y0 : y0 + size, x0 : x0 + size]
-        else:
-            canvas = beyond_edge(level, y0, x0, size)
-        return canvas if size == tile else resize_rgb(canvas, tile)
-
-
-def beyond_edge(level, y0: int, x0: int, size: int) -> np.ndarray:
-    """The ``size`` square of ``level`` at (y0, x0) that crosses the level's edges (the last tile of a row, or a
-    slide smaller than a tile, centred in it: :func:`~napari_hubmap.inference.plan.tile_starts`), the slide
-    mirrored there (the edge pixel not repeated, as training pads small images): a straight edge of white glass
-    through tissue, which no training tile has, draws false glomeruli along it (a tile poking 2 px past a 1600 px
-    JPEG did)."""
-    h, w = level.shape[:2]
-    rows, cols = _mirrored(y0, size, h), _mirrored(x0, size, w)
-    block = np.asarray(level[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
-    return block[rows - rows.min()][:, cols - cols.min()]
-
-
-def _mirrored(start: int, size: int, n: int) -> np.ndarray:
-    """Indices start .. start + size - 1 folded into [0, n) by mirroring at n - 1 (and at 0, for slides
-    smaller than half a tile)."""
-    index = np.arange(start, start + size)
-    if n == 1:
-        return np.zeros_like(index)
-    folded = index % (2 * (n - 1))
-    return np.where(folded < n, folded, 2 * (n - 1) - folded)
-
-
-def exact_levels(slide) -> list[tuple[int, float]]:
-    """Levels holding real pixels (file levels, or a finished pyramid cache), with downsamples."""
-    return [(i, d) for i, d in enumerate(slide.downsamples) if slide.level_holds_pixels(i)]
-
-
-def level_for(levels: list[tuple[int, float]], downscale: float) -> int:
-    """The coarsest of ``levels`` (index, downsample) not coarser than ``downscale``; the finest one
-    when the working scale is finer than the slide itself (its tiles are then upsampled)."""
-    fitting = [(d, i) for i, d in levels if d <= downscale + 1e-6]
-    return max(fitting)[1] if fitting else min((d, i) for i, d in levels)[1]
-
-
-def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
-    """Area-average (integer factors) or antialiased bilinear resize of an RGB tile to size x size."""
-    factor = tile.shape[0] / size
-    if factor == 2:  # the common case: uint16 sums, round half to even (as np.round), 8x faster
-        s = tile[0::2, 0::2].astype(np.uint16) + tile[1::2, 0::2] + tile[0::2, 1::2] + tile[1::2, 1::2]
-        return ((s + 1 + ((s >> 2) & 1)) >> 2).astype(np.uint8)
-    if factor.is_integer() and factor > 1:  # OpenCV's area average: the k x k mean rounded half to even, as
-        return cv2.resize(tile, (size, size), interpolation=cv2.INTER_AREA)  # numpy's; 15-30x faster (k 3-16)
-    tensor = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
-    out = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
 def forward_batch_size(config: InferenceConfig, device: torch.device) -> int:
