@@ -16,11 +16,14 @@ images (the shipped model: ``all``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,6 +43,35 @@ def pas_reference(run: str, card):
     for sample in samples:
         by_source.setdefault(sample.source, []).append(tissue_stats(sample.image))
     return mean_stats(mean_stats(stats) for stats in by_source.values()), sorted(by_source)
+
+
+def source_references(run: str, card) -> dict:
+    """The mean tissue colour of each PAS source ``run`` trains on."""
+    from napari_hubmap.stain_standard import mean_stats, tissue_stats
+
+    held = set(g.run_plan(run)[2])
+    by_source = {}
+    for sample in g.run_samples(run, card):
+        if sample.source in PAS_SOURCES and sample.name not in held:
+            by_source.setdefault(sample.source, []).append(tissue_stats(sample.image))
+    return {source: mean_stats(stats) for source, stats in by_source.items()}
+
+
+def nearest_figures(folder: Path, run: str, references: dict) -> tuple[dict, dict]:
+    """Plain figures with each held-out image moved onto the reference nearest its own colour, and how many
+    images went to each source."""
+    from napari_hubmap.stain_standard import standardise, tissue_stats
+
+    scorer = g.Scorer([folder])
+    samples, chosen = [], {}
+    for sample in g.held_out_samples(run, scorer.card):
+        stats = tissue_stats(sample.image)
+        if stats is not None:
+            source = min(references, key=lambda s: np.linalg.norm(np.subtract(references[s].mean, stats.mean)))
+            chosen[source] = chosen.get(source, 0) + 1
+            sample = dataclasses.replace(sample, image=standardise(sample.image, stats, references[source]))
+        samples.append(sample)
+    return g.held_out_figures(scorer, samples), chosen
 
 
 def with_reference(folder: Path, reference, into: Path) -> Path:
@@ -62,11 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="the held-out task, e.g. loso-pas-tiles")
     parser.add_argument("models", nargs="+", type=Path, help="model folders trained for that task")
     parser.add_argument("--reference-of", default=None, help="take the PAS reference from this run's training images")
+    parser.add_argument("--nearest", action="store_true",
+                        help="move each image onto the PAS training source nearest its colour, not onto their mean")
     args = parser.parse_args(argv)
     from napari_hubmap.registry import load_model
 
     for folder in args.models:
         card = load_model(folder).card
+        if args.nearest:
+            references = source_references(args.reference_of or args.run, card)
+            matched, chosen = nearest_figures(folder, args.run, references)
+            print(json.dumps({"run": args.run, "model": str(folder), "nearest": True, "chosen": chosen,
+                              "references": {s: r.as_dict() for s, r in references.items()}, "matched": matched}),
+                  flush=True)
+            continue
         reference, sources = pas_reference(args.reference_of or args.run, card)
         with tempfile.TemporaryDirectory() as tmp:
             matched = plain_figures(with_reference(folder, reference, Path(tmp)), args.run)
