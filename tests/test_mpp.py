@@ -145,6 +145,24 @@ def test_predict_follows_mpp_and_says_the_assumption(tmp_path, png, model, capsy
     assert (line["mpp"], line["mpp_source"], line["mpp_file"]) == (0.5, "assumed", None)
 
 
+def test_a_working_scale_within_one_percent_of_a_whole_shrink_is_that_shrink(tmp_path, png, model, capsys):
+    """A scanner's 0.499 µm/px is run as a whole 4x shrink of the slide (2.0 / 0.499 = 4.008: within 1 %), the
+    map the one of 0.5 µm/px; 0.45 µm/px (4.44x) keeps its own scale."""
+    from napari_hubmap.registry.card import snap_downscale
+    from napari_hubmap.stores.probability import open_probability
+
+    assert (snap_downscale(4.008), snap_downscale(4.444), snap_downscale(0.999), snap_downscale(0.9)) == (4.0, 4.444, 1.0, 0.9)
+    lines = {}
+    for mpp in ("0.499", "0.5", "0.45"):
+        code, out, err = run(capsys, "predict", png, "--model", model, "--out", tmp_path / f"at{mpp}", "--mpp", mpp)
+        assert code == 0, err
+        lines[mpp] = one_json_line(out)
+    assert [lines[m]["downscale"] for m in ("0.499", "0.5")] == [4.0, 4.0]
+    assert lines["0.45"]["downscale"] == pytest.approx(2.0 / 0.45)
+    at499, at5 = (np.asarray(open_probability(lines[m]["out"])[0][0]) for m in ("0.499", "0.5"))
+    np.testing.assert_array_equal(at499, at5)
+
+
 def test_a_slide_coarser_than_the_working_scale_predicts_postprocesses_and_exports(tmp_path, png, model, capsys):
     from napari_hubmap.annotations import read_rle_csv, rle_decode
     from napari_hubmap.stores.labels import open_labels

@@ -82,3 +82,13 @@ def test_beyond_edge_copies_runs_as_the_mirrored_gather_would(h, w):
     for y0, x0, size in [(-7, -3, 64), (h - 5, w - 9, 32), (h // 2, -1, 17), (-40, w - 1, 80)]:
         rows, cols = _mirrored(y0, size, h), _mirrored(x0, size, w)
         np.testing.assert_array_equal(beyond_edge(image, y0, x0, size), image[rows][:, cols])
+
+
+@pytest.mark.parametrize("side", [2306, 1000, 577])
+def test_a_shrink_by_a_fraction_is_the_one_training_makes(side):
+    """Tiles shrunk by a fraction (a slide's µm/px far from a whole multiple of the model's) are area-weighted as
+    the trainer shrinks its images, to the grey level."""
+    from napari_hubmap.training.sources import resize_image
+
+    tile = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_rgb(tile, 384), resize_image(tile, (384, 384)))

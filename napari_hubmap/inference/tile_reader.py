@@ -163,10 +163,13 @@ def shrink(region: np.ndarray, k: int) -> np.ndarray:
 
 
 def resize_rgb(tile: np.ndarray, size: int) -> np.ndarray:
-    """Area-average (integer factors) or antialiased bilinear resize of an RGB tile to size x size."""
+    """An RGB tile to size x size: shrunk by area means (whole factors: :func:`shrink`; others: OpenCV's area
+    weighting, as training shrinks its images), enlarged bilinearly."""
     factor = tile.shape[0] / size
     if factor.is_integer() and factor > 1:
         return shrink(tile, int(factor))
+    if factor > 1:  # 11 ms for a 2306 px square, where torch's antialiased bilinear took 50
+        return cv2.resize(tile, (size, size), interpolation=cv2.INTER_AREA)
     tensor = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
     out = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
