@@ -113,9 +113,12 @@ def test_sliders_update_the_live_labels_layer(make_napari_viewer, qtbot, prob_st
     assert int(panel.live_layer.data.max()) == 0 and "0 glomeruli in view" in panel.live_status.text()
 
 
-def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtbot, prob_store):
+def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtbot, prob_store, monkeypatch):
+    """A map larger than the preview's limit (here 1024 px a side; 2048 in use) is previewed where the view is."""
+    from napari_hubmap._widgets import probability_maps
     from napari_hubmap._widgets.postprocess_panel import camera_of
 
+    monkeypatch.setattr(probability_maps, "MAX_VIEW_SIDE", 1024)
     viewer, panel = open_panel(make_napari_viewer, qtbot, prob_store[0])
     whole = panel.last_live["window"]
     camera = camera_of(viewer)
@@ -131,6 +134,22 @@ def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtb
     y0, _, x0, _ = panel.last_live["window"]
     assert panel.last_live["objects"] == 0 and tuple(layer.translate[-2:]) == (y0, x0)
     assert tuple(layer.scale[-2:]) == (1, 1)
+
+
+def test_a_map_that_fits_is_previewed_whole_whatever_the_view(make_napari_viewer, qtbot, prob_store):
+    """With the level shown no larger than the preview's limit, the preview covers all of it, zoomed in or not:
+    napari's corners lag a view that grows without a camera event, which left glomeruli half labelled."""
+    from napari_hubmap._widgets.postprocess_panel import camera_of
+
+    viewer, panel = open_panel(make_napari_viewer, qtbot, prob_store[0])
+    camera = camera_of(viewer)
+    camera.zoom *= 6
+    camera.center = (1100, 1100)
+    qtbot.waitUntil(lambda: panel.last_live["level"] == 0 and not panel.live_settling, timeout=20_000)
+    corners = np.asarray(viewer.layers["kidney probability"].corner_pixels)[:, -2:]
+    assert (corners[1] + 1 - corners[0]).max() < SIZE  # napari shows a part ...
+    assert panel.last_live["window"] == (0, SIZE, 0, SIZE) and panel.live_layer.data.shape == (SIZE, SIZE)  # ... the preview all
+    assert panel.last_live["objects"] == 3
 
 
 def test_the_preview_runs_again_when_inference_fills_the_map(make_napari_viewer, qtbot, tmp_path):

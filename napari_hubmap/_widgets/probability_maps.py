@@ -74,9 +74,14 @@ def map_outline(layer) -> float | None:
     return recorded_outline(meta) if meta else None
 
 
-def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, int, int, int]]:
-    """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows
-    (or a coarser one, so that no side exceeds ``max_side``)."""
+def view_window(layer, max_side: int | None = None) -> tuple[int, tuple[int, int, int, int]]:
+    """(level, (y0, y1, x0, x1)) of the part of ``layer`` on screen, at the level napari shows (or a coarser one,
+    so that no side exceeds ``max_side``, default :data:`MAX_VIEW_SIDE`); the whole of that level when it fits.
+
+    napari's corners are those of its last draw, snapped to chunks: a view that grew without a camera event (the
+    window resized, a panel docked) kept its old corners, and glomeruli at the old edge were shown half labelled
+    (the sample tile's screenshot). A level that fits is previewed whole, whatever the corners say."""
+    max_side = MAX_VIEW_SIDE if max_side is None else max_side
     levels = layer.data if layer.multiscale else [layer.data]
     level = int(layer.data_level) if layer.multiscale else 0
     corners = np.asarray(layer.corner_pixels)[:, -2:]  # at the shown level
@@ -84,6 +89,8 @@ def view_window(layer, max_side: int = MAX_VIEW_SIDE) -> tuple[int, tuple[int, i
     while level + 1 < len(levels) and max(y1 - y0, x1 - x0) > max_side:
         level, y0, x0, y1, x1 = level + 1, y0 // 2, x0 // 2, -(-y1 // 2), -(-x1 // 2)
     height, width = levels[level].shape[-2:]
+    if height <= max_side and width <= max_side:
+        return level, (0, height, 0, width)
     y0, x0 = max(0, min(y0, height)), max(0, min(x0, width))
     y1, x1 = max(y0, min(y1, height, y0 + max_side)), max(x0, min(x1, width, x0 + max_side))
     return level, (y0, y1, x0, x1)
