@@ -88,8 +88,11 @@ VARIANTS = {
     "r18": {"--preset": "unet-resnet18"},
     "randstain": {"--colour-augment": "randstain"},
     "twin": {"--seed": "1"},
+    "mixstyle": {},
 }
 """Recipe alternatives measured against ``RECIPE``: run ``cv-0@e12`` is run ``cv-0`` with that change.
+``mixstyle``: the recipe's options, trained by ``benchmarks/mixstyle.py`` (MixStyle hooks on the encoder's early
+blocks; ``train`` here runs it without them).
 ``pf60`` (six tiles in ten centred on a glomerulus, the trainer's default) was the recipe of the
 previous default; on cv-0 (12 epochs, default post-processing) it gave Dice 0.658 / object F1 0.669
 against 0.703 / 0.723 with 0.3 (``e12``), which marks fewer false glomeruli in tubules and at tissue
