@@ -34,15 +34,11 @@ PAS_SOURCES = ("hubmap-pas", "pas-tiles", "hubmap-16x")
 
 
 def pas_reference(run: str, card):
-    """The mean tissue colour of the PAS images ``run`` trains on, every PAS source weighted alike."""
-    from napari_hubmap.stain_standard import mean_stats, tissue_stats
+    """The mean tissue colour of the PAS images ``run`` trains on, every PAS source weighted alike, and the sources."""
+    from napari_hubmap.stain_standard import mean_stats
 
-    held = set(g.run_plan(run)[2])
-    samples = [s for s in g.run_samples(run, card) if s.source in PAS_SOURCES and s.name not in held]
-    by_source = {}
-    for sample in samples:
-        by_source.setdefault(sample.source, []).append(tissue_stats(sample.image))
-    return mean_stats(mean_stats(stats) for stats in by_source.values()), sorted(by_source)
+    references = source_references(run, card)
+    return mean_stats(references.values()), sorted(references)
 
 
 def source_references(run: str, card) -> dict:
