@@ -10,7 +10,8 @@ choice would do for a user whose lab stains differently.
     python benchmarks/stain_match.py loso-pas-tiles bench-out/generalisation/loso-pas-tiles-s26 [...]
 
 One JSON line per model with both figures; ``--reference-of RUN`` takes the reference from another run's PAS training
-images (the shipped model: ``all``).
+images (the shipped model: ``all``); ``--nearest`` moves each image onto the PAS training source nearest its own colour
+instead of onto their mean.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,6 @@ import generalisation as g  # noqa: E402
 
 PAS_SOURCES = ("hubmap-pas", "pas-tiles", "hubmap-16x")
 """The shared data's PAS sources (``kidney-he`` is H&E; synthetic regions are not trained on as a source here)."""
-
-
-def pas_reference(run: str, card):
-    """The mean tissue colour of the PAS images ``run`` trains on, every PAS source weighted alike, and the sources."""
-    from napari_hubmap.stain_standard import mean_stats
-
-    references = source_references(run, card)
-    return mean_stats(references.values()), sorted(references)
 
 
 def source_references(run: str, card) -> dict:
@@ -53,36 +44,20 @@ def source_references(run: str, card) -> dict:
     return {source: mean_stats(stats) for source, stats in by_source.items()}
 
 
-def nearest_figures(folder: Path, run: str, references: dict) -> tuple[dict, dict]:
-    """Plain figures with each held-out image moved onto the reference nearest its own colour, and how many
-    images went to each source."""
+def matched_figures(scorer, samples: list, references: dict) -> tuple[dict, dict]:
+    """Plain figures of ``scorer`` on ``samples`` with each image moved onto the one of ``references`` (name ->
+    LabStats) nearest its own tissue colour, and how many images went to each (an image without tissue as it is)."""
     from napari_hubmap.stain_standard import standardise, tissue_stats
 
-    scorer = g.Scorer([folder])
-    samples, chosen = [], {}
-    for sample in g.held_out_samples(run, scorer.card):
+    moved, chosen = [], {}
+    for sample in samples:
         stats = tissue_stats(sample.image)
         if stats is not None:
-            source = min(references, key=lambda s: np.linalg.norm(np.subtract(references[s].mean, stats.mean)))
-            chosen[source] = chosen.get(source, 0) + 1
-            sample = dataclasses.replace(sample, image=standardise(sample.image, stats, references[source]))
-        samples.append(sample)
-    return g.held_out_figures(scorer, samples), chosen
-
-
-def with_reference(folder: Path, reference, into: Path) -> Path:
-    """A copy of the model folder whose card carries ``reference`` as its ``stain_reference``."""
-    copy = into / folder.name
-    shutil.copytree(folder, copy)
-    card = json.loads((copy / "card.json").read_text())
-    card["stain_reference"] = reference.as_dict()
-    (copy / "card.json").write_text(json.dumps(card, indent=1))
-    return copy
-
-
-def plain_figures(folder: Path, run: str) -> dict:
-    scorer = g.Scorer([folder])
-    return g.held_out_figures(scorer, g.held_out_samples(run, scorer.card))
+            name = min(references, key=lambda s: np.linalg.norm(np.subtract(references[s].mean, stats.mean)))
+            chosen[name] = chosen.get(name, 0) + 1
+            sample = dataclasses.replace(sample, image=standardise(sample.image, stats, references[name]))
+        moved.append(sample)
+    return g.held_out_figures(scorer, moved), chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,22 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nearest", action="store_true",
                         help="move each image onto the PAS training source nearest its colour, not onto their mean")
     args = parser.parse_args(argv)
-    from napari_hubmap.registry import load_model
+    from napari_hubmap.stain_standard import mean_stats
 
     for folder in args.models:
-        card = load_model(folder).card
+        scorer = g.Scorer([folder])
+        samples = g.held_out_samples(args.run, scorer.card)
+        references = source_references(args.reference_of or args.run, scorer.card)
         if args.nearest:
-            references = source_references(args.reference_of or args.run, card)
-            matched, chosen = nearest_figures(folder, args.run, references)
+            matched, chosen = matched_figures(scorer, samples, references)
             print(json.dumps({"run": args.run, "model": str(folder), "nearest": True, "chosen": chosen,
                               "references": {s: r.as_dict() for s, r in references.items()}, "matched": matched}),
                   flush=True)
             continue
-        reference, sources = pas_reference(args.reference_of or args.run, card)
-        with tempfile.TemporaryDirectory() as tmp:
-            matched = plain_figures(with_reference(folder, reference, Path(tmp)), args.run)
-        line = {"run": args.run, "model": str(folder), "reference_sources": sources, "reference": reference.as_dict(),
-                "as_scanned": plain_figures(folder, args.run), "matched": matched}
+        reference = mean_stats(references.values())
+        line = {"run": args.run, "model": str(folder), "reference_sources": sorted(references),
+                "reference": reference.as_dict(), "as_scanned": g.held_out_figures(scorer, samples),
+                "matched": matched_figures(scorer, samples, {"mean": reference})[0]}
         print(json.dumps(line), flush=True)
     return 0
 
