@@ -110,7 +110,7 @@ def test_sliders_update_the_live_labels_layer(make_napari_viewer, qtbot, prob_st
     assert wait_for_new_preview(qtbot, panel, lambda: panel.grow.setValue(0)) == 3
     assert int((panel.live_layer.data > 0).sum()) == area
     assert wait_for_new_preview(qtbot, panel, lambda: panel.min_size.setValue(50_000)) == 0
-    assert int(panel.live_layer.data.max()) == 0 and "0 glomeruli in view" in panel.live_status.text()
+    assert int(panel.live_layer.data.max()) == 0 and "0 glomeruli in the map" in panel.live_status.text()
 
 
 def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtbot, prob_store, monkeypatch):
@@ -127,7 +127,7 @@ def test_the_preview_follows_the_view_at_the_shown_level(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: panel.last_live["window"] != whole and not panel._live_busy, timeout=20_000)
     level, (y0, y1, x0, x1) = panel.last_live["level"], panel.last_live["window"]
     assert level == 0 and (y0, x0) == (0, 0) and y1 - y0 < SIZE and x1 - x0 < SIZE  # only what is on screen
-    assert panel.last_live["objects"] == 3
+    assert panel.last_live["objects"] == 3 and "3 glomeruli in view" in panel.live_status.text()  # not the map's count
     camera.center = (1100, 1100)  # pan to the empty part of the map
     qtbot.waitUntil(lambda: panel.last_live["window"][0] > 0 and not panel._live_busy, timeout=20_000)
     layer = panel.live_layer
@@ -149,7 +149,7 @@ def test_a_map_that_fits_is_previewed_whole_whatever_the_view(make_napari_viewer
     corners = np.asarray(viewer.layers["kidney probability"].corner_pixels)[:, -2:]
     assert (corners[1] + 1 - corners[0]).max() < SIZE  # napari shows a part ...
     assert panel.last_live["window"] == (0, SIZE, 0, SIZE) and panel.live_layer.data.shape == (SIZE, SIZE)  # ... the preview all
-    assert panel.last_live["objects"] == 3
+    assert panel.last_live["objects"] == 3 and "3 glomeruli in the map" in panel.live_status.text()
 
 
 def test_the_preview_runs_again_when_inference_fills_the_map(make_napari_viewer, qtbot, tmp_path):
@@ -161,7 +161,7 @@ def test_the_preview_runs_again_when_inference_fills_the_map(make_napari_viewer,
     viewer.layers["kidney probability"].refresh()  # what the Inference panel does as rows land
     qtbot.waitUntil(lambda: panel.last_live["token"] > token and not panel._live_busy and not panel._live_pending,
                     timeout=20_000)
-    assert panel.last_live["objects"] == 3 and "3 glomeruli in view" in panel.live_status.text()
+    assert panel.last_live["objects"] == 3 and "3 glomeruli in the map" in panel.live_status.text()
 
 
 def test_a_map_starts_at_its_models_threshold(make_napari_viewer, qtbot, tmp_path):

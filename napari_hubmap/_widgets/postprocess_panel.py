@@ -43,6 +43,7 @@ from .probability_maps import (
     map_threshold,
     opened_map_layer,
     view_window,
+    whole_window,
 )
 from .run_controls import RunControls, WorkerRun
 from .viewer_layers import camera_of, probability_meta
@@ -320,7 +321,8 @@ class PostprocessPanel(QWidget, WorkerRun):
             self.live_layer.metadata = metadata
         count = int(labels.max())
         self.last_live = {"token": token, "level": level, "window": window, "objects": count, "seconds": seconds}
-        self.live_status.setText(f"{count} glomeruli in view · level {level} · {seconds * 1000:.0f} ms")
+        where = "in the map" if window == whole_window(layer, level) else "in view"
+        self.live_status.setText(f"{count} glomeruli {where} · level {level} · {seconds * 1000:.0f} ms")
 
     # --- apply to slide -------------------------------------------------------------------------
 

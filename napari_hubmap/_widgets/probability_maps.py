@@ -96,6 +96,12 @@ def view_window(layer, max_side: int | None = None) -> tuple[int, tuple[int, int
     return level, (y0, y1, x0, x1)
 
 
+def whole_window(layer, level: int) -> tuple[int, int, int, int]:
+    """The window (y0, y1, x0, x1) of all of ``layer``'s ``level``: a preview of it counts the map's glomeruli."""
+    height, width = (layer.data[level] if layer.multiscale else layer.data).shape[-2:]
+    return 0, int(height), 0, int(width)
+
+
 def live_labels(levels, level: int, window, config) -> np.ndarray:
     """Preview labels of ``levels[level][window]``, the sizes in ``config`` rescaled to that level."""
     from ..postprocess.preview import preview_labels, view_config
