@@ -1,0 +1,96 @@
+"""Which held-out glomeruli a generalisation run's model finds, split by whether the image's border cuts them.
+
+A tile cut from a slide (AIDPATH's 1024 px biopsy tiles, HuBMAP's 1600 x 1200 ones) cuts some glomeruli at its
+edge; a whole slide has none. For each model, the ground-truth glomeruli of ``RUN``'s held-out images that touch the
+image border and those that do not, each counted found when one of the model's glomeruli (its card's picks, one
+pass, plain: what ``generalisation.py score`` counts) overlaps it at IoU >= 0.5. ``--pad PX`` also scores every
+image padded by PX px on each side before the pass, mirrored (``reflect``) or with a flat colour (``white``,
+``black``), then cropped back: whether what lies beyond the border changes what is found there.
+
+    python benchmarks/border_glomeruli.py RUN MODEL_FOLDER... [--pad 64]
+
+Session 29, the recipe's two AIDPATH-left-out runs (``loso-pas-tiles``; 12 tiles, 13 glomeruli, 10 cut by the
+border): ``-s26`` finds 2 of 10 cut and 2 of 3 whole, ``@seed1`` 0 of 10 and 1 of 3; HuBMAP left out
+(``loso-hubmap-pas-s26``, 110 tiles) 137 of 166 cut and 246 of 280 whole. Padded by 64 px the AIDPATH figures do not
+rise (mirrored: 4 and 1 found, as one pass's own 32 px mirror; white: 3 and 0; black: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from generalisation import Scorer, held_out_figures, held_out_samples
+
+PADDINGS = {"reflect": None, "white": 240, "black": 0}
+"""What ``--pad`` puts beyond the border: the image mirrored, or a flat grey level (glass is about 240)."""
+
+
+def border_split(scorer: Scorer, samples: list) -> dict[str, list[int]]:
+    """{"cut": [found, total], "whole": [found, total]}: ground-truth glomeruli by whether they touch the border."""
+    from skimage.measure import label, regionprops
+
+    counts = {"cut": [0, 0], "whole": [0, 0]}
+    for sample in samples:
+        objects = scorer.objects_of(scorer.map_of(sample))
+        truth = label(sample.mask.astype(bool), connectivity=2)
+        for region in regionprops(truth):
+            y0, x0, y1, x1 = region.bbox
+            kind = "cut" if min(y0, x0) == 0 or y1 == truth.shape[0] or x1 == truth.shape[1] else "whole"
+            counts[kind][0] += best_iou(objects, truth == region.label) >= 0.5
+            counts[kind][1] += 1
+    return counts
+
+
+def best_iou(objects: np.ndarray, glomerulus: np.ndarray) -> float:
+    """The highest IoU of one ground-truth glomerulus (a mask) with any labelled object overlapping it."""
+    ious = [np.count_nonzero((objects == k) & glomerulus) / np.count_nonzero((objects == k) | glomerulus)
+            for k in np.unique(objects[glomerulus]) if k]
+    return max(ious, default=0.0)
+
+
+def padded_prediction(pad: int, fill: int | None):
+    """``training.validate.predict_image`` on the image padded by ``pad`` px (mirrored, or ``fill``), cropped back."""
+    from napari_hubmap.training import validate
+
+    plain = validate.predict_image
+
+    def predict(module, image, normalization, device, tta=("identity",)):
+        widths = ((pad, pad), (pad, pad), (0, 0))
+        big = np.pad(image, widths, mode="reflect") if fill is None else np.pad(image, widths, constant_values=fill)
+        return plain(module, big, normalization, device, tta)[pad:-pad, pad:-pad]
+
+    return predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--pad", type=int, default=0, help="also score each image padded by this many px a side")
+    args = parser.parse_args()
+    from napari_hubmap.training import validate
+
+    for folder in args.models:
+        scorer = Scorer([folder])
+        samples = held_out_samples(args.run, scorer.card)
+        split = border_split(scorer, samples)
+        print(f"{folder.name}: cut by the border {split['cut'][0]} of {split['cut'][1]} found, "
+              f"whole {split['whole'][0]} of {split['whole'][1]}", flush=True)
+        if not args.pad:
+            continue
+        plain = validate.predict_image
+        for name, fill in PADDINGS.items():
+            validate.predict_image = padded_prediction(args.pad, fill)
+            try:
+                f = held_out_figures(scorer, samples)
+            finally:
+                validate.predict_image = plain
+            print(f"  padded {args.pad} px, {name}: Dice {f['dice']:.3f} object F1 {f['object_f1']:.3f} "
+                  f"(found {f['tp']}, false {f['fp']}, missed {f['fn']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
