@@ -151,7 +151,9 @@ def config_of(args: dict):
 
 
 def measure_forward(args: dict) -> dict:
-    """Pure batched forward over the computed tiles of the plan, pre-loaded as normalised tensors."""
+    """Pure batched forward over the computed tiles of the plan, pre-loaded as normalised tensors. An ONNX backend
+    forwards them the engine's way on the CPU (:class:`~napari_hubmap.inference.engine.TileParallel`: one tile per
+    one-thread session, as many at once as there are threads): the network's own time, nothing read or blended."""
     import numpy as np
     import torch
 
@@ -176,6 +178,9 @@ def measure_forward(args: dict) -> dict:
         batches.append(torch.from_numpy(normalise(tiles, model.card.normalization)))
     load_s = time.perf_counter() - t0
     tta = resolve_tta(config.tta)
+    if config.backend.startswith("onnx"):
+        return {**forward_onnx(model, config, batches, tta), "tiles": len(plan.jobs), "computed": len(jobs),
+                "skipped": plan.skipped, "preload_s": load_s, **memory(base_rss)}
     module = model.module
     chunk = forward_batch_size(config, torch.device("cpu"))  # tiles per forward call, as the engine does
     with torch.inference_mode():
@@ -195,6 +200,27 @@ def measure_forward(args: dict) -> dict:
         "s_per_tile": forward_s / max(1, len(jobs)), "preload_s": load_s, "torch_threads": torch.get_num_threads(), "forward_batch": chunk,
         **memory(base_rss),
     }
+
+
+def forward_onnx(model, config, batches: list, tta: tuple[str, ...]) -> dict:
+    """The preloaded ``batches`` through ``config.backend``'s graph of ``model`` as the engine forwards them on the
+    CPU (every batch queued at once: the threads never wait); the first batch once beforehand, untimed."""
+    import torch
+
+    from napari_hubmap.inference.engine import TileParallel
+    from napari_hubmap.inference.onnx_backend import onnx_model
+
+    model = onnx_model(model, int8=config.backend == "onnx-int8")
+    cpu = torch.device("cpu")
+    arrays = [b.numpy() for b in batches]
+    with TileParallel.for_models([model], cpu) as parallel:
+        parallel.gather(parallel.submit(model, arrays[0], tta, cpu))  # sessions made, kernels chosen
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        pending = [parallel.submit(model, batch, tta, cpu) for batch in arrays]
+        tiles = sum(len(parallel.gather(futures)) for futures in pending)
+        forward_s, cpu_s = time.perf_counter() - t0, cpu_seconds() - cpu0
+    return {"forward_s": forward_s, "forward_cpu_s": cpu_s, "cpu_util": cpu_s / forward_s, "s_per_tile": forward_s / max(1, tiles),
+            "backend": config.backend, "torch_threads": torch.get_num_threads(), "forward_batch": 1}
 
 
 def timed(owner, name: str, sink: list) -> None:
@@ -516,6 +542,11 @@ def part_b(bench: Bench, slide: Path, model: Path, label: str) -> None:
             "vs_monai4_working_rss": working_mb(predict) / working_mb(monai[BATCH]),
             **predict,
         })
+    for skip in (False, True):  # the float graph alone on the same tiles: no pipeline around it can beat this
+        forward = bench.measure("forward", slide=str(slide), model=str(model), skip_background=skip, backend="onnx",
+                                **geometry_of(model))
+        bench.report({"part": "b-network", "slide": label, "method": f"float ONNX network alone (skip_background={skip})",
+                      "vs_monai_speed": monai[1]["wall_s"] / forward["forward_s"], **forward})
 
 
 def part_d(bench: Bench, slide: Path, model: Path, label: str, rounds: int = 2) -> None:
@@ -609,6 +640,9 @@ def print_table(results: list[dict]) -> None:
             extra = (f"  {r['vs_monai_speed']:6.2f}x  {r['vs_monai_rss']:5.2f} ({r['vs_monai_working_rss']:4.2f})"
                      if "vs_monai_speed" in r else "")
             print(f"    {r['method']:<62} {r['wall_s']:6.1f} s  {tiles:>8}  {r['peak_rss_mb']:6.0f} MB ({working_mb(r):5.0f} MB){extra}", file=err)
+    for r in (r for r in results if r["part"] == "b-network"):
+        print(f"    {r['method']:<62} {r['forward_s']:6.1f} s  {r['computed']:>8}  {r['s_per_tile']:.4f} s/tile"
+              f"  ceiling against MONAI (sw_batch 1) {r['vs_monai_speed']:5.2f}x", file=err)
     rows_d = [r for r in results if r["part"] == "d"]
     if rows_d:
         print(f"\n(d) backends on {rows_d[0]['slide']}, {rows_d[0]['computed']} tiles computed", file=err)
