@@ -170,3 +170,14 @@ def test_a_seed_is_not_a_recipe():
     assert benchmark.figures_variant("stain1") == "stain" and benchmark.figures_variant("seed1") == ""
     assert benchmark.figures_variant("stain") == "stain" and benchmark.figures_variant("") == ""
     assert benchmark.figures_variant("h200") == "h200"  # the recipe's options, but another machine: not a seed
+
+
+def test_a_seed_twins_all_source_run_validates_on_the_shipped_models_images():
+    """``all@stain1`` (like ``all@twin``) is scored against the shipped model on the images that validated it, so it
+    validates on them too; a held-out run of the same variant draws its own validation images."""
+    benchmark = generalisation_benchmark()
+    shipped = ",".join(benchmark.shipped_validation_images())
+    assert shipped and benchmark.recipe_of("all@stain1")["--val-groups"] == shipped
+    assert benchmark.recipe_of("all@twin")["--val-groups"] == shipped
+    assert "--val-groups" not in benchmark.recipe_of("loso-pas-tiles@stain1")
+    assert "--val-groups" not in benchmark.recipe_of("all@stain")
