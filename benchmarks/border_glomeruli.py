@@ -3,7 +3,7 @@
 A tile cut from a slide (AIDPATH's 1024 px biopsy tiles, HuBMAP's 1600 x 1200 ones) cuts some glomeruli at its
 edge; a whole slide has none. For each model, the ground-truth glomeruli of ``RUN``'s held-out images that touch the
 image border and those that do not, each counted found when one of the model's glomeruli (its card's picks, one
-pass, plain: what ``generalisation.py score`` counts) overlaps it at IoU >= 0.5. ``--pad PX`` also scores every
+pass, plain: what ``generalisation.py score`` counts) is matched to it at IoU >= 0.5 (``metrics.match_objects``). ``--pad PX`` also scores every
 image padded by PX px on each side before the pass, mirrored (``reflect``) or with a flat colour (``white``,
 ``black``), then cropped back: whether what lies beyond the border changes what is found there.
 ``--exempt-cut`` also scores with the objects that touch the border kept whatever their size (the card's size floor
@@ -32,30 +32,32 @@ PADDINGS = {"reflect": None, "white": 240, "black": 0}
 """What ``--pad`` puts beyond the border: the image mirrored, or a flat grey level (glass is about 240)."""
 
 
-def border_split(scorer: Scorer, samples: list) -> dict[str, list[int]]:
-    """{"cut": [found, total], "whole": [found, total]}: ground-truth glomeruli by whether they touch the border."""
+def touches_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """Whether a region's bounding box (y0, x0, y1, x1) reaches the edge of an image of ``shape``."""
+    y0, x0, y1, x1 = bbox
+    return min(y0, x0) == 0 or y1 == shape[0] or x1 == shape[1]
+
+
+def border_split(scorer: Scorer, samples: list, maps: list) -> dict[str, list[int]]:
+    """{"cut": [found, total], "whole": [found, total]}: ground-truth glomeruli by whether they touch the border,
+    found where ``napari_hubmap.metrics.match_objects`` pairs one with an object of the card's picks (what
+    ``generalisation.py score`` counts); ``maps``: each sample's probability map."""
     from skimage.measure import label, regionprops
 
+    from napari_hubmap.metrics import match_objects
+
     counts = {"cut": [0, 0], "whole": [0, 0]}
-    for sample in samples:
-        objects = scorer.objects_of(scorer.map_of(sample))
+    for sample, probability in zip(samples, maps):
         truth = label(sample.mask.astype(bool), connectivity=2)
+        found = {gt for _, gt, _ in match_objects(scorer.objects_of(probability), truth)}
         for region in regionprops(truth):
-            y0, x0, y1, x1 = region.bbox
-            kind = "cut" if min(y0, x0) == 0 or y1 == truth.shape[0] or x1 == truth.shape[1] else "whole"
-            counts[kind][0] += best_iou(objects, truth == region.label) >= 0.5
+            kind = "cut" if touches_border(region.bbox, truth.shape) else "whole"
+            counts[kind][0] += region.label in found
             counts[kind][1] += 1
     return counts
 
 
-def best_iou(objects: np.ndarray, glomerulus: np.ndarray) -> float:
-    """The highest IoU of one ground-truth glomerulus (a mask) with any labelled object overlapping it."""
-    ious = [np.count_nonzero((objects == k) & glomerulus) / np.count_nonzero((objects == k) | glomerulus)
-            for k in np.unique(objects[glomerulus]) if k]
-    return max(ious, default=0.0)
-
-
-def exempt_cut_figures(scorer: Scorer, samples: list) -> dict:
+def exempt_cut_figures(scorer: Scorer, samples: list, maps: list) -> dict:
     """Mean Dice and pooled object figures with the objects touching the border kept whatever their size."""
     from skimage.measure import label, regionprops
 
@@ -63,13 +65,11 @@ def exempt_cut_figures(scorer: Scorer, samples: list) -> dict:
     from napari_hubmap.metrics import object_scores
 
     dices, counts = [], np.zeros(3, int)
-    for sample in samples:
-        unfloored = scorer.objects_of(scorer.map_of(sample), min_size=1)
+    for sample, probability in zip(samples, maps):
+        unfloored = scorer.objects_of(probability, min_size=1)
         kept = np.zeros_like(unfloored)
         for region in regionprops(unfloored):
-            y0, x0, y1, x1 = region.bbox
-            cut = min(y0, x0) == 0 or y1 == kept.shape[0] or x1 == kept.shape[1]
-            if cut or region.area >= scorer.min_size:
+            if touches_border(region.bbox, kept.shape) or region.area >= scorer.min_size:
                 kept[unfloored == region.label] = region.label
         truth = sample.mask.astype(bool)
         dices.append(image_dice(kept > 0, truth))
@@ -104,11 +104,12 @@ def main() -> None:
     for folder in args.models:
         scorer = Scorer([folder])
         samples = held_out_samples(args.run, scorer.card)
-        split = border_split(scorer, samples)
+        maps = [scorer.map_of(sample) for sample in samples]  # one pass each, for the split and the exemption
+        split = border_split(scorer, samples, maps)
         print(f"{folder.name}: cut by the border {split['cut'][0]} of {split['cut'][1]} found, "
               f"whole {split['whole'][0]} of {split['whole'][1]}", flush=True)
         if args.exempt_cut:
-            f = exempt_cut_figures(scorer, samples)
+            f = exempt_cut_figures(scorer, samples, maps)
             print(f"  cut objects exempt from the size floor: Dice {f['dice']:.3f} object F1 {f['object_f1']:.3f} "
                   f"(found {f['tp']}, false {f['fp']}, missed {f['fn']})", flush=True)
         if not args.pad:
