@@ -90,7 +90,7 @@ def view_window(layer, max_side: int | None = None) -> tuple[int, tuple[int, int
         level, y0, x0, y1, x1 = level + 1, y0 // 2, x0 // 2, -(-y1 // 2), -(-x1 // 2)
     height, width = levels[level].shape[-2:]
     if height <= max_side and width <= max_side:
-        return level, (0, height, 0, width)
+        return level, whole_window(layer, level)
     y0, x0 = max(0, min(y0, height)), max(0, min(x0, width))
     y1, x1 = max(y0, min(y1, height, y0 + max_side)), max(x0, min(x1, width, x0 + max_side))
     return level, (y0, y1, x0, x1)
